@@ -1,0 +1,486 @@
+"""The pure decision core: a snapshot of the site in, decisions out. No I/O.
+
+The operator and the simulator both call `decide`, so what is measured in
+simulation is what runs on the cluster.
+
+How one cycle decides:
+
+1. **Shed.** If the projected site power exceeds the cap that will be in
+   force one control period from now (a cap drop is coming or came), or the
+   measured power has exceeded the cap for longer than the grace period,
+   preempt preemptible jobs, lowest priority first and, within a priority,
+   the most recently started (least work lost), until it fits. A cycle that
+   sheds admits nothing: the freed power is only real once pods are gone.
+2. **Plan.** Build a step function over future time of free power (the
+   effective cap less the projected draw of running work) and free GPUs.
+   Its breakpoints are cap-window edges, running jobs' expected ends and the
+   ends of queued jobs if started now. Preemptible running jobs do not count
+   against steps where the cap is lower than now: they would be shed then.
+3. **Admit in order** (starving jobs first, then priority, then FIFO). A job
+   is admitted if its power and GPUs fit every step it would run through
+   (so a non-preemptible job that would still run in a demand-response
+   window must fit under that window's cap) and its replicas can be placed.
+   A job that does not fit gets a reservation at its earliest feasible start
+   in the same profile; later jobs are admitted only around those
+   reservations, so backfill never delays a higher job's projected start.
+
+The GPU side of the future profile counts GPUs, not per-node fragments, so
+a projected start is an estimate; admission *now* always places for real.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .model import PowerPolicy, format_time
+from .placement import FreeGpus
+
+# Reasons a job waits; they are also the condition reasons users see.
+WAITING_FOR_POWER = "WaitingForPower"
+WAITING_FOR_CAP_WINDOW = "WaitingForCapWindow"
+WAITING_FOR_GPUS = "WaitingForGPUs"
+WAITING_FOR_HIGHER_PRIORITY = "WaitingForHigherPriority"
+SHEDDING_LOAD = "SheddingLoad"
+UNSCHEDULABLE = "Unschedulable"
+
+PREEMPT_CAP_DROP = "CapDrop"
+PREEMPT_MEASURED = "MeasuredOverCap"
+
+DEFAULT_RESERVATIONS = 32
+HORIZON_S = 14 * 86400.0
+
+
+@dataclass(slots=True)
+class NodeState:
+    name: str
+    gpus_total: int
+    gpus_free: int
+
+
+@dataclass(slots=True)
+class RunningJob:
+    """An admitted job: it holds GPUs and is planned at `gpu_watts` per GPU."""
+
+    key: str
+    replicas: int
+    gpus_per_replica: int
+    gpu_watts: float
+    priority: int
+    preemptible: bool
+    started_s: float
+    expected_end_s: float
+    nodes: tuple[str, ...] = ()
+    measured_gpu_watts: float | None = None
+
+    @property
+    def gpus(self) -> int:
+        return self.replicas * self.gpus_per_replica
+
+
+@dataclass(slots=True)
+class QueuedJob:
+    """A job waiting for admission, with its forecast power and duration."""
+
+    key: str
+    replicas: int
+    gpus_per_replica: int
+    gpu_watts: float
+    priority: int
+    submitted_s: float
+    duration_s: float
+    preemptible: bool = False
+    max_delay_s: float | None = None
+
+    @property
+    def gpus(self) -> int:
+        return self.replicas * self.gpus_per_replica
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Everything one decision needs, gathered by the caller."""
+
+    now_s: float
+    policy: PowerPolicy
+    nodes: list[NodeState]
+    running: list[RunningJob]
+    queued: list[QueuedJob]
+    measured_site_watts: float | None = None
+    over_cap_since_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    key: str
+    nodes: tuple[str, ...]  # one entry per replica
+    site_watts: float  # what the job adds to projected site power
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    key: str
+    reason: str
+    message: str
+    est_start_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Preempt:
+    key: str
+    reason: str
+    message: str
+
+
+@dataclass(slots=True)
+class Decision:
+    admits: list[Admit] = field(default_factory=list)
+    waits: list[Wait] = field(default_factory=list)
+    preempts: list[Preempt] = field(default_factory=list)
+    cap_watts: float = 0.0
+    effective_cap_watts: float = 0.0
+    idle_site_watts: float = 0.0
+    projected_site_watts: float = 0.0  # after this cycle's admits and preempts
+    measured_site_watts: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt_watts(w: float) -> str:
+    """Human power: 412 W, 31.0 kW, 2.10 MW."""
+    a = abs(w)
+    if a >= 1e6:
+        return f"{w / 1e6:.2f} MW"
+    if a >= 1e3:
+        return f"{w / 1e3:.1f} kW"
+    return f"{w:.0f} W"
+
+
+def over_cap_since(
+    prev_since_s: float | None, measured_w: float | None, cap_w: float, now_s: float
+) -> float | None:
+    """When measured power first went over the cap in the current excursion.
+
+    Callers keep this between cycles; the grace period is counted from it.
+    """
+    if measured_w is None or measured_w <= cap_w:
+        return None
+    return now_s if prev_since_s is None else prev_since_s
+
+
+def order_queue(queued: list[QueuedJob], policy: PowerPolicy, now_s: float) -> list[QueuedJob]:
+    """Admission order: jobs past their max delay first, then priority, then FIFO."""
+    by_priority = policy.ordering == "PriorityFIFO"
+    max_wait = policy.max_wait_s
+
+    def key(j: QueuedJob) -> tuple[bool, int, float, str]:
+        limit = j.max_delay_s if j.max_delay_s is not None else max_wait
+        starving = now_s - j.submitted_s > limit
+        return (not starving, -j.priority if by_priority else 0, j.submitted_s, j.key)
+
+    return sorted(queued, key=key)
+
+
+def decide(snap: Snapshot, max_reservations: int = DEFAULT_RESERVATIONS) -> Decision:
+    """One admission cycle. Pure: the same snapshot gives the same decision."""
+    pol = snap.policy
+    now = snap.now_s
+    period = pol.control_period_s
+    pue, idle_w = pol.pue, pol.gpu_idle_watts
+    total_gpus = sum(n.gpus_total for n in snap.nodes)
+    node_max_gpus = max((n.gpus_total for n in snap.nodes), default=0)
+    idle_site = pol.idle_site_watts(len(snap.nodes), total_gpus)
+    cap_now = pol.cap_at(now)
+    ecap_now = cap_now * (1.0 - pol.safety_margin)
+    dec = Decision(
+        cap_watts=cap_now,
+        effective_cap_watts=ecap_now,
+        idle_site_watts=idle_site,
+        measured_site_watts=snap.measured_site_watts,
+    )
+
+    running = list(snap.running)
+    projected = idle_site + sum(pue * j.gpus * (j.gpu_watts - idle_w) for j in running)
+
+    # ---------------------------------------------------------------- 1. shed
+    if pol.preemption:
+        shed = _shed(snap, running, projected, ecap_now, cap_now)
+        if shed:
+            gone = {p.key for p in shed}
+            dec.preempts = shed
+            running = [j for j in running if j.key not in gone]
+            projected = idle_site + sum(pue * j.gpus * (j.gpu_watts - idle_w) for j in running)
+    soon_cap = min(ecap_now, pol.effective_cap_at(now + period))
+    if projected > soon_cap:
+        dec.notes.append(
+            f"projected {fmt_watts(projected)} exceeds the usable cap {fmt_watts(soon_cap)} "
+            "and no preemptible job is left to shed"
+        )
+    measured_excess = 0.0
+    if snap.measured_site_watts is not None and snap.measured_site_watts > projected:
+        # Something draws more than planned: plan with what is measured.
+        measured_excess = snap.measured_site_watts - projected
+
+    ordered = order_queue(snap.queued, pol, now)
+    dec.projected_site_watts = projected
+    if dec.preempts:
+        for j in ordered:
+            dec.waits.append(
+                Wait(
+                    j.key,
+                    SHEDDING_LOAD,
+                    "admissions paused while preempted jobs release power",
+                    None,
+                )
+            )
+        return dec
+
+    # ---------------------------------------------------------------- 2. plan
+    prof = _Profile(snap, running, ordered, idle_site, ecap_now, measured_excess)
+    fits = FreeGpus((n.name, n.gpus_free) for n in snap.nodes)
+    max_site_cap = float(prof.cap.max()) if prof.cap.size else ecap_now
+
+    # ---------------------------------------------------------------- 3. admit
+    blocked = 0
+    reservations = 0
+    for idx, j in enumerate(ordered):
+        g = j.gpus
+        w = pue * g * (j.gpu_watts - idle_w)
+        if g > total_gpus or j.gpus_per_replica > node_max_gpus:
+            dec.waits.append(
+                Wait(
+                    j.key,
+                    UNSCHEDULABLE,
+                    f"needs {j.replicas} x {j.gpus_per_replica} GPUs; the site has "
+                    f"{total_gpus} GPUs, at most {node_max_gpus} per node",
+                    None,
+                )
+            )
+            continue
+        if w > max_site_cap - idle_site:
+            dec.waits.append(
+                Wait(
+                    j.key,
+                    UNSCHEDULABLE,
+                    f"forecast {fmt_watts(w)} exceeds what the cap ever leaves above "
+                    f"idle ({fmt_watts(max_site_cap - idle_site)})",
+                    None,
+                )
+            )
+            continue
+        end_i = prof.end_index[idx]
+        avail = prof.free_p if j.preemptible else prof.free_np
+        if (pol.backfill or blocked == 0) and w <= avail[0] and g <= fits.total_free:
+            bad = prof.first_shortfall(avail, w, g, end_i)
+            if bad < 0:
+                nodes = fits.place(j.replicas, j.gpus_per_replica)
+                if nodes is not None:
+                    prof.take(0, end_i, w, g, j.preemptible)
+                    dec.admits.append(Admit(j.key, nodes, w))
+                    projected += w
+                    continue
+                reason, msg = (
+                    WAITING_FOR_GPUS,
+                    (
+                        f"{fits.total_free} GPUs free but no {j.replicas} node(s) with "
+                        f"{j.gpus_per_replica} free each (fragmented)"
+                    ),
+                )
+            else:
+                reason, msg = prof.explain_future(bad)
+        elif not (pol.backfill or blocked == 0):
+            reason, msg = WAITING_FOR_HIGHER_PRIORITY, "backfill is off and a job ahead is waiting"
+        elif w > avail[0]:
+            used = ecap_now - float(avail[0])
+            reason, msg = (
+                WAITING_FOR_POWER,
+                (
+                    f"site projected {fmt_watts(used)} + {fmt_watts(w)} > usable cap "
+                    f"{fmt_watts(ecap_now)} (cap {fmt_watts(cap_now)} less "
+                    f"{pol.safety_margin:.0%} margin)"
+                ),
+            )
+        else:
+            reason, msg = WAITING_FOR_GPUS, f"needs {g} GPUs, {fits.total_free} free"
+        blocked += 1
+        est = None
+        if reservations < max_reservations:
+            reservations += 1
+            est = prof.reserve(avail, w, g, j.duration_s, j.preemptible)
+        if est is None and reservations >= max_reservations:
+            msg += f"; {blocked - 1} waiting jobs ahead"
+        elif est is not None:
+            msg += f"; estimated start {format_time(est)}"
+        dec.waits.append(Wait(j.key, reason, msg, est))
+
+    dec.projected_site_watts = projected
+    return dec
+
+
+def _shed(
+    snap: Snapshot, running: list[RunningJob], projected: float, ecap_now: float, cap_now: float
+) -> list[Preempt]:
+    """Preemptions needed now: for a coming cap, or measured power past its grace."""
+    pol = snap.policy
+    now = snap.now_s
+    pue, idle_w = pol.pue, pol.gpu_idle_watts
+    soon = pol.effective_cap_at(now + pol.control_period_s)
+    target = min(ecap_now, soon)
+    excess_plan = projected - target
+    excess_meas = 0.0
+    meas = snap.measured_site_watts
+    if (
+        meas is not None
+        and meas > cap_now
+        and snap.over_cap_since_s is not None
+        and now - snap.over_cap_since_s >= pol.grace_period_s
+    ):
+        excess_meas = meas - ecap_now
+    if excess_plan <= 0 and excess_meas <= 0:
+        return []
+    victims = sorted(
+        (j for j in running if j.preemptible), key=lambda j: (j.priority, -j.started_s, j.key)
+    )
+    out: list[Preempt] = []
+    for j in victims:
+        if excess_plan <= 0 and excess_meas <= 0:
+            break
+        planned = pue * j.gpus * (j.gpu_watts - idle_w)
+        drawn = j.measured_gpu_watts if j.measured_gpu_watts is not None else j.gpu_watts
+        if excess_meas > 0:
+            msg = (
+                f"measured site power {fmt_watts(meas or 0.0)} over cap {fmt_watts(cap_now)} "
+                f"for more than {pol.grace_period_s:.0f}s; shedding priority {j.priority}"
+            )
+            out.append(Preempt(j.key, PREEMPT_MEASURED, msg))
+        else:
+            win = pol.active_window(now + pol.control_period_s)
+            why = f" ({win.name})" if win and win.name else ""
+            msg = (
+                f"cap {fmt_watts(pol.cap_at(now + pol.control_period_s))}{why} is below the "
+                f"projected {fmt_watts(projected)}; shedding priority {j.priority}"
+            )
+            out.append(Preempt(j.key, PREEMPT_CAP_DROP, msg))
+        excess_plan -= planned
+        excess_meas -= pue * j.gpus * (drawn - idle_w)
+    return out
+
+
+class _Profile:
+    """Free power and GPUs as step functions over future time.
+
+    Step i covers [times[i], times[i+1]); the last step lasts forever.
+    `free_np` is what a non-preemptible job may use at each step, `free_p`
+    what a preemptible one may use (unbounded where the cap drops later than
+    one period from now: it would be shed there, not planned through).
+    """
+
+    def __init__(
+        self,
+        snap: Snapshot,
+        running: list[RunningJob],
+        ordered: list[QueuedJob],
+        idle_site: float,
+        ecap_now: float,
+        measured_excess: float,
+    ) -> None:
+        pol = snap.policy
+        now = snap.now_s
+        period = pol.control_period_s
+        horizon = now + HORIZON_S
+        pue, idle_w = pol.pue, pol.gpu_idle_watts
+        run_end = np.array(
+            [min(max(j.expected_end_s, now + period), horizon) for j in running], dtype=float
+        )
+        job_end = np.array(
+            [min(now + max(j.duration_s, 1.0), horizon) for j in ordered], dtype=float
+        )
+        edges = np.array(pol.cap_changes(now, horizon), dtype=float)
+        times = np.unique(np.concatenate(([now, now + period], edges, run_end, job_end)))
+        self.times = times
+        cap = np.full(times.shape, float(pol.cap_watts))
+        for w in pol.cap_schedule:
+            inside = (times >= w.start_s) & (times < w.end_s)
+            np.minimum(cap, np.where(inside, w.cap_watts, np.inf), out=cap)
+        cap *= 1.0 - pol.safety_margin
+        self.cap = cap
+        self.cap_raw = cap / (1.0 - pol.safety_margin)
+        self.drop = cap < ecap_now - 1e-6
+        self.period_end = now + period
+
+        # Load of running work at each step: each job counts until its end.
+        n = times.size
+        load_np = np.zeros(n + 1)
+        load_p = np.zeros(n + 1)
+        released = np.zeros(n + 1)
+        if running:
+            end_idx = np.searchsorted(times, run_end, side="left")
+            w = np.array([pue * j.gpus * (j.gpu_watts - idle_w) for j in running])
+            pre = np.array([j.preemptible and pol.preemption for j in running], dtype=bool)
+            np.add.at(load_np, end_idx[~pre], -w[~pre])
+            np.add.at(load_p, end_idx[pre], -w[pre])
+            load_np[0] += w[~pre].sum()
+            load_p[0] += w[pre].sum()
+            np.add.at(released, end_idx, np.array([j.gpus for j in running], dtype=float))
+        load_np = np.cumsum(load_np)[:n]
+        load_p = np.cumsum(load_p)[:n]
+        base = cap - idle_site - measured_excess - load_np
+        self.free_np = np.where(self.drop, base, base - load_p)
+        far_drop = self.drop & (times >= self.period_end)
+        self.free_p = np.where(far_drop, np.inf, base - load_p)
+        gpus_free_now = float(sum(nd.gpus_free for nd in snap.nodes))
+        self.free_g = gpus_free_now + np.cumsum(released)[:n]
+        self.end_index = np.searchsorted(times, job_end, side="left")
+
+    def first_shortfall(self, avail: np.ndarray, w: float, g: int, end_i: int) -> int:
+        """First step in [0, end_i) where the job does not fit, or -1."""
+        end_i = max(end_i, 1)
+        short = (avail[:end_i] < w) | (self.free_g[:end_i] < g)
+        hit = np.flatnonzero(short)
+        return int(hit[0]) if hit.size else -1
+
+    def take(self, i: int, e: int, w: float, g: int, preemptible: bool) -> None:
+        """Hold w watts and g GPUs over steps [i, e)."""
+        e = max(e, i + 1)
+        if preemptible:
+            # a preemptible job does not hold power at steps where it would be shed
+            self.free_np[i:e] -= np.where(self.drop[i:e], 0.0, w)
+        else:
+            self.free_np[i:e] -= w
+        self.free_p[i:e] -= w
+        self.free_g[i:e] -= g
+
+    def reserve(
+        self, avail: np.ndarray, w: float, g: int, duration_s: float, preemptible: bool
+    ) -> float | None:
+        """Book the earliest start where the job fits throughout; return it."""
+        times = self.times
+        ok = (avail >= w) & (self.free_g >= g)
+        if not ok.any():
+            return None
+        ends = np.searchsorted(times, times + max(duration_s, 1.0), side="left")
+        ends = np.maximum(ends, np.arange(times.size) + 1)
+        bad = np.concatenate(([0], np.cumsum(~ok)))
+        clear = ok & (bad[ends] - bad[np.arange(times.size)] == 0)
+        hit = np.flatnonzero(clear)
+        if not hit.size:
+            return None
+        i = int(hit[0])
+        if i == 0:
+            # fits the profile now but was not admitted (fragmentation or
+            # ordering): the earliest change is the next step
+            i = 1 if times.size > 1 else 0
+        self.take(i, int(ends[i]), w, g, preemptible)
+        return float(times[i])
+
+    def explain_future(self, step: int) -> tuple[str, str]:
+        """Why a job that fits now cannot run through its whole duration."""
+        when = format_time(float(self.times[step]))
+        if self.drop[step]:
+            return WAITING_FOR_CAP_WINDOW, (
+                f"would still run when the cap drops to {fmt_watts(float(self.cap_raw[step]))} at "
+                f"{when}; it fits only after the window"
+            )
+        return WAITING_FOR_HIGHER_PRIORITY, (
+            f"starting now would delay a higher-priority job reserved from {when}"
+        )

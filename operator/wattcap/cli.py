@@ -1,0 +1,41 @@
+"""The `wattcap` command: one entry point, each subcommand delegating to its room."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _simulate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trace", required=True, help="job trace CSV (shared/traces/FORMAT.md)")
+    p.add_argument("--policy", required=True, help="PowerPolicy YAML manifest")
+    p.add_argument("--nodes", type=int, required=True, help="number of nodes in the site")
+    p.add_argument("--gpus-per-node", type=int, required=True, help="GPUs per node")
+    p.add_argument("--start", required=True, help="RFC 3339 time of trace second 0")
+    p.add_argument(
+        "--scheduler", choices=("wattcap", "static-tdp", "gpu-only"), default="wattcap"
+    )
+    p.add_argument("--schedule-out", help="write the schedule CSV here")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--plot", help="draw site power against the cap to this PNG")
+    p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wattcap", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _simulate_args(sub.add_parser("simulate", help="replay a job trace on a simulated site"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "simulate":
+        from .sim.run import simulate_command
+
+        return simulate_command(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Per-job GPU power and duration forecasts, learned from what was measured.
+
+A job's power is forecast per GPU for its `workloadClass`:
+
+* a new class starts from a prior: the user's hint if given, else the GPU's
+  TDP, which no job can exceed, so the first jobs of a class never overshoot;
+* once jobs of the class have run, the forecast is an upper prediction bound
+  from their measured mean power (Student-t style, so three samples give a
+  wider bound than thirty);
+* the bound's level is calibrated online: every finished job reports whether
+  it drew more than it was forecast, and the level moves so the miss rate
+  tends to the policy's target (adaptive conformal inference, Gibbs and
+  Candès, NeurIPS 2021). A fixed quantile would be wrong whenever the
+  class's spread is not Gaussian.
+
+Only measurements enter here. The simulator and the operator both feed it
+what a live site could observe; nothing reads a job's ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from statistics import NormalDist
+
+# Relative spread assumed when a class has too few samples to estimate one;
+# also a floor, because a handful of identical samples does not prove zero spread.
+MIN_REL_SPREAD = 0.02
+PRIOR_REL_SPREAD = 0.05
+HISTORY = 64  # samples kept per class: recent behaviour matters more than old
+CALIBRATION_STEP = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class PowerForecast:
+    """Per-GPU watts to plan for, and where the number came from."""
+
+    gpu_watts: float
+    quantile: float
+    source: str  # "prior" (TDP), "hint", "history", "measured"
+    samples: int
+
+
+@dataclass(slots=True)
+class _ClassHistory:
+    watts: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    durations: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+
+
+def _upper_bound(samples: deque[float] | list[float], level: float) -> float:
+    """Upper prediction bound for one new draw at `level` from the samples."""
+    n = len(samples)
+    mean = sum(samples) / n
+    if n >= 2:
+        var = sum((x - mean) ** 2 for x in samples) / (n - 1)
+        sd = max(math.sqrt(var), MIN_REL_SPREAD * mean)
+    else:
+        sd = PRIOR_REL_SPREAD * mean
+    z = NormalDist().inv_cdf(level)
+    df = max(n - 1, 1)
+    # Cornish-Fisher style widening of z toward Student's t for small samples.
+    t = z + (z**3 + z) / (4 * df)
+    return mean + t * sd * math.sqrt(1 + 1 / n)
+
+
+class Forecaster:
+    """Learns per-class power and duration; calibrates its own miss rate."""
+
+    def __init__(
+        self,
+        gpu_tdp_watts: float,
+        gpu_idle_watts: float,
+        coverage: float = 0.95,
+        duration_quantile: float = 0.9,
+    ) -> None:
+        self.tdp = gpu_tdp_watts
+        self.idle = gpu_idle_watts
+        self.coverage = coverage
+        self.level = coverage  # the calibrated quantile level actually used
+        self.duration_quantile = duration_quantile
+        self._classes: dict[str, _ClassHistory] = {}
+        self.misses = 0
+        self.outcomes = 0
+
+    # ------------------------------------------------------------------ power
+
+    def forecast(self, workload_class: str, hint_gpu_watts: float | None = None) -> PowerForecast:
+        """Per-GPU watts to reserve for a job of this class that has not run yet."""
+        hist = self._classes.get(workload_class)
+        if hist is not None and hist.watts:
+            watts = _upper_bound(hist.watts, self.level)
+            return PowerForecast(self._clamp(watts), self.level, "history", len(hist.watts))
+        if hint_gpu_watts is not None:
+            return PowerForecast(self._clamp(hint_gpu_watts), self.level, "hint", 0)
+        return PowerForecast(self.tdp, 1.0, "prior", 0)
+
+    def running(self, admitted: PowerForecast, measured_samples: list[float]) -> PowerForecast:
+        """Tighten a running job's reservation once its own draw has been seen.
+
+        A job admitted at TDP that measures 400 W per GPU holds 300 W per GPU
+        the site could give to waiting work. Never raise above the admission
+        forecast here: a job drawing more than forecast is the measured-power
+        enforcement's business, not a silent re-forecast.
+        """
+        if len(measured_samples) < 3:
+            return admitted
+        bound = _upper_bound(measured_samples, self.level)
+        if bound >= admitted.gpu_watts:
+            return admitted
+        return PowerForecast(self._clamp(bound), self.level, "measured", len(measured_samples))
+
+    def observe(
+        self,
+        workload_class: str,
+        measured_gpu_watts: float,
+        duration_s: float | None,
+        forecast_gpu_watts: float | None,
+    ) -> None:
+        """A job of this class finished: learn its measured mean power and duration.
+
+        `forecast_gpu_watts` is what it was admitted with; comparing the two
+        is what calibrates the quantile level. Prior (TDP) forecasts cannot be
+        missed and would only push the level down, so they are not counted.
+        """
+        hist = self._classes.setdefault(workload_class, _ClassHistory())
+        if forecast_gpu_watts is not None and forecast_gpu_watts < self.tdp:
+            miss = 1.0 if measured_gpu_watts > forecast_gpu_watts else 0.0
+            self.misses += int(miss)
+            self.outcomes += 1
+            target_miss = 1.0 - self.coverage
+            self.level = min(0.9999, max(0.5, self.level + CALIBRATION_STEP * (miss - target_miss)))
+        if math.isfinite(measured_gpu_watts) and measured_gpu_watts > 0:
+            hist.watts.append(measured_gpu_watts)
+        if duration_s is not None and duration_s > 0:
+            hist.durations.append(duration_s)
+
+    def _clamp(self, watts: float) -> float:
+        return min(self.tdp, max(self.idle, watts))
+
+    # ------------------------------------------------------------------ duration
+
+    def duration(
+        self, workload_class: str, user_estimate_s: float | None, default_s: float
+    ) -> float:
+        """Seconds to plan a job for: the user's estimate, else a class quantile."""
+        if user_estimate_s is not None and user_estimate_s > 0:
+            return user_estimate_s
+        hist = self._classes.get(workload_class)
+        if hist is None or not hist.durations:
+            return default_s
+        ordered = sorted(hist.durations)
+        if len(ordered) < 5:
+            return ordered[-1] * 1.2
+        idx = min(len(ordered) - 1, math.ceil(self.duration_quantile * len(ordered)) - 1)
+        return ordered[idx]
+
+    # ------------------------------------------------------------------ introspection
+
+    def classes(self) -> dict[str, int]:
+        """Samples per class, for status and the CLI."""
+        return {name: len(h.watts) for name, h in self._classes.items()}
+
+    def miss_rate(self) -> float | None:
+        return self.misses / self.outcomes if self.outcomes else None

@@ -1,0 +1,396 @@
+"""Typed domain objects parsed from the same manifests the cluster stores.
+
+Parsing lives here, not in the handlers or the simulator, so that a bad
+manifest gets one error message wherever it is read: the field's path and
+why it is wrong, never a traceback. Times inside the core are float epoch
+seconds; datetimes exist only at the edges.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+API_GROUP = "wattcap.io"
+API_VERSION = "v1alpha1"
+API = f"{API_GROUP}/{API_VERSION}"
+
+ORDERINGS = ("PriorityFIFO", "FIFO")
+
+
+class ManifestError(ValueError):
+    """A manifest field is missing or wrong; `field` is its dotted path."""
+
+    def __init__(self, field: str, why: str) -> None:
+        super().__init__(f"{field}: {why}")
+        self.field = field
+        self.why = why
+
+
+# --------------------------------------------------------------------- parsing helpers
+
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_duration(value: Any, path: str) -> float:
+    """Seconds from an int/float or a Go-style duration string ("90s", "1h30m")."""
+    if isinstance(value, bool):
+        raise ManifestError(path, f"expected seconds or a duration like '1h30m', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and value and (m := _DURATION_RE.match(value.strip())):
+        h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+        seconds = h * 3600 + mi * 60 + s
+    else:
+        raise ManifestError(path, f"expected seconds or a duration like '1h30m', got {value!r}")
+    if seconds < 0:
+        raise ManifestError(path, f"must not be negative, got {value!r}")
+    return seconds
+
+
+def parse_time(value: Any, path: str) -> float:
+    """Epoch seconds from an RFC 3339 timestamp (a trailing Z is accepted)."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ManifestError(
+                path, f"expected an RFC 3339 time like 2026-07-01T14:00:00Z, got {value!r}"
+            ) from None
+    else:
+        raise ManifestError(path, f"expected an RFC 3339 time, got {value!r}")
+    if dt.tzinfo is None:
+        raise ManifestError(path, f"time {value!r} needs a timezone (e.g. a trailing Z)")
+    return dt.timestamp()
+
+
+def format_time(epoch_s: float) -> str:
+    """RFC 3339 UTC with a Z, the form Kubernetes status fields use."""
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _number(
+    spec: Mapping[str, Any],
+    key: str,
+    path: str,
+    default: float | None = None,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_min: bool = False,
+) -> float:
+    full = f"{path}.{key}"
+    if key not in spec or spec[key] is None:
+        if default is None:
+            raise ManifestError(full, "is required")
+        return float(default)
+    value = spec[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ManifestError(full, f"expected a number, got {value!r}")
+    value = float(value)
+    if minimum is not None and (value <= minimum if exclusive_min else value < minimum):
+        sign = ">" if exclusive_min else ">="
+        raise ManifestError(full, f"must be {sign} {minimum:g}, got {value:g}")
+    if maximum is not None and value > maximum:
+        raise ManifestError(full, f"must be <= {maximum:g}, got {value:g}")
+    return value
+
+
+def _integer(
+    spec: Mapping[str, Any],
+    key: str,
+    path: str,
+    default: int | None = None,
+    *,
+    minimum: int | None = None,
+) -> int:
+    full = f"{path}.{key}"
+    value = spec.get(key, default)
+    if value is None:
+        raise ManifestError(full, "is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ManifestError(full, f"expected a whole number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ManifestError(full, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _boolean(spec: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+    value = spec.get(key, default)
+    if not isinstance(value, bool):
+        raise ManifestError(f"{path}.{key}", f"expected true or false, got {value!r}")
+    return value
+
+
+def _string(spec: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:
+    value = spec.get(key, default)
+    if value is None:
+        raise ManifestError(f"{path}.{key}", "is required")
+    if not isinstance(value, str):
+        raise ManifestError(f"{path}.{key}", f"expected a string, got {value!r}")
+    return value
+
+
+def _mapping(obj: Any, path: str) -> Mapping[str, Any]:
+    if obj is None:
+        return {}
+    if not isinstance(obj, Mapping):
+        raise ManifestError(path, f"expected a mapping, got {type(obj).__name__}")
+    return obj
+
+
+# --------------------------------------------------------------------- PowerPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class CapWindow:
+    """A time window with a lower cap: peak hours or a demand-response event."""
+
+    start_s: float
+    end_s: float
+    cap_watts: float
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PowerPolicy:
+    """The site's power contract and how wattcap should spend it.
+
+    Defaults here are the CRD's defaults; change them together.
+    """
+
+    cap_watts: float
+    name: str = "site"
+    cap_schedule: tuple[CapWindow, ...] = ()
+    pue: float = 1.2
+    node_base_watts: float = 800.0
+    gpu_idle_watts: float = 70.0
+    gpu_tdp_watts: float = 700.0
+    safety_margin: float = 0.02
+    coverage: float = 0.95
+    ordering: str = "PriorityFIFO"
+    backfill: bool = True
+    preemption: bool = True
+    control_period_s: float = 15.0
+    grace_period_s: float = 60.0
+    default_duration_s: float = 3600.0
+    max_wait_s: float = 86400.0
+    prometheus_url: str | None = None
+    site_power_query: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    site_nodes: int | None = None
+    site_gpus_per_node: int | None = None
+
+    def cap_at(self, t_s: float) -> float:
+        """Cap in force at time t: the lowest of the base cap and every open window."""
+        cap = self.cap_watts
+        for w in self.cap_schedule:
+            if w.start_s <= t_s < w.end_s and w.cap_watts < cap:
+                cap = w.cap_watts
+        return cap
+
+    def effective_cap_at(self, t_s: float) -> float:
+        """What admission may plan against: the cap less the safety margin."""
+        return self.cap_at(t_s) * (1.0 - self.safety_margin)
+
+    def cap_changes(self, after_s: float, until_s: float) -> list[float]:
+        """Times in (after, until) where the cap may change: window edges."""
+        edges = {e for w in self.cap_schedule for e in (w.start_s, w.end_s)}
+        return sorted(t for t in edges if after_s < t < until_s)
+
+    def active_window(self, t_s: float) -> CapWindow | None:
+        """The open window that sets the cap now, if any."""
+        best = None
+        for w in self.cap_schedule:
+            if (
+                w.start_s <= t_s < w.end_s
+                and w.cap_watts < self.cap_watts
+                and (best is None or w.cap_watts < best.cap_watts)
+            ):
+                best = w
+        return best
+
+    def idle_site_watts(self, nodes: int, gpus: int) -> float:
+        """Site power with every GPU idle: the floor no schedule can go below."""
+        return self.pue * (nodes * self.node_base_watts + gpus * self.gpu_idle_watts)
+
+    def job_site_watts(self, gpus: int, gpu_watts: float) -> float:
+        """What a job adds to site power above idle (FORMAT.md's power model)."""
+        return self.pue * gpus * (gpu_watts - self.gpu_idle_watts)
+
+
+def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
+    """Build a PowerPolicy from a manifest (whole object or its spec)."""
+    obj = _mapping(obj, "PowerPolicy")
+    if "spec" in obj:
+        _check_kind(obj, "PowerPolicy")
+        name = str(_mapping(obj.get("metadata"), "metadata").get("name", "site"))
+        spec = _mapping(obj["spec"], "spec")
+    else:
+        name, spec = "site", obj
+    p = "spec"
+    cap = _number(spec, "capWatts", p, minimum=0, exclusive_min=True)
+    windows = []
+    raw_windows = spec.get("capSchedule") or []
+    if not isinstance(raw_windows, list):
+        raise ManifestError(f"{p}.capSchedule", "expected a list of {start, end, capWatts}")
+    for i, raw in enumerate(raw_windows):
+        wp = f"{p}.capSchedule[{i}]"
+        raw = _mapping(raw, wp)
+        start = parse_time(raw.get("start"), f"{wp}.start")
+        end = parse_time(raw.get("end"), f"{wp}.end")
+        if end <= start:
+            raise ManifestError(f"{wp}.end", "must be after start")
+        wcap = _number(raw, "capWatts", wp, minimum=0, exclusive_min=True)
+        windows.append(CapWindow(start, end, wcap, str(raw.get("name", ""))))
+    pue = _number(spec, "pue", p, PowerPolicy.pue, minimum=1.0, maximum=3.0)
+    base = _number(spec, "nodeBaseWatts", p, PowerPolicy.node_base_watts, minimum=0)
+    idle = _number(spec, "gpuIdleWatts", p, PowerPolicy.gpu_idle_watts, minimum=0)
+    tdp = _number(spec, "gpuTdpWatts", p, PowerPolicy.gpu_tdp_watts, minimum=0, exclusive_min=True)
+    if tdp < idle:
+        raise ManifestError(f"{p}.gpuTdpWatts", f"must be >= gpuIdleWatts ({idle:g}), got {tdp:g}")
+    margin = _number(spec, "safetyMargin", p, PowerPolicy.safety_margin, minimum=0, maximum=0.5)
+    coverage = _number(spec, "coverageTarget", p, PowerPolicy.coverage, minimum=0.5, maximum=0.9999)
+    ordering = _string(spec, "ordering", p, PowerPolicy.ordering)
+    if ordering not in ORDERINGS:
+        raise ManifestError(
+            f"{p}.ordering", f"must be one of {', '.join(ORDERINGS)}, got {ordering!r}"
+        )
+    prom = _mapping(spec.get("prometheus"), f"{p}.prometheus")
+    selector = _mapping(spec.get("nodeSelector"), f"{p}.nodeSelector")
+    site = _mapping(spec.get("site"), f"{p}.site")
+    site_nodes = _integer(site, "nodes", f"{p}.site", minimum=1) if "nodes" in site else None
+    site_gpn = (
+        _integer(site, "gpusPerNode", f"{p}.site", minimum=0) if "gpusPerNode" in site else None
+    )
+    policy = PowerPolicy(
+        cap_watts=cap,
+        name=name,
+        cap_schedule=tuple(windows),
+        pue=pue,
+        node_base_watts=base,
+        gpu_idle_watts=idle,
+        gpu_tdp_watts=tdp,
+        safety_margin=margin,
+        coverage=coverage,
+        ordering=ordering,
+        backfill=_boolean(spec, "backfill", p, PowerPolicy.backfill),
+        preemption=_boolean(spec, "preemption", p, PowerPolicy.preemption),
+        control_period_s=parse_duration(
+            spec.get("controlPeriod", PowerPolicy.control_period_s), f"{p}.controlPeriod"
+        ),
+        grace_period_s=parse_duration(
+            spec.get("gracePeriod", PowerPolicy.grace_period_s), f"{p}.gracePeriod"
+        ),
+        default_duration_s=parse_duration(
+            spec.get("defaultJobDuration", PowerPolicy.default_duration_s),
+            f"{p}.defaultJobDuration",
+        ),
+        max_wait_s=parse_duration(spec.get("maxWait", PowerPolicy.max_wait_s), f"{p}.maxWait"),
+        prometheus_url=prom.get("url") or None,
+        site_power_query=prom.get("sitePowerQuery") or None,
+        node_selector={str(k): str(v) for k, v in selector.items()},
+        site_nodes=site_nodes,
+        site_gpus_per_node=site_gpn,
+    )
+    if policy.control_period_s <= 0:
+        raise ManifestError(f"{p}.controlPeriod", "must be > 0")
+    if site_nodes is not None and site_gpn is not None:
+        validate_cap_against_site(policy, site_nodes, site_nodes * site_gpn, path=p)
+    return policy
+
+
+def validate_cap_against_site(
+    policy: PowerPolicy, nodes: int, gpus: int, path: str = "spec"
+) -> None:
+    """Refuse a cap the site cannot meet even with every GPU idle."""
+    idle = policy.idle_site_watts(nodes, gpus)
+    if policy.cap_watts < idle:
+        raise ManifestError(
+            f"{path}.capWatts",
+            f"cap {policy.cap_watts:g} W is below the site's idle power {idle:g} W "
+            f"({nodes} nodes, {gpus} GPUs, PUE {policy.pue:g})",
+        )
+    for i, w in enumerate(policy.cap_schedule):
+        if w.cap_watts < idle:
+            raise ManifestError(
+                f"{path}.capSchedule[{i}].capWatts",
+                f"cap {w.cap_watts:g} W is below the site's idle power {idle:g} W",
+            )
+
+
+def _check_kind(obj: Mapping[str, Any], kind: str) -> None:
+    if obj.get("kind", kind) != kind:
+        raise ManifestError("kind", f"expected {kind}, got {obj.get('kind')!r}")
+    api = obj.get("apiVersion", API)
+    if api != API:
+        raise ManifestError("apiVersion", f"expected {API}, got {api!r}")
+
+
+# --------------------------------------------------------------------- TrainingJob
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJobSpec:
+    """What a user asked for; the operator's view of one TrainingJob."""
+
+    name: str
+    namespace: str
+    replicas: int
+    gpus_per_replica: int
+    priority: int = 0
+    workload_class: str = "default"
+    preemptible: bool = False
+    gpu_watts_hint: float | None = None
+    expected_duration_s: float | None = None
+    max_delay_s: float | None = None
+    template: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def gpus(self) -> int:
+        return self.replicas * self.gpus_per_replica
+
+
+def parse_training_job(obj: Mapping[str, Any]) -> TrainingJobSpec:
+    """Build a TrainingJobSpec from a whole TrainingJob object."""
+    obj = _mapping(obj, "TrainingJob")
+    _check_kind(obj, "TrainingJob")
+    meta = _mapping(obj.get("metadata"), "metadata")
+    spec = _mapping(obj.get("spec"), "spec")
+    p = "spec"
+    hint = spec.get("gpuWattsHint")
+    return TrainingJobSpec(
+        name=_string(meta, "name", "metadata"),
+        namespace=_string(meta, "namespace", "metadata", "default"),
+        replicas=_integer(spec, "replicas", p, 1, minimum=1),
+        gpus_per_replica=_integer(spec, "gpusPerReplica", p, minimum=1),
+        priority=_integer(spec, "priority", p, 0),
+        workload_class=_string(spec, "workloadClass", p, "default") or "default",
+        preemptible=_boolean(spec, "preemptible", p, False),
+        gpu_watts_hint=None
+        if hint is None
+        else _number(spec, "gpuWattsHint", p, minimum=0, exclusive_min=True),
+        expected_duration_s=(
+            None
+            if spec.get("expectedDuration") is None
+            else parse_duration(spec["expectedDuration"], f"{p}.expectedDuration")
+        ),
+        max_delay_s=(
+            None
+            if spec.get("maxDelay") is None
+            else parse_duration(spec["maxDelay"], f"{p}.maxDelay")
+        ),
+        template=_mapping(spec.get("template"), f"{p}.template"),
+    )
