@@ -6,6 +6,9 @@ module wattcap.local/hack/tools
 
 go 1.25.0
 
+// Same runtime defaults as upstream's own build of this release.
+godebug default=go1.24
+
 require k8s.io/kubernetes v1.34.10
 
 require (
