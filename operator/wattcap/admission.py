@@ -30,6 +30,7 @@ a projected start is an estimate; admission *now* always places for real.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,10 +121,20 @@ class Admit:
 
 @dataclass(frozen=True, slots=True)
 class Wait:
+    """A job stays queued. `detail` may be a callable: most waits in a deep
+    queue are never read, so their text is rendered only on demand."""
+
     key: str
     reason: str
-    message: str
+    detail: str | Callable[[], str]
     est_start_s: float | None
+
+    @property
+    def message(self) -> str:
+        text = self.detail() if callable(self.detail) else self.detail
+        if self.est_start_s is not None:
+            text += f"; estimated start {format_time(self.est_start_s)}"
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,80 +252,99 @@ def decide(snap: Snapshot, max_reservations: int = DEFAULT_RESERVATIONS) -> Deci
     max_site_cap = float(prof.cap.max()) if prof.cap.size else ecap_now
 
     # ---------------------------------------------------------------- 3. admit
+    usable_above_idle = max_site_cap - idle_site
     blocked = 0
     reservations = 0
+    end_index = prof.end_index.tolist()
+    why_later: dict[int, tuple[str, Callable[[], str]]] = {}  # many jobs trip on one step
+    waits = dec.waits
     for idx, j in enumerate(ordered):
-        g = j.gpus
+        g = j.replicas * j.gpus_per_replica
         w = pue * g * (j.gpu_watts - idle_w)
         if g > total_gpus or j.gpus_per_replica > node_max_gpus:
-            dec.waits.append(
+            waits.append(
                 Wait(
                     j.key,
                     UNSCHEDULABLE,
-                    f"needs {j.replicas} x {j.gpus_per_replica} GPUs; the site has "
-                    f"{total_gpus} GPUs, at most {node_max_gpus} per node",
+                    (
+                        f"needs {j.replicas} x {j.gpus_per_replica} GPUs; the site has "
+                        f"{total_gpus} GPUs, at most {node_max_gpus} per node"
+                    ),
                     None,
                 )
             )
             continue
-        if w > max_site_cap - idle_site:
-            dec.waits.append(
+        if w > usable_above_idle:
+            waits.append(
                 Wait(
                     j.key,
                     UNSCHEDULABLE,
-                    f"forecast {fmt_watts(w)} exceeds what the cap ever leaves above "
-                    f"idle ({fmt_watts(max_site_cap - idle_site)})",
+                    (
+                        f"forecast {fmt_watts(w)} exceeds what the cap ever leaves above "
+                        f"idle ({fmt_watts(usable_above_idle)})"
+                    ),
                     None,
                 )
             )
             continue
-        end_i = prof.end_index[idx]
-        avail = prof.free_p if j.preemptible else prof.free_np
-        if (pol.backfill or blocked == 0) and w <= avail[0] and g <= fits.total_free:
-            bad = prof.first_shortfall(avail, w, g, end_i)
+        pre = j.preemptible and pol.preemption  # unsheddable work plans for every cap
+        avail0 = prof.free0_p if pre else prof.free0_np
+        may_start = blocked == 0 or pol.backfill
+        detail: str | Callable[[], str]
+        if may_start and w <= avail0 and g <= fits.total_free:
+            bad = prof.first_shortfall(pre, w, g, end_index[idx])
             if bad < 0:
                 nodes = fits.place(j.replicas, j.gpus_per_replica)
                 if nodes is not None:
-                    prof.take(0, end_i, w, g, j.preemptible)
+                    prof.take(0, end_index[idx], w, g, pre)
                     dec.admits.append(Admit(j.key, nodes, w))
                     projected += w
                     continue
-                reason, msg = (
-                    WAITING_FOR_GPUS,
-                    (
-                        f"{fits.total_free} GPUs free but no {j.replicas} node(s) with "
-                        f"{j.gpus_per_replica} free each (fragmented)"
-                    ),
-                )
+                reason, detail = WAITING_FOR_GPUS, _fragmented(fits.total_free, j)
             else:
-                reason, msg = prof.explain_future(bad)
-        elif not (pol.backfill or blocked == 0):
-            reason, msg = WAITING_FOR_HIGHER_PRIORITY, "backfill is off and a job ahead is waiting"
-        elif w > avail[0]:
-            used = ecap_now - float(avail[0])
-            reason, msg = (
+                cached = why_later.get(bad)
+                if cached is None:
+                    cached = why_later[bad] = prof.explain_future(bad)
+                reason, detail = cached
+        elif not may_start:
+            reason, detail = (
+                WAITING_FOR_HIGHER_PRIORITY,
+                "backfill is off and a job ahead is waiting",
+            )
+        elif w > avail0:
+            reason, detail = (
                 WAITING_FOR_POWER,
-                (
-                    f"site projected {fmt_watts(used)} + {fmt_watts(w)} > usable cap "
-                    f"{fmt_watts(ecap_now)} (cap {fmt_watts(cap_now)} less "
-                    f"{pol.safety_margin:.0%} margin)"
-                ),
+                _short_of_power(ecap_now - avail0, w, cap_now, pol.safety_margin),
             )
         else:
-            reason, msg = WAITING_FOR_GPUS, f"needs {g} GPUs, {fits.total_free} free"
+            reason, detail = WAITING_FOR_GPUS, f"needs {g} GPUs, {fits.total_free} free"
         blocked += 1
         est = None
         if reservations < max_reservations:
             reservations += 1
-            est = prof.reserve(avail, w, g, j.duration_s, j.preemptible)
-        if est is None and reservations >= max_reservations:
-            msg += f"; {blocked - 1} waiting jobs ahead"
-        elif est is not None:
-            msg += f"; estimated start {format_time(est)}"
-        dec.waits.append(Wait(j.key, reason, msg, est))
+            est = prof.reserve(pre, w, g, j.duration_s)
+            why_later.clear()  # a reservation changes the profile
+        elif isinstance(detail, str):
+            detail += f"; {blocked - 1} waiting jobs ahead"
+        waits.append(Wait(j.key, reason, detail, est))
 
     dec.projected_site_watts = projected
     return dec
+
+
+def _fragmented(free: int, j: QueuedJob) -> Callable[[], str]:
+    return lambda: (
+        f"{free} GPUs free but no {j.replicas} node(s) with "
+        f"{j.gpus_per_replica} free each (fragmented)"
+    )
+
+
+def _short_of_power(used: float, w: float, cap: float, margin: float) -> Callable[[], str]:
+    return lambda: (
+        f"site projected {fmt_watts(used)} + {fmt_watts(w)} > usable cap "
+        f"{fmt_watts(cap * (1 - margin))} (cap {fmt_watts(cap)} less {margin:.0%} "
+        "margin)"
+    )
 
 
 def _shed(
@@ -426,18 +456,36 @@ class _Profile:
         load_p = np.cumsum(load_p)[:n]
         base = cap - idle_site - measured_excess - load_np
         self.free_np = np.where(self.drop, base, base - load_p)
-        far_drop = self.drop & (times >= self.period_end)
+        far_drop = self.drop & (times > self.period_end)
         self.free_p = np.where(far_drop, np.inf, base - load_p)
         gpus_free_now = float(sum(nd.gpus_free for nd in snap.nodes))
         self.free_g = gpus_free_now + np.cumsum(released)[:n]
         self.end_index = np.searchsorted(times, job_end, side="left")
+        self._refresh()
 
-    def first_shortfall(self, avail: np.ndarray, w: float, g: int, end_i: int) -> int:
+    def _refresh(self) -> None:
+        # Running minima: a job that runs through steps [0, k) fits iff the
+        # minimum at k-1 covers it. Minima are non-increasing, so the first
+        # step that does not fit is a binary search away.
+        # (Stored negated, so searchsorted sees ascending arrays.)
+        self.neg_min_np = -np.minimum.accumulate(self.free_np)
+        self.neg_min_p = -np.minimum.accumulate(self.free_p)
+        self.neg_min_g = -np.minimum.accumulate(self.free_g)
+        self.free0_np = float(self.free_np[0])
+        self.free0_p = float(self.free_p[0])
+
+    def first_shortfall(self, preemptible: bool, w: float, g: int, end_i: int) -> int:
         """First step in [0, end_i) where the job does not fit, or -1."""
-        end_i = max(end_i, 1)
-        short = (avail[:end_i] < w) | (self.free_g[:end_i] < g)
-        hit = np.flatnonzero(short)
-        return int(hit[0]) if hit.size else -1
+        last = end_i - 1 if end_i > 0 else 0
+        neg = self.neg_min_p if preemptible else self.neg_min_np
+        power_ok = neg[last] <= -w
+        gpus_ok = self.neg_min_g[last] <= -g
+        if power_ok and gpus_ok:
+            return -1
+        if gpus_ok:
+            return int(neg.searchsorted(-w, side="right"))
+        by_gpus = int(self.neg_min_g.searchsorted(-g, side="right"))
+        return by_gpus if power_ok else min(by_gpus, int(neg.searchsorted(-w, side="right")))
 
     def take(self, i: int, e: int, w: float, g: int, preemptible: bool) -> None:
         """Hold w watts and g GPUs over steps [i, e)."""
@@ -449,20 +497,20 @@ class _Profile:
             self.free_np[i:e] -= w
         self.free_p[i:e] -= w
         self.free_g[i:e] -= g
+        self._refresh()
 
-    def reserve(
-        self, avail: np.ndarray, w: float, g: int, duration_s: float, preemptible: bool
-    ) -> float | None:
+    def reserve(self, preemptible: bool, w: float, g: int, duration_s: float) -> float | None:
         """Book the earliest start where the job fits throughout; return it."""
         times = self.times
+        avail = self.free_p if preemptible else self.free_np
         ok = (avail >= w) & (self.free_g >= g)
         if not ok.any():
             return None
+        steps = np.arange(times.size)
         ends = np.searchsorted(times, times + max(duration_s, 1.0), side="left")
-        ends = np.maximum(ends, np.arange(times.size) + 1)
+        ends = np.maximum(ends, steps + 1)
         bad = np.concatenate(([0], np.cumsum(~ok)))
-        clear = ok & (bad[ends] - bad[np.arange(times.size)] == 0)
-        hit = np.flatnonzero(clear)
+        hit = np.flatnonzero(ok & (bad[ends] - bad[steps] == 0))
         if not hit.size:
             return None
         i = int(hit[0])
@@ -473,14 +521,21 @@ class _Profile:
         self.take(i, int(ends[i]), w, g, preemptible)
         return float(times[i])
 
-    def explain_future(self, step: int) -> tuple[str, str]:
+    def explain_future(self, step: int) -> tuple[str, Callable[[], str]]:
         """Why a job that fits now cannot run through its whole duration."""
-        when = format_time(float(self.times[step]))
-        if self.drop[step]:
-            return WAITING_FOR_CAP_WINDOW, (
-                f"would still run when the cap drops to {fmt_watts(float(self.cap_raw[step]))} at "
-                f"{when}; it fits only after the window"
+        when = float(self.times[min(step, self.times.size - 1)])
+        if self.drop[min(step, self.times.size - 1)]:
+            cap = float(self.cap_raw[min(step, self.times.size - 1)])
+            return (
+                WAITING_FOR_CAP_WINDOW,
+                lambda: (
+                    f"would still run when the cap drops to {fmt_watts(cap)} at "
+                    f"{format_time(when)}; it fits only after the window"
+                ),
             )
-        return WAITING_FOR_HIGHER_PRIORITY, (
-            f"starting now would delay a higher-priority job reserved from {when}"
+        return (
+            WAITING_FOR_HIGHER_PRIORITY,
+            lambda: (
+                f"starting now would delay a higher-priority job reserved from {format_time(when)}"
+            ),
         )

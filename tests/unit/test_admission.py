@@ -1,0 +1,354 @@
+"""The decision core: invariants over random snapshots, and the scenarios users rely on."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wattcap.admission import (
+    SHEDDING_LOAD,
+    UNSCHEDULABLE,
+    WAITING_FOR_CAP_WINDOW,
+    NodeState,
+    QueuedJob,
+    RunningJob,
+    Snapshot,
+    decide,
+)
+from wattcap.model import CapWindow, PowerPolicy
+
+NOW = 1_782_864_000.0
+
+
+def policy(cap: float, **kw: object) -> PowerPolicy:
+    base: dict[str, object] = dict(
+        pue=1.0, node_base_watts=0.0, gpu_idle_watts=100.0, gpu_tdp_watts=700.0, safety_margin=0.0
+    )
+    return PowerPolicy(cap_watts=cap, **{**base, **kw})  # type: ignore[arg-type]
+
+
+def q(
+    key: str,
+    gpus: int = 8,
+    watts: float = 600.0,
+    prio: int = 0,
+    t: float = 0.0,
+    dur: float = 3600.0,
+    pre: bool = False,
+    replicas: int = 1,
+) -> QueuedJob:
+    return QueuedJob(key, replicas, gpus, watts, prio, NOW - 1000 + t, dur, pre)
+
+
+def nodes(n: int, g: int = 8) -> list[NodeState]:
+    return [NodeState(f"n{i}", g, g) for i in range(n)]
+
+
+# ------------------------------------------------------------------ random snapshots
+
+job_st = st.builds(
+    lambda i, r, g, w, p, dur, pre: (i, r, g, w, p, dur, pre),
+    st.integers(0, 10_000),
+    st.integers(1, 3),
+    st.sampled_from([1, 2, 4, 8]),
+    st.floats(100, 700),
+    st.integers(0, 3),
+    st.floats(60, 20_000),
+    st.booleans(),
+)
+
+
+@st.composite
+def snapshots(draw: st.DrawFn) -> Snapshot:
+    n_nodes = draw(st.integers(1, 12))
+    ns = nodes(n_nodes)
+    running = []
+    for i, n in enumerate(ns):
+        used = draw(st.sampled_from([0, 0, 2, 4, 8]))
+        if used:
+            n.gpus_free -= used
+            running.append(
+                RunningJob(
+                    f"r{i}",
+                    1,
+                    used,
+                    draw(st.floats(100, 700)),
+                    draw(st.integers(0, 3)),
+                    draw(st.booleans()),
+                    NOW - 100,
+                    NOW + draw(st.floats(-50, 30_000)),
+                    (n.name,),
+                )
+            )
+    raw = draw(st.lists(job_st, max_size=25))
+    queued = [
+        QueuedJob(f"q{k}", r, g, w, p, NOW - k, dur, pre)
+        for k, (_, r, g, w, p, dur, pre) in enumerate(raw)
+    ]
+    full = n_nodes * 8 * 600.0
+    cap = draw(st.floats(n_nodes * 8 * 100.0 + 1, full * 1.2))
+    windows = ()
+    if draw(st.booleans()):
+        start = NOW + draw(st.floats(-3600, 20_000))
+        wcap = draw(st.floats(n_nodes * 8 * 100.0 + 1, cap))
+        windows = (CapWindow(start, start + draw(st.floats(60, 20_000)), wcap, "dr"),)
+    pol = policy(
+        cap,
+        cap_schedule=windows,
+        preemption=draw(st.booleans()),
+        safety_margin=draw(st.sampled_from([0.0, 0.05])),
+    )
+    measured = draw(st.one_of(st.none(), st.floats(0, full * 1.5)))
+    return Snapshot(NOW, pol, ns, running, queued, measured_site_watts=measured)
+
+
+def planned_after(snap: Snapshot, dec_admit_keys: set[str], preempted: set[str]) -> float:
+    pol = snap.policy
+    total = sum(n.gpus_total for n in snap.nodes)
+    load = pol.idle_site_watts(len(snap.nodes), total)
+    for j in snap.running:
+        if j.key not in preempted:
+            load += pol.job_site_watts(j.gpus, j.gpu_watts)
+    for j in snap.queued:
+        if j.key in dec_admit_keys:
+            load += pol.job_site_watts(j.gpus, j.gpu_watts)
+    return load
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshots())
+def test_admissions_never_push_projection_over_cap_now(snap: Snapshot) -> None:
+    d = decide(snap)
+    admitted = {a.key for a in d.admits}
+    preempted = {p.key for p in d.preempts}
+    if admitted:
+        ecap = snap.policy.effective_cap_at(NOW)
+        measured = snap.measured_site_watts or 0.0
+        before = planned_after(snap, set(), preempted)
+        after = planned_after(snap, admitted, preempted)
+        assert after <= ecap + 1e-6
+        # what is measured counts too: admission never goes past it either
+        assert max(before, measured) + (after - before) <= ecap + 1e-6
+    assert admitted.isdisjoint({w.key for w in d.waits})
+    assert len(admitted) + len(d.waits) == len(snap.queued)
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshots())
+def test_no_node_is_overcommitted_and_replicas_stay_whole(snap: Snapshot) -> None:
+    d = decide(snap)
+    by_key = {j.key: j for j in snap.queued}
+    used: Counter[str] = Counter()
+    for a in d.admits:
+        j = by_key[a.key]
+        assert len(a.nodes) == j.replicas
+        for n in a.nodes:
+            used[n] += j.gpus_per_replica
+    for n in snap.nodes:
+        assert used[n.name] <= n.gpus_free
+
+
+@settings(max_examples=200, deadline=None)
+@given(snapshots())
+def test_non_preemptible_admissions_fit_every_future_cap(snap: Snapshot) -> None:
+    """A non-preemptible job admitted now must fit every cap it will run under,
+    counting running non-preemptible work that is still planned to run then."""
+    pol = snap.policy
+    d = decide(snap)
+    if d.preempts or not d.admits:
+        return
+    by_key = {j.key: j for j in snap.queued}
+    admitted = [by_key[a.key] for a in d.admits]
+    total = sum(n.gpus_total for n in snap.nodes)
+    idle = pol.idle_site_watts(len(snap.nodes), total)
+    checkpoints = [NOW, *pol.cap_changes(NOW, NOW + 30 * 86400)]
+    for t in checkpoints:
+        if pol.cap_at(t) >= pol.cap_at(NOW) and t > NOW:
+            continue  # only drops can hurt: load only falls over time otherwise
+        load = idle
+        for r in snap.running:
+            end = max(r.expected_end_s, NOW + pol.control_period_s)
+            if end > t and not (
+                r.preemptible and pol.preemption and t > NOW + pol.control_period_s
+            ):
+                load += pol.job_site_watts(r.gpus, r.gpu_watts)
+        added = sum(
+            pol.job_site_watts(j.gpus, j.gpu_watts)
+            for j in admitted
+            if NOW + j.duration_s > t and not (j.preemptible and pol.preemption and t > NOW)
+        )
+        measured_excess = max(
+            0.0, (snap.measured_site_watts or 0.0) - planned_after(snap, set(), set())
+        )
+        if added > 1e-9:  # running work alone may already be over; admission adds to no excess
+            assert load + added + measured_excess <= pol.effective_cap_at(t) + 1e-6, t
+
+
+@settings(max_examples=200, deadline=None)
+@given(snapshots())
+def test_decide_is_deterministic(snap: Snapshot) -> None:
+    a, b = decide(snap), decide(snap)
+    assert a.admits == b.admits
+    assert [(w.key, w.reason, w.est_start_s) for w in a.waits] == [
+        (w.key, w.reason, w.est_start_s) for w in b.waits
+    ]
+    assert a.preempts == b.preempts
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def test_cap_drop_preempts_lowest_priority_first_until_it_fits() -> None:
+    ns = nodes(4)
+    running = []
+    for i, n in enumerate(ns):
+        n.gpus_free = 0
+        running.append(
+            RunningJob(
+                f"r{i}", 1, 8, 600.0, prio := i, True, NOW - 100 * prio, NOW + 7200, (n.name,)
+            )
+        )
+    # each job adds 8 * 500 = 4000 W over idle 3200 W: 19200 W in all
+    pol = policy(20_000, cap_schedule=(CapWindow(NOW, NOW + 3600, 12_000, "dr"),))
+    d = decide(Snapshot(NOW, pol, ns, running, [q("w1")]))
+    # 19200 - 12000 = 7200 W to shed: two jobs, priorities 0 then 1
+    assert [p.key for p in d.preempts] == ["r0", "r1"]
+    assert all(p.reason == "CapDrop" for p in d.preempts)
+    assert d.projected_site_watts <= 12_000
+    assert not d.admits and d.waits[0].reason == SHEDDING_LOAD
+
+
+def test_cap_drop_is_anticipated_one_period_ahead() -> None:
+    ns = nodes(2)
+    running = []
+    for i, n in enumerate(ns):
+        n.gpus_free = 0
+        running.append(RunningJob(f"r{i}", 1, 8, 600.0, i, True, NOW, NOW + 7200, (n.name,)))
+    pol = policy(
+        20_000, cap_schedule=(CapWindow(NOW + 10, NOW + 3600, 6_000, "dr"),), control_period_s=15.0
+    )
+    d = decide(Snapshot(NOW, pol, ns, running, []))
+    assert [p.key for p in d.preempts] == ["r0"]
+
+
+def test_preemption_off_sheds_nothing_and_says_so() -> None:
+    ns = nodes(1)
+    ns[0].gpus_free = 0
+    running = [RunningJob("r", 1, 8, 600.0, 0, True, NOW, NOW + 7200, ("n0",))]
+    pol = policy(4_000, preemption=False)  # idle 800 W + job 4000 W
+    d = decide(Snapshot(NOW, pol, ns, running, []))
+    assert not d.preempts
+    assert d.notes and "exceeds the usable cap" in d.notes[0]
+
+
+def test_measured_over_cap_waits_for_grace_then_sheds() -> None:
+    ns = nodes(2)
+    running = []
+    for i, n in enumerate(ns):
+        n.gpus_free = 4
+        running.append(
+            RunningJob(
+                f"r{i}", 1, 4, 400.0, i, True, NOW, NOW + 7200, (n.name,), measured_gpu_watts=650.0
+            )
+        )
+    pol = policy(8_000, grace_period_s=60.0)
+    # measured 1600 idle + 2 * 4 * 550 = 6000 -> use 8_500 to be over the cap
+    early = Snapshot(
+        NOW,
+        pol,
+        ns,
+        running,
+        [q("w", gpus=1, watts=200)],
+        measured_site_watts=8_500.0,
+        over_cap_since_s=NOW - 30,
+    )
+    d = decide(early)
+    assert not d.preempts
+    assert not d.admits, "over the cap by measurement: admissions stop at once"
+    late = Snapshot(
+        NOW, pol, ns, running, [], measured_site_watts=8_500.0, over_cap_since_s=NOW - 61
+    )
+    d = decide(late)
+    assert [p.key for p in d.preempts] == ["r0"]
+    assert d.preempts[0].reason == "MeasuredOverCap"
+
+
+def test_non_preemptible_job_waits_out_a_demand_response_window() -> None:
+    pol = policy(20_000, cap_schedule=(CapWindow(NOW + 1800, NOW + 5400, 5_000, "dr"),))
+    short = q("short", dur=1200)  # ends before the window
+    long_ = q("long", dur=7200, t=1)
+    pre = q("pre", dur=7200, t=2, pre=True)  # preemptible: may run until shed
+    d = decide(Snapshot(NOW, pol, nodes(3), [], [short, long_, pre]))
+    assert {a.key for a in d.admits} == {"short", "pre"}
+    (w,) = d.waits
+    assert w.key == "long" and w.reason == WAITING_FOR_CAP_WINDOW
+    assert "cap drops to 5.0 kW" in w.message
+    assert w.est_start_s is not None and w.est_start_s >= NOW + 5400
+
+
+def test_backfill_never_delays_the_head_of_the_queue() -> None:
+    # 2 nodes; a running job holds node 0 for 1h. The head needs both nodes.
+    ns = nodes(2)
+    ns[0].gpus_free = 0
+    running = [RunningJob("r", 1, 8, 600.0, 0, False, NOW, NOW + 3600, ("n0",))]
+    head = q("head", gpus=8, replicas=2, prio=5)
+    long_small = q("long", gpus=8, prio=0, dur=7200, t=1)  # would hold n1 past 1h
+    short_small = q("short", gpus=8, prio=0, dur=1800, t=2)  # ends before the head can start
+    d = decide(Snapshot(NOW, policy(1e9), ns, running, [head, long_small, short_small]))
+    assert [a.key for a in d.admits] == ["short"]
+    waits = {w.key: w for w in d.waits}
+    assert waits["head"].est_start_s == NOW + 3600
+    assert waits["long"].reason == "WaitingForHigherPriority"
+
+
+def test_backfill_off_is_strict_order() -> None:
+    ns = nodes(2)
+    ns[0].gpus_free = 0
+    running = [RunningJob("r", 1, 8, 600.0, 0, False, NOW, NOW + 3600, ("n0",))]
+    head = q("head", gpus=8, replicas=2, prio=5)  # needs both nodes: waits for r
+    small = q("small", gpus=1, dur=60, t=1)  # would not delay head, but backfill is off
+    d = decide(Snapshot(NOW, policy(1e9, backfill=False), ns, running, [head, small]))
+    assert not d.admits
+    assert {w.key: w.reason for w in d.waits}["small"] == "WaitingForHigherPriority"
+
+
+def test_unschedulable_jobs_say_why() -> None:
+    d = decide(
+        Snapshot(
+            NOW, policy(5_000), nodes(1), [], [q("wide", gpus=16), q("hot", gpus=8, watts=700)]
+        )
+    )
+    reasons = {w.key: (w.reason, w.message) for w in d.waits}
+    assert reasons["wide"][0] == UNSCHEDULABLE and "at most 8 per node" in reasons["wide"][1]
+    assert (
+        reasons["hot"][0] == UNSCHEDULABLE
+        and "exceeds what the cap ever leaves" in (reasons["hot"][1])
+    )
+
+
+def test_waiting_for_power_message_names_the_numbers() -> None:
+    ns = nodes(2)
+    ns[0].gpus_free = 0
+    running = [RunningJob("r", 1, 8, 600.0, 0, False, NOW, NOW + 3600, ("n0",))]
+    d = decide(Snapshot(NOW, policy(6_000), ns, running, [q("w")]))
+    (w,) = d.waits
+    assert w.reason == "WaitingForPower"
+    # idle 1600 + running 4000 = 5.6 kW; the job adds 4 kW; cap 6 kW
+    assert "site projected 5.6 kW + 4.0 kW > usable cap 6.0 kW" in w.message
+    assert w.est_start_s == NOW + 3600
+
+
+def test_starving_job_jumps_the_priority_order() -> None:
+    pol = policy(1e9, max_wait_s=3600.0)
+    old = QueuedJob("old", 1, 8, 600.0, 0, NOW - 7200, 3600.0)
+    vip = QueuedJob("vip", 1, 8, 600.0, 9, NOW - 10, 3600.0)
+    d = decide(Snapshot(NOW, pol, nodes(1), [], [vip, old]))
+    assert [a.key for a in d.admits] == ["old"]
+
+
+def test_priority_order_then_fifo() -> None:
+    jobs = [q("late-high", prio=2, t=5), q("early-low", prio=0, t=0), q("early-high", prio=2, t=1)]
+    d = decide(Snapshot(NOW, policy(1e9), nodes(2), [], jobs))
+    assert [a.key for a in d.admits] == ["early-high", "late-high"]
