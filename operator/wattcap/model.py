@@ -227,6 +227,11 @@ class PowerPolicy:
         return self.pue * gpus * (gpu_watts - self.gpu_idle_watts)
 
 
+# Defaults as values: on a slots dataclass, `PowerPolicy.pue` is a slot
+# descriptor, not the default, so parsing (and the CRD tests) read an instance.
+DEFAULTS = PowerPolicy(cap_watts=1.0)
+
+
 def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
     """Build a PowerPolicy from a manifest (whole object or its spec)."""
     obj = _mapping(obj, "PowerPolicy")
@@ -251,15 +256,15 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
             raise ManifestError(f"{wp}.end", "must be after start")
         wcap = _number(raw, "capWatts", wp, minimum=0, exclusive_min=True)
         windows.append(CapWindow(start, end, wcap, str(raw.get("name", ""))))
-    pue = _number(spec, "pue", p, PowerPolicy.pue, minimum=1.0, maximum=3.0)
-    base = _number(spec, "nodeBaseWatts", p, PowerPolicy.node_base_watts, minimum=0)
-    idle = _number(spec, "gpuIdleWatts", p, PowerPolicy.gpu_idle_watts, minimum=0)
-    tdp = _number(spec, "gpuTdpWatts", p, PowerPolicy.gpu_tdp_watts, minimum=0, exclusive_min=True)
+    pue = _number(spec, "pue", p, DEFAULTS.pue, minimum=1.0, maximum=3.0)
+    base = _number(spec, "nodeBaseWatts", p, DEFAULTS.node_base_watts, minimum=0)
+    idle = _number(spec, "gpuIdleWatts", p, DEFAULTS.gpu_idle_watts, minimum=0)
+    tdp = _number(spec, "gpuTdpWatts", p, DEFAULTS.gpu_tdp_watts, minimum=0, exclusive_min=True)
     if tdp < idle:
         raise ManifestError(f"{p}.gpuTdpWatts", f"must be >= gpuIdleWatts ({idle:g}), got {tdp:g}")
-    margin = _number(spec, "safetyMargin", p, PowerPolicy.safety_margin, minimum=0, maximum=0.5)
-    coverage = _number(spec, "coverageTarget", p, PowerPolicy.coverage, minimum=0.5, maximum=0.9999)
-    ordering = _string(spec, "ordering", p, PowerPolicy.ordering)
+    margin = _number(spec, "safetyMargin", p, DEFAULTS.safety_margin, minimum=0, maximum=0.5)
+    coverage = _number(spec, "coverageTarget", p, DEFAULTS.coverage, minimum=0.5, maximum=0.9999)
+    ordering = _string(spec, "ordering", p, DEFAULTS.ordering)
     if ordering not in ORDERINGS:
         raise ManifestError(
             f"{p}.ordering", f"must be one of {', '.join(ORDERINGS)}, got {ordering!r}"
@@ -282,19 +287,19 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
         safety_margin=margin,
         coverage=coverage,
         ordering=ordering,
-        backfill=_boolean(spec, "backfill", p, PowerPolicy.backfill),
-        preemption=_boolean(spec, "preemption", p, PowerPolicy.preemption),
+        backfill=_boolean(spec, "backfill", p, DEFAULTS.backfill),
+        preemption=_boolean(spec, "preemption", p, DEFAULTS.preemption),
         control_period_s=parse_duration(
-            spec.get("controlPeriod", PowerPolicy.control_period_s), f"{p}.controlPeriod"
+            spec.get("controlPeriod", DEFAULTS.control_period_s), f"{p}.controlPeriod"
         ),
         grace_period_s=parse_duration(
-            spec.get("gracePeriod", PowerPolicy.grace_period_s), f"{p}.gracePeriod"
+            spec.get("gracePeriod", DEFAULTS.grace_period_s), f"{p}.gracePeriod"
         ),
         default_duration_s=parse_duration(
-            spec.get("defaultJobDuration", PowerPolicy.default_duration_s),
+            spec.get("defaultJobDuration", DEFAULTS.default_duration_s),
             f"{p}.defaultJobDuration",
         ),
-        max_wait_s=parse_duration(spec.get("maxWait", PowerPolicy.max_wait_s), f"{p}.maxWait"),
+        max_wait_s=parse_duration(spec.get("maxWait", DEFAULTS.max_wait_s), f"{p}.maxWait"),
         prometheus_url=prom.get("url") or None,
         site_power_query=prom.get("sitePowerQuery") or None,
         node_selector={str(k): str(v) for k, v in selector.items()},
