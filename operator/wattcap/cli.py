@@ -12,9 +12,7 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, required=True, help="number of nodes in the site")
     p.add_argument("--gpus-per-node", type=int, required=True, help="GPUs per node")
     p.add_argument("--start", required=True, help="RFC 3339 time of trace second 0")
-    p.add_argument(
-        "--scheduler", choices=("wattcap", "static-tdp", "gpu-only"), default="wattcap"
-    )
+    p.add_argument("--scheduler", choices=("wattcap", "static-tdp", "gpu-only"), default="wattcap")
     p.add_argument("--schedule-out", help="write the schedule CSV here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--plot", help="draw site power against the cap to this PNG")
@@ -25,6 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wattcap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _simulate_args(sub.add_parser("simulate", help="replay a job trace on a simulated site"))
+    op = sub.add_parser("operator", help="run the operator against the current kubeconfig")
+    op.add_argument(
+        "--all-namespaces",
+        action="store_true",
+        default=True,
+        help="watch TrainingJobs in every namespace (the default)",
+    )
+    op.add_argument("--metrics-port", type=int, default=8080, help="0 disables /metrics")
+    op.add_argument("--verbose", action="store_true")
     return parser
 
 
@@ -34,7 +41,27 @@ def main(argv: list[str] | None = None) -> int:
         from .sim.run import simulate_command
 
         return simulate_command(args)
+    if args.command == "operator":
+        return _operator(args)
     return 2
+
+
+def _operator(args: argparse.Namespace) -> int:
+    """Run kopf in this process. Standalone: the chart runs one replica (Recreate)."""
+    import logging
+
+    import kopf
+
+    from . import handlers
+
+    handlers.METRICS_PORT = args.metrics_port
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    kopf.configure(verbose=args.verbose)
+    kopf.run(clusterwide=True, standalone=True)
+    return 0
 
 
 if __name__ == "__main__":

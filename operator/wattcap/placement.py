@@ -1,6 +1,9 @@
 """Which nodes a job's replicas go to: best-fit packing of whole replicas.
 
-Every replica needs all its GPUs on one node. Best fit (the node with the
+Every replica needs all its GPUs on one node, and replicas of one job go to
+distinct nodes: that is how distributed training is laid out, and it lets
+the operator pin one batch Job's pods exactly (node affinity to the chosen
+set plus anti-affinity between the pods). Best fit (the node with the
 fewest free GPUs that still fits) keeps whole nodes free for wide jobs, so
 fragmentation delays them less. Nodes sit in buckets by free-GPU count, which
 makes a lookup cost O(GPUs per node) rather than O(nodes): the decision core
@@ -54,9 +57,8 @@ class FreeGpus:
         for _ in range(replicas):
             node = None
             for k in range(gpus_per_replica, self._max + 1):
-                bucket = self._buckets[k]
-                if bucket:
-                    node = next(iter(bucket))
+                node = next((n for n in self._buckets[k] if n not in chosen), None)
+                if node is not None:
                     break
             if node is None:
                 self.release(chosen, gpus_per_replica)

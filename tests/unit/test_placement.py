@@ -12,10 +12,12 @@ def test_best_fit_keeps_whole_nodes_free() -> None:
     assert f.free_on("c") == 8
 
 
-def test_multi_replica_on_one_node_when_it_has_room() -> None:
+def test_replicas_of_one_job_go_to_distinct_nodes() -> None:
     f = FreeGpus([("a", 8)])
-    assert f.place(2, 4) == ("a", "a")
-    assert f.total_free == 0
+    assert f.place(2, 4) is None
+    f = FreeGpus([("a", 8), ("b", 4), ("c", 4)])
+    assert f.place(2, 4) == ("b", "c")
+    assert f.free_on("a") == 8
 
 
 def test_failed_placement_takes_nothing() -> None:

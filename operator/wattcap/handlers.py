@@ -1,0 +1,164 @@
+"""kopf wiring only: watch events wake one decision loop per site.
+
+Per-object handlers never admit: they only wake the loop, so two handlers can
+never each take the last kilowatt. The loop is a daemon on the governing
+PowerPolicy (the oldest, if there are several) and runs a cycle every control
+period, or sooner when a TrainingJob or an owned Job changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
+from . import metrics
+from .cluster import Cluster
+from .controller import LABEL_TJ, ControllerMemory, Plan, SiteState, cycle, utcnow
+from .forecast import Forecaster
+from .model import (
+    API_GROUP,
+    API_VERSION,
+    ManifestError,
+    format_time,
+    parse_power_policy,
+    parse_time,
+)
+
+WAKE = threading.Event()
+MIN_GAP_S = 1.0  # debounce: a burst of watch events costs one cycle, not hundreds
+METRICS_PORT = 0
+log = logging.getLogger("wattcap")
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="wattcap.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="wattcap.io")
+    metrics.serve(METRICS_PORT)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "trainingjobs")
+def trainingjob_event(**_: Any) -> None:
+    WAKE.set()
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_TJ: kopf.PRESENT})
+def owned_job_event(**_: Any) -> None:
+    WAKE.set()
+
+
+def _governing(cluster: Cluster) -> str | None:
+    items = cluster.list_policies()
+    items.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
+    return items[0]["metadata"]["name"] if items else None
+
+
+@kopf.daemon(API_GROUP, API_VERSION, "powerpolicies", cancellation_timeout=10.0)
+def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """The admission loop for one site. Errors never admit: a cycle that cannot
+    read the cluster does nothing and is retried."""
+    cluster = Cluster()
+    mem: ControllerMemory | None = None
+    period = 15.0
+    while not stopped:
+        started = time.monotonic()
+        try:
+            if _governing(cluster) != name:
+                cluster.patch_policy_status(
+                    name,
+                    {
+                        "conditions": [
+                            {
+                                "type": "Active",
+                                "status": "False",
+                                "reason": "AnotherPolicyGoverns",
+                                "message": "the oldest PowerPolicy governs; this one waits",
+                                "lastTransitionTime": format_time(utcnow()),
+                            }
+                        ]
+                    },
+                )
+                stopped.wait(30)
+                continue
+            body = cluster.custom.get_cluster_custom_object(
+                API_GROUP, API_VERSION, "powerpolicies", name
+            )
+            try:
+                policy = parse_power_policy(body)
+            except ManifestError as err:
+                cluster.patch_policy_status(
+                    name,
+                    {
+                        "conditions": [
+                            {
+                                "type": "Active",
+                                "status": "False",
+                                "reason": "InvalidPolicy",
+                                "message": f"{err}; nothing is admitted until it is fixed",
+                                "lastTransitionTime": format_time(utcnow()),
+                            }
+                        ]
+                    },
+                )
+                stopped.wait(10)
+                continue
+            period = policy.control_period_s
+            if mem is None:
+                mem = ControllerMemory(
+                    Forecaster(policy.gpu_tdp_watts, policy.gpu_idle_watts, policy.coverage)
+                )
+            WAKE.clear()
+            state = cluster.read_site(policy)
+            now = utcnow()
+            plan = cycle(state, mem, now)
+            plan.policy_status["conditions"] = [
+                {
+                    "type": "Active",
+                    "status": "True",
+                    "reason": "Governing",
+                    "message": f"governs {len(state.nodes)} nodes",
+                    "lastTransitionTime": format_time(now),
+                }
+            ]
+            cluster.apply(plan, state, name)
+            if plan.decision is not None:
+                _record(plan, state, now, time.monotonic() - started)
+        except (ApiException, HTTPError, OSError) as err:
+            log.warning("cycle failed, nothing admitted; retrying: %s", err)
+            stopped.wait(min(period, 5.0))
+            continue
+        _sleep_until_due(stopped, started, period)
+
+
+def _record(plan: Plan, state: SiteState, now: float, seconds: float) -> None:
+    dec = plan.decision
+    assert dec is not None
+    metrics.record_cycle(dec, int(plan.policy_status.get("runningJobs", 0)), seconds)
+    created = {
+        (t["metadata"].get("namespace", "default"), t["metadata"]["name"]): t["metadata"].get(
+            "creationTimestamp"
+        )
+        for t in state.trainingjobs
+    }
+    for a in dec.admits:
+        ns, _, nm = a.key.partition("/")
+        stamp = created.get((ns, nm))
+        if stamp:
+            metrics.ADMISSION_LATENCY.observe(max(0.0, now - parse_time(stamp, "created")))
+
+
+def _sleep_until_due(stopped: kopf.DaemonStopped, started: float, period: float) -> None:
+    """Wait for the next period, or a wake-up, but never less than the debounce gap."""
+    while not stopped:
+        elapsed = time.monotonic() - started
+        if elapsed >= period or (WAKE.is_set() and elapsed >= MIN_GAP_S):
+            return
+        stopped.wait(min(0.2, period - elapsed))

@@ -1,0 +1,57 @@
+"""The operator's own /metrics, named by Prometheus conventions (base units, _total)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from .admission import Decision
+
+SITE_POWER = Gauge("wattcap_site_power_watts", "Site power in watts.", ["source"])
+CAP = Gauge("wattcap_cap_watts", "Power cap in force now, in watts.")
+HEADROOM = Gauge("wattcap_headroom_watts", "Usable cap less projected site power, in watts.")
+QUEUE = Gauge("wattcap_queue_jobs", "TrainingJobs waiting, by reason.", ["reason"])
+RUNNING = Gauge("wattcap_running_jobs", "TrainingJobs admitted and not finished.")
+ADMISSION_LATENCY = Histogram(
+    "wattcap_admission_latency_seconds",
+    "Time from TrainingJob creation to admission.",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600, 86400),
+)
+CYCLE_SECONDS = Histogram(
+    "wattcap_cycle_duration_seconds",
+    "Wall time of one decision cycle.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+FORECAST_ERROR = Gauge(
+    "wattcap_forecast_error_ratio",
+    "Last finished job's (measured - forecast) / forecast, per class.",
+    ["workload_class"],
+)
+PREEMPTIONS = Counter("wattcap_preemptions_total", "Jobs preempted, by reason.", ["reason"])
+PROMETHEUS_UP = Gauge("wattcap_prometheus_up", "1 if the last read of measured power worked.")
+
+_KNOWN_REASONS: set[str] = set()
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on the port (0 disables)."""
+    if port:
+        start_http_server(port)
+
+
+def record_cycle(dec: Decision, running: int, seconds: float) -> None:
+    """Update gauges from one decision; called once per cycle."""
+    SITE_POWER.labels("projected").set(dec.projected_site_watts)
+    if dec.measured_site_watts is not None:
+        SITE_POWER.labels("measured").set(dec.measured_site_watts)
+    CAP.set(dec.cap_watts)
+    HEADROOM.set(dec.effective_cap_watts - dec.projected_site_watts)
+    RUNNING.set(running)
+    counts: dict[str, int] = {}
+    for w in dec.waits:
+        counts[w.reason] = counts.get(w.reason, 0) + 1
+    _KNOWN_REASONS.update(counts)
+    for reason in _KNOWN_REASONS:
+        QUEUE.labels(reason).set(counts.get(reason, 0))
+    for p in dec.preempts:
+        PREEMPTIONS.labels(p.reason).inc()
+    CYCLE_SECONDS.observe(seconds)
