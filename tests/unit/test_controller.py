@@ -1,0 +1,214 @@
+"""The operator's cycle without a cluster: API JSON in, planned writes out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from wattcap.controller import (
+    ANN_FORECAST,
+    ANN_PLACEMENT,
+    LABEL_TJ,
+    ControllerMemory,
+    SiteState,
+    cycle,
+    job_name,
+)
+from wattcap.forecast import Forecaster
+from wattcap.model import CapWindow, PowerPolicy
+
+NOW = 1_782_864_000.0
+POLICY = PowerPolicy(
+    cap_watts=20_000,
+    pue=1.0,
+    node_base_watts=0,
+    gpu_idle_watts=100,
+    gpu_tdp_watts=700,
+    safety_margin=0.0,
+)
+
+
+def node(name: str, gpus: int = 8) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {},
+        "status": {
+            "allocatable": {"nvidia.com/gpu": str(gpus)},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+def tj(
+    name: str,
+    gpus: int = 8,
+    replicas: int = 1,
+    prio: int = 0,
+    pre: bool = False,
+    status: dict[str, Any] | None = None,
+    created: str = "2026-07-01T00:00:00Z",
+) -> dict:
+    return {
+        "apiVersion": "wattcap.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "uid": f"uid-{name}",
+            "creationTimestamp": created,
+        },
+        "spec": {
+            "replicas": replicas,
+            "gpusPerReplica": gpus,
+            "priority": prio,
+            "preemptible": pre,
+            "template": {"spec": {"containers": [{"name": "main", "image": "trainer:1"}]}},
+        },
+        "status": status or {},
+    }
+
+
+def job(
+    owner: str,
+    nodes: list[str],
+    suspend: bool = False,
+    active: int = 1,
+    conditions: list[dict] | None = None,
+    gpu_watts: float = 700,
+) -> dict:
+    return {
+        "metadata": {
+            "name": job_name(owner),
+            "namespace": "ml",
+            "creationTimestamp": "2026-07-01T00:00:00Z",
+            "labels": {LABEL_TJ: owner},
+            "annotations": {
+                ANN_PLACEMENT: json.dumps(nodes),
+                ANN_FORECAST: json.dumps({"gpuWatts": gpu_watts, "durationSeconds": 3600}),
+            },
+            "ownerReferences": [{"kind": "TrainingJob", "name": owner}],
+        },
+        "spec": {"suspend": suspend},
+        "status": {"active": active, "conditions": conditions or []},
+    }
+
+
+def mem() -> ControllerMemory:
+    return ControllerMemory(Forecaster(700, 100))
+
+
+def test_admit_creates_a_pinned_owned_job_and_reports_it() -> None:
+    state = SiteState(POLICY, [node("a"), node("b")], [], [tj("bert", replicas=2)], {})
+    plan = cycle(state, mem(), NOW)
+    (created,) = plan.create_jobs
+    assert created["metadata"]["name"] == "bert"
+    assert created["metadata"]["ownerReferences"][0]["uid"] == "uid-bert"
+    assert created["spec"]["parallelism"] == 2
+    pod = created["spec"]["template"]["spec"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["a", "b"]
+    assert "podAntiAffinity" in pod["affinity"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 8
+    st = plan.tj_status[("ml", "bert")]
+    assert st["phase"] == "Admitted" and sorted(st["placement"]) == ["a", "b"]
+    assert st["forecast"]["kilowatts"] == "11.2"  # prior: 16 GPUs x 700 W
+
+
+def test_restart_adopts_existing_jobs_instead_of_creating_twice() -> None:
+    """Status lost (still empty) but the Job exists: it is running, not queued."""
+    state = SiteState(
+        POLICY,
+        [node("a"), node("b")],
+        [],
+        [tj("bert"), tj("gpt")],
+        {("ml", "bert"): job("bert", ["a"])},
+    )
+    plan = cycle(state, mem(), NOW)
+    assert [j["metadata"]["name"] for j in plan.create_jobs] == ["gpt"]
+    assert plan.tj_status[("ml", "bert")]["phase"] == "Running"
+    assert plan.create_jobs[0]["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["b"], (
+        "node a is held by the adopted job"
+    )
+
+
+def test_completion_and_failure_flow_back() -> None:
+    done = job("ok", ["a"], active=0, conditions=[{"type": "Complete", "status": "True"}])
+    bad = job(
+        "bad",
+        ["b"],
+        active=0,
+        conditions=[{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+    )
+    state = SiteState(
+        POLICY,
+        [node("a"), node("b")],
+        [],
+        [tj("ok"), tj("bad")],
+        {("ml", "ok"): done, ("ml", "bad"): bad},
+    )
+    plan = cycle(state, mem(), NOW)
+    assert plan.tj_status[("ml", "ok")]["phase"] == "Succeeded"
+    assert plan.tj_status[("ml", "bad")]["phase"] == "Failed"
+    assert plan.tj_status[("ml", "bad")]["reason"] == "BackoffLimitExceeded"
+
+
+def test_cap_drop_suspends_lowest_priority_preemptible_job() -> None:
+    pol = PowerPolicy(
+        cap_watts=20_000,
+        pue=1.0,
+        node_base_watts=0,
+        gpu_idle_watts=100,
+        gpu_tdp_watts=700,
+        safety_margin=0.0,
+        cap_schedule=(CapWindow(NOW - 1, NOW + 3600, 7_000, "dr"),),
+    )
+    tjs = [tj("low", pre=True, prio=0), tj("high", pre=True, prio=5)]
+    jobs = {("ml", "low"): job("low", ["a"]), ("ml", "high"): job("high", ["b"])}
+    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    # idle 1600 + 2 x 4800 = 11200 W > 7000 W: shedding one job leaves 6400 W
+    assert plan.suspend_jobs == [("ml", "low")]
+    st = plan.tj_status[("ml", "low")]
+    assert st["phase"] == "Preempted" and st["preemptions"] == 1
+
+
+def test_preempted_job_is_resumed_in_place_not_recreated() -> None:
+    tjs = [tj("p", pre=True, status={"phase": "Preempted", "preemptions": 1})]
+    jobs = {("ml", "p"): job("p", ["a"], suspend=True, active=0)}
+    plan = cycle(SiteState(POLICY, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    assert not plan.create_jobs
+    ((ns, name, patch),) = plan.resume_jobs
+    assert (ns, name, patch["spec"]["suspend"]) == ("ml", "p", False)
+
+
+def test_waiting_job_reports_reason_forecast_and_estimated_start() -> None:
+    tjs = [tj("run"), tj("wait", created="2026-07-01T00:00:01Z")]
+    jobs = {("ml", "run"): job("run", ["a"])}
+    pol = PowerPolicy(
+        cap_watts=8_000,
+        pue=1.0,
+        node_base_watts=0,
+        gpu_idle_watts=100,
+        gpu_tdp_watts=700,
+        safety_margin=0.0,
+    )
+    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    st = plan.tj_status[("ml", "wait")]
+    assert st["phase"] == "Queued" and st["reason"] == "WaitingForPower"
+    assert "site projected 6.4 kW + 4.8 kW > usable cap 8.0 kW" in st["message"]
+    assert st["estimatedStart"] == "2026-07-01T01:00:00Z"  # when "run" is planned to end
+    assert plan.policy_status["queuedJobs"] == 1
+
+
+def test_foreign_gpu_pods_reduce_free_gpus() -> None:
+    pod = {
+        "metadata": {"name": "other", "labels": {}},
+        "spec": {
+            "nodeName": "a",
+            "containers": [{"resources": {"requests": {"nvidia.com/gpu": "8"}}}],
+        },
+    }
+    plan = cycle(SiteState(POLICY, [node("a")], [pod], [tj("x")], {}), mem(), NOW)
+    assert not plan.create_jobs
+    assert plan.tj_status[("ml", "x")]["reason"] == "WaitingForGPUs"
