@@ -23,6 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wattcap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _simulate_args(sub.add_parser("simulate", help="replay a job trace on a simulated site"))
+    sim = sub.add_parser("sim", help="simulated parts for local sites").add_subparsers(
+        dest="sim_command", required=True
+    )
+    ex = sim.add_parser("exporter", help="serve DCGM-style GPU power for kwok nodes")
+    ex.add_argument("--kubeconfig", help="defaults to $KUBECONFIG")
+    ex.add_argument("--address", default="127.0.0.1")
+    ex.add_argument("--port", type=int, default=9400)
+    ex.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--node-selector", default="type=kwok", help="label selector of GPU nodes")
     op = sub.add_parser("operator", help="run the operator against the current kubeconfig")
     op.add_argument(
         "--all-namespaces",
@@ -41,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from .sim.run import simulate_command
 
         return simulate_command(args)
+    if args.command == "sim" and args.sim_command == "exporter":
+        from .sim.exporter import exporter_command
+
+        return exporter_command(args)
     if args.command == "operator":
         return _operator(args)
     return 2
