@@ -74,6 +74,10 @@ class RunningJob:
     expected_end_s: float
     nodes: tuple[str, ...] = ()
     measured_gpu_watts: float | None = None
+    # Best belief of its draw, for shedding only. It differs from `gpu_watts`
+    # while measurements are unavailable: admission then plans at the
+    # conservative forecast, but a silent meter must not preempt anything.
+    believed_gpu_watts: float | None = None
 
     @property
     def gpus(self) -> int:
@@ -215,7 +219,9 @@ def decide(snap: Snapshot, max_reservations: int = DEFAULT_RESERVATIONS) -> Deci
 
     # ---------------------------------------------------------------- 1. shed
     if pol.preemption:
-        shed = _shed(snap, running, projected, ecap_now, cap_now)
+        believed = idle_site + sum(
+            pue * j.gpus * ((j.believed_gpu_watts or j.gpu_watts) - idle_w) for j in running)
+        shed = _shed(snap, running, believed, ecap_now, cap_now)
         if shed:
             gone = {p.key for p in shed}
             dec.preempts = shed
@@ -375,7 +381,7 @@ def _shed(
     for j in victims:
         if excess_plan <= 0 and excess_meas <= 0:
             break
-        planned = pue * j.gpus * (j.gpu_watts - idle_w)
+        planned = pue * j.gpus * ((j.believed_gpu_watts or j.gpu_watts) - idle_w)
         drawn = j.measured_gpu_watts if j.measured_gpu_watts is not None else j.gpu_watts
         if excess_meas > 0:
             msg = (

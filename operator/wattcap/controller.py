@@ -40,6 +40,7 @@ from .model import (
     parse_time,
     parse_training_job,
 )
+from .telemetry import Reading
 
 GPU = "nvidia.com/gpu"
 LABEL_TJ = "wattcap.io/trainingjob"
@@ -60,8 +61,11 @@ class SiteState:
     pods: list[dict[str, Any]]  # non-terminal pods bound to nodes
     trainingjobs: list[dict[str, Any]]
     jobs: dict[tuple[str, str], dict[str, Any]]  # (namespace, TrainingJob name) -> owned Job
-    measured_site_watts: float | None = None
-    measured_gpu_watts: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    reading: Reading | None = None  # None: no Prometheus configured
+
+
+WARMUP_S = 30.0  # a job's first half minute (ramp-up) says little about its steady draw
+MAX_SAMPLES = 720
 
 
 @dataclass(slots=True)
@@ -84,6 +88,11 @@ class ControllerMemory:
     forecaster: Forecaster
     over_cap_since_s: float | None = None
     observed: set[str] = field(default_factory=set)  # uids of finished jobs already learned
+    # per TrainingJob: (time, mean per-GPU watts) from each good reading
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
+    believed: dict[tuple[str, str], float] = field(default_factory=dict)
+    finished: list[tuple[str, float, float]] = field(default_factory=list)  # class, measured, fc
+    measuring: bool | None = None  # last cycle's reading was good (None: not configured)
 
 
 def job_name(tj_name: str) -> str:
@@ -195,6 +204,11 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     by_ref: dict[tuple[str, str], dict[str, Any]] = {}
     now_iso = format_time(now_s)
 
+    reading = state.reading
+    measuring = reading is not None and reading.ok
+    if measuring:
+        _sample(state, mem, now_s)
+
     for tj in state.trainingjobs:
         meta = tj["metadata"]
         ref = (meta.get("namespace", "default"), meta["name"])
@@ -212,31 +226,16 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
             continue
         specs[ref] = spec
         job = state.jobs.get(ref)
-        if status.get("phase") in TERMINAL and job is None:
-            _learn(mem, tj, spec)
+        if job is None and status.get("phase") in TERMINAL:
+            _learn(mem, tj, spec, status.get("measuredWatts"), None)
             continue
         if job is not None and not (job.get("spec") or {}).get("suspend"):
             done = _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet")
             failed = _job_condition(job, "Failed")
             if done or failed:
-                phase = SUCCEEDED if done else FAILED
-                cond = done or failed or {}
-                finished = (
-                    (job.get("status") or {}).get("completionTime")
-                    or cond.get("lastTransitionTime")
-                    or now_iso
-                )
-                plan.tj_status[ref] = {
-                    "phase": phase,
-                    "reason": cond.get("reason") or phase,
-                    "message": cond.get("message") or f"batch Job {job_name(spec.name)} {phase}",
-                    "finishedAt": finished,
-                    "estimatedStart": None,
-                    "conditions": [
-                        _cond("Finished", "True", phase, cond.get("message") or phase, now_iso)
-                    ],
-                }
+                plan.tj_status[ref] = _finished(tj, spec, job, mem, ref, bool(done), now_iso)
                 if status.get("phase") not in TERMINAL:
+                    phase = SUCCEEDED if done else FAILED
                     plan.events.append(
                         (
                             tj,
@@ -248,15 +247,26 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
                 continue
             nodes = _placement(job)
             fc_raw = _stored_forecast(job)
-            gpu_w = float(fc_raw.get("gpuWatts", pol.gpu_tdp_watts))
             started = _ts(job, "metadata", "creationTimestamp") or now_s
             dur = float(fc_raw.get("durationSeconds", pol.default_duration_s))
             fc = PowerForecast(
-                gpu_w, float(fc_raw.get("quantile", 1.0)), str(fc_raw.get("source", "prior")), 0
+                float(fc_raw.get("gpuWatts", pol.gpu_tdp_watts)),
+                float(fc_raw.get("quantile", 1.0)),
+                str(fc_raw.get("source", "prior")),
+                0,
             )
-            samples = state.measured_gpu_watts.get(ref, [])
-            planned = mem.forecaster.running(fc, samples) if samples else fc
-            measured = sum(samples) / len(samples) if samples else None
+            samples = mem.samples.get(ref, [])
+            measured = sum(v for _, v in samples) / len(samples) if samples else None
+            if measuring:
+                steady = [v for t, v in samples if t >= samples[0][0] + WARMUP_S]
+                planned = mem.forecaster.running(fc, steady)
+                mem.believed[ref] = planned.gpu_watts
+                believed = planned.gpu_watts
+            else:
+                # no trustworthy measurement: plan at the admission forecast, but
+                # keep believing the last measured figure so nothing is shed for it
+                planned = fc
+                believed = mem.believed.get(ref, fc.gpu_watts)
             running.append(
                 RunningJob(
                     f"{ref[0]}/{ref[1]}",
@@ -269,6 +279,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
                     started + dur,
                     nodes,
                     measured,
+                    believed,
                 )
             )
             for n in nodes:
@@ -286,7 +297,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
             if phase == RUNNING and not status.get("startedAt"):
                 st["startedAt"] = now_iso
             if measured is not None:
-                st["measuredWatts"] = round(measured * spec.gpus, 1)
+                st["measuredWatts"] = round(measured * spec.gpus, -1)
             plan.tj_status[ref] = st
             continue
         # queued: never admitted, or preempted (its Job is suspended)
@@ -312,12 +323,9 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
 
     nodes = node_states(state, held)
     cap_now = pol.cap_at(now_s)
-    mem.over_cap_since_s = over_cap_since(
-        mem.over_cap_since_s, state.measured_site_watts, cap_now, now_s
-    )
-    snap = Snapshot(
-        now_s, pol, nodes, running, queued, state.measured_site_watts, mem.over_cap_since_s
-    )
+    site_w = reading.site_watts if measuring and reading is not None else None
+    mem.over_cap_since_s = over_cap_since(mem.over_cap_since_s, site_w, cap_now, now_s)
+    snap = Snapshot(now_s, pol, nodes, running, queued, site_w, mem.over_cap_since_s)
     dec = decide(snap)
     plan.decision = dec
 
@@ -393,29 +401,176 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         plan.events.append((by_ref[ref], "Warning", "Preempted", p.message))
 
     plan.policy_status = _policy_status(dec, pol, now_s, len(queued), len(running))
+    plan.policy_status["conditions"] = _measurement_conditions(
+        state, mem, site_w, cap_now, now_s, plan
+    )
     return plan
 
 
-def _learn(mem: ControllerMemory, tj: Mapping[str, Any], spec: TrainingJobSpec) -> None:
-    """Feed a finished job's measured power to the forecaster, once per job."""
+def _measurement_conditions(
+    state: SiteState,
+    mem: ControllerMemory,
+    site_w: float | None,
+    cap_now: float,
+    now_s: float,
+    plan: Plan,
+) -> list[dict[str, Any]]:
+    """Conditions and events that say whether the site is measured and within its cap."""
+    now_iso = format_time(now_s)
+    pol = state.policy
+    policy_ref = {
+        "apiVersion": API,
+        "kind": "PowerPolicy",
+        "metadata": {"name": pol.name, "namespace": "default"},
+    }
+    reading = state.reading
+    if reading is None:
+        measured = _cond(
+            "Measured",
+            "False",
+            "NotConfigured",
+            "spec.prometheus.url is not set: planning on forecasts alone",
+            now_iso,
+        )
+        ok = None
+    elif reading.ok:
+        measured = _cond(
+            "Measured",
+            "True",
+            "Measuring",
+            f"measured site power {fmt_watts(reading.site_watts or 0.0)}",
+            now_iso,
+        )
+        ok = True
+    else:
+        measured = _cond(
+            "Measured",
+            "False",
+            "PrometheusUnavailable",
+            f"{reading.error}; conservative mode: running jobs are planned at their "
+            "admission forecasts and new classes at TDP",
+            now_iso,
+        )
+        ok = False
+    if ok is False and mem.measuring is not False:
+        plan.events.append((policy_ref, "Warning", "PrometheusUnavailable", measured["message"]))
+    if ok is True and mem.measuring is False:
+        plan.events.append(
+            (
+                policy_ref,
+                "Normal",
+                "PrometheusRecovered",
+                "measurements are back; planning on measured power again",
+            )
+        )
+    mem.measuring = ok
+    if site_w is None:
+        within = _cond("WithinCap", "Unknown", "NotMeasured", "no trustworthy measurement", now_iso)
+    elif mem.over_cap_since_s is not None:
+        msg = (
+            f"measured {fmt_watts(site_w)} > cap {fmt_watts(cap_now)} since "
+            f"{format_time(mem.over_cap_since_s)}: admissions stopped; preemptible jobs are "
+            f"shed after the {pol.grace_period_s:.0f}s grace period"
+        )
+        within = _cond("WithinCap", "False", "MeasuredOverCap", msg, now_iso)
+        if mem.over_cap_since_s == now_s:
+            plan.events.append((policy_ref, "Warning", "MeasuredOverCap", msg))
+    else:
+        within = _cond(
+            "WithinCap",
+            "True",
+            "UnderCap",
+            f"measured {fmt_watts(site_w)} <= cap {fmt_watts(cap_now)}",
+            now_iso,
+        )
+    return [measured, within]
+
+
+def _sample(state: SiteState, mem: ControllerMemory, now_s: float) -> None:
+    """Record each running TrainingJob's mean per-GPU power from this reading."""
+    assert state.reading is not None
+    by_pod = state.reading.gpu_watts_by_pod
+    per_job: dict[tuple[str, str], list[float]] = {}
+    for pod in state.pods:
+        meta = pod.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(LABEL_TJ)
+        values = by_pod.get((meta.get("namespace", "default"), meta.get("name", "")))
+        if owner and values:
+            per_job.setdefault((meta.get("namespace", "default"), owner), []).extend(values)
+    for ref, values in per_job.items():
+        series = mem.samples.setdefault(ref, [])
+        series.append((now_s, sum(values) / len(values)))
+        del series[:-MAX_SAMPLES]
+
+
+def _finished(
+    tj: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    job: Mapping[str, Any],
+    mem: ControllerMemory,
+    ref: tuple[str, str],
+    done: bool,
+    now_iso: str,
+) -> dict[str, Any]:
+    """Status of a finished job; a success also teaches the forecaster its class."""
+    status = tj.get("status") or {}
+    cond = (
+        _job_condition(job, "Complete" if done else "Failed")
+        or _job_condition(job, "SuccessCriteriaMet")
+        or {}
+    )
+    phase = SUCCEEDED if done else FAILED
+    jstatus = job.get("status") or {}
+    finished = jstatus.get("completionTime") or cond.get("lastTransitionTime") or now_iso
+    samples = mem.samples.pop(ref, [])
+    mem.believed.pop(ref, None)
+    measured = (
+        round(sum(v for _, v in samples) / len(samples) * spec.gpus, 1)
+        if samples
+        else status.get("measuredWatts")
+    )
+    start, end = _ts(job, "status", "startTime"), _ts(job, "status", "completionTime")
+    if done:
+        _learn(mem, tj, spec, measured, end - start if start and end else None)
+    out: dict[str, Any] = {
+        "phase": phase,
+        "reason": cond.get("reason") or phase,
+        "message": cond.get("message") or f"batch Job {job_name(spec.name)} {phase.lower()}",
+        "finishedAt": finished,
+        "estimatedStart": None,
+        "conditions": [_cond("Finished", "True", phase, cond.get("message") or phase, now_iso)],
+    }
+    if measured is not None:
+        out["measuredWatts"] = measured
+    return out
+
+
+def _learn(
+    mem: ControllerMemory,
+    tj: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    measured_job_watts: float | None,
+    duration_s: float | None,
+) -> None:
+    """Feed a succeeded job's measured power to the forecaster, once per job.
+
+    After a restart, finished TrainingJobs still carry `measuredWatts`, so the
+    class history is rebuilt from the cluster itself.
+    """
     uid = (tj.get("metadata") or {}).get("uid", spec.key)
-    if uid in mem.observed:
+    if uid in mem.observed or measured_job_watts is None:
         return
     mem.observed.add(uid)
     status = tj.get("status") or {}
-    measured = status.get("measuredWatts")
-    if measured is None or status.get("phase") != SUCCEEDED:
-        return
-    started = _ts(tj, "status", "startedAt")
-    finished = _ts(tj, "status", "finishedAt")
-    duration = finished - started if started and finished else None
+    if duration_s is None:
+        started, finished = _ts(tj, "status", "startedAt"), _ts(tj, "status", "finishedAt")
+        duration_s = finished - started if started and finished else None
     forecast = (status.get("forecast") or {}).get("gpuWatts")
-    mem.forecaster.observe(
-        spec.workload_class,
-        float(measured) / spec.gpus,
-        duration,
-        float(forecast) if forecast is not None else None,
-    )
+    fc = float(forecast) if forecast is not None else None
+    per_gpu = float(measured_job_watts) / spec.gpus
+    mem.forecaster.observe(spec.workload_class, per_gpu, duration_s, fc)
+    if fc:
+        mem.finished.append((spec.workload_class, per_gpu, fc))
 
 
 def _cond(kind: str, status: str, reason: str, message: str, now_iso: str) -> dict[str, Any]:

@@ -19,16 +19,18 @@ from urllib3.exceptions import HTTPError
 
 from . import metrics
 from .cluster import Cluster
-from .controller import LABEL_TJ, ControllerMemory, Plan, SiteState, cycle, utcnow
+from .controller import GPU, LABEL_TJ, ControllerMemory, Plan, SiteState, cycle, utcnow
 from .forecast import Forecaster
 from .model import (
     API_GROUP,
     API_VERSION,
     ManifestError,
+    PowerPolicy,
     format_time,
     parse_power_policy,
     parse_time,
 )
+from .telemetry import Reading, Telemetry
 
 WAKE = threading.Event()
 MIN_GAP_S = 1.0  # debounce: a burst of watch events costs one cycle, not hundreds
@@ -67,6 +69,7 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
     read the cluster does nothing and is retried."""
     cluster = Cluster()
     mem: ControllerMemory | None = None
+    telemetry: Telemetry | None = None
     period = 15.0
     while not stopped:
         started = time.monotonic()
@@ -117,9 +120,13 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
                 )
             WAKE.clear()
             state = cluster.read_site(policy)
+            if policy.prometheus_url:
+                if telemetry is None or telemetry.url != policy.prometheus_url:
+                    telemetry = Telemetry(policy.prometheus_url)
+                state.reading = _read_power(telemetry, policy, state)
             now = utcnow()
             plan = cycle(state, mem, now)
-            plan.policy_status["conditions"] = [
+            plan.policy_status["conditions"].append(
                 {
                     "type": "Active",
                     "status": "True",
@@ -127,10 +134,10 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
                     "message": f"governs {len(state.nodes)} nodes",
                     "lastTransitionTime": format_time(now),
                 }
-            ]
+            )
             cluster.apply(plan, state, name)
             if plan.decision is not None:
-                _record(plan, state, now, time.monotonic() - started)
+                _record(plan, state, mem, now, time.monotonic() - started)
         except (ApiException, HTTPError, OSError) as err:
             log.warning("cycle failed, nothing admitted; retrying: %s", err)
             stopped.wait(min(period, 5.0))
@@ -138,10 +145,28 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
         _sleep_until_due(stopped, started, period)
 
 
-def _record(plan: Plan, state: SiteState, now: float, seconds: float) -> None:
+def _read_power(telemetry: Telemetry, policy: PowerPolicy, state: SiteState) -> Reading:
+    """Measured power of the site's GPU nodes; never raises."""
+    names, gpus = [], 0
+    for n in state.nodes:
+        count = int(str(((n.get("status") or {}).get("allocatable") or {}).get(GPU, 0)) or 0)
+        if count > 0:
+            names.append(n["metadata"]["name"])
+            gpus += count
+    reading = telemetry.read(policy, names, gpus)
+    metrics.PROMETHEUS_UP.set(1 if reading.ok else 0)
+    return reading
+
+
+def _record(
+    plan: Plan, state: SiteState, mem: ControllerMemory, now: float, seconds: float
+) -> None:
     dec = plan.decision
     assert dec is not None
     metrics.record_cycle(dec, int(plan.policy_status.get("runningJobs", 0)), seconds)
+    while mem.finished:
+        workload_class, measured, forecast = mem.finished.pop()
+        metrics.FORECAST_ERROR.labels(workload_class).set((measured - forecast) / forecast)
     created = {
         (t["metadata"].get("namespace", "default"), t["metadata"]["name"]): t["metadata"].get(
             "creationTimestamp"
