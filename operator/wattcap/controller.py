@@ -621,6 +621,11 @@ def _pod_spec(spec: TrainingJobSpec, nodes: Iterable[str]) -> dict[str, Any]:
     res = containers[0].setdefault("resources", {})
     for kind in ("requests", "limits"):
         res.setdefault(kind, {})[GPU] = spec.gpus_per_replica
+    for c in containers:  # quantities are strings in the API; the client refuses numbers
+        for kind in ("requests", "limits"):
+            amounts = (c.get("resources") or {}).get(kind) or {}
+            for name, amount in amounts.items():
+                amounts[name] = str(amount)
     affinity = pod.setdefault("affinity", {})
     affinity["nodeAffinity"] = {
         "requiredDuringSchedulingIgnoredDuringExecution": {

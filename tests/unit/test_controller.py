@@ -108,7 +108,7 @@ def test_admit_creates_a_pinned_owned_job_and_reports_it() -> None:
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["a", "b"]
     assert "podAntiAffinity" in pod["affinity"]
-    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 8
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
     st = plan.tj_status[("ml", "bert")]
     assert st["phase"] == "Admitted" and sorted(st["placement"]) == ["a", "b"]
     assert st["forecast"]["kilowatts"] == "11.2"  # prior: 16 GPUs x 700 W
