@@ -69,11 +69,9 @@ def _operator(args: argparse.Namespace) -> int:
     from . import handlers
 
     handlers.METRICS_PORT = args.metrics_port
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     kopf.configure(verbose=args.verbose)
+    if not args.verbose:  # one line per watch event drowns what matters
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(clusterwide=True, standalone=True)
     return 0
 

@@ -25,9 +25,75 @@ def kubeconfig() -> str:
     return str(KUBECONFIG)
 
 
-def kubectl(kubeconfig: str, *args: str, stdin: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    kubeconfig: str, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run kubectl against the test cluster; output captured as text."""
     kubectl_bin = os.environ.get("WATTCAP_KUBECTL", str(Path.home() / ".cache/wattcap/bin/kubectl"))
-    return subprocess.run([kubectl_bin, "--kubeconfig", kubeconfig, *args], input=stdin,
-                          capture_output=True, text=True, check=check)
+    return subprocess.run(
+        [kubectl_bin, "--kubeconfig", kubeconfig, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=check,
+    )
+
+
+def kget(kubeconfig: str, *args: str) -> dict:
+    """kubectl get ... -o json, parsed."""
+    import json
+
+    return json.loads(kubectl(kubeconfig, "get", *args, "-o", "json").stdout)
+
+
+@pytest.fixture(scope="session")
+def crds(kubeconfig: str) -> str:
+    """The wattcap CRDs, installed and established."""
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    for crd in ("trainingjobs.wattcap.io", "powerpolicies.wattcap.io"):
+        kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+    return kubeconfig
+
+
+class OperatorProcess:
+    """`wattcap operator` as a user runs it: a separate process, killable."""
+
+    def __init__(self, kubeconfig: str, log_path: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import sys
+
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wattcap.cli", "operator", "--metrics-port", "0"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as a crash or an OOM kill would leave things."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def operator_process(crds: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    op = OperatorProcess(crds, tmp_path / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+    print((tmp_path / "operator.log").read_text()[-4000:])
