@@ -246,3 +246,19 @@ def test_lowering_the_cap_suspends_lowest_priority_preemptible_jobs(
         kubeconfig, "get", "events", "-n", namespace, "--field-selector", "reason=Preempted"
     ).stdout
     assert "p0" in events and "p1" in events
+
+
+def test_deleting_a_trainingjob_removes_its_job(
+    kubeconfig: str, namespace: str, operator_process: OperatorProcess
+) -> None:
+    set_policy(kubeconfig, 48_800)
+    apply(kubeconfig, training_job("gone", namespace, 1, 2, 600))
+    wait_for(
+        "the owned Job", lambda: bool(kget(kubeconfig, "jobs.batch", "-n", namespace)["items"]), 60
+    )
+    kubectl(kubeconfig, "delete", "trainingjob.wattcap.io", "gone", "-n", namespace)
+    wait_for(
+        "garbage collection of the Job",
+        lambda: not kget(kubeconfig, "jobs.batch", "-n", namespace)["items"],
+        60,
+    )
