@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .admission import (
+    PREEMPT_MEASURED,
     UNSCHEDULABLE,
     Decision,
     NodeState,
@@ -302,6 +303,12 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
             continue
         # queued: never admitted, or preempted (its Job is suspended)
         fc = mem.forecaster.forecast(spec.workload_class, spec.gpu_watts_hint)
+        own = [v for _, v in mem.samples.get(ref, [])]
+        if len(own) >= 3:
+            # preempted after running: what it drew beats what its class or hint says
+            seen = mem.forecaster.running(PowerForecast(pol.gpu_tdp_watts, 1.0, "prior", 0), own)
+            if seen.gpu_watts > fc.gpu_watts:
+                fc = seen
         dur = mem.forecaster.duration(
             spec.workload_class, spec.expected_duration_s, pol.default_duration_s
         )
@@ -328,6 +335,10 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     snap = Snapshot(now_s, pol, nodes, running, queued, site_w, mem.over_cap_since_s)
     dec = decide(snap)
     plan.decision = dec
+    if any(p.reason == PREEMPT_MEASURED for p in dec.preempts):
+        # pods take a while to stop and Prometheus to see it: judge the effect of
+        # this shedding only after another grace period, never shed twice for one excess
+        mem.over_cap_since_s = now_s
 
     def ref_of(key: str) -> tuple[str, str]:
         ns, _, name = key.partition("/")

@@ -212,3 +212,66 @@ def test_foreign_gpu_pods_reduce_free_gpus() -> None:
     plan = cycle(SiteState(POLICY, [node("a")], [pod], [tj("x")], {}), mem(), NOW)
     assert not plan.create_jobs
     assert plan.tj_status[("ml", "x")]["reason"] == "WaitingForGPUs"
+
+
+def reading(values: dict[tuple[str, str], list[float]], site: float) -> Any:
+    from wattcap.telemetry import Reading
+
+    return Reading(True, site, values)
+
+
+def pod_of(owner: str, name: str, node_name: str) -> dict:
+    return {
+        "metadata": {"name": name, "namespace": "ml", "labels": {LABEL_TJ: owner}},
+        "spec": {"nodeName": node_name, "containers": []},
+    }
+
+
+def test_measured_over_cap_sheds_once_per_grace_period() -> None:
+    pol = PowerPolicy(
+        cap_watts=12_000,
+        pue=1.0,
+        node_base_watts=0,
+        gpu_idle_watts=100,
+        gpu_tdp_watts=700,
+        safety_margin=0.0,
+        grace_period_s=10.0,
+    )
+    tjs = [tj("a", pre=True, prio=0), tj("b", pre=True, prio=1)]
+    jobs = {
+        ("ml", "a"): job("a", ["a"], gpu_watts=300),
+        ("ml", "b"): job("b", ["b"], gpu_watts=300),
+    }
+    pods = [pod_of("a", "a-0", "a"), pod_of("b", "b-0", "b")]
+    m = mem()
+    hot = reading({("ml", "a-0"): [690.0] * 8, ("ml", "b-0"): [690.0] * 8}, 12_640.0)
+    for t in (0, 5):  # over the cap, within grace: nothing shed yet, nothing admitted
+        plan = cycle(SiteState(pol, [node("a"), node("b")], pods, tjs, jobs, hot), m, NOW + t)
+        assert not plan.suspend_jobs
+    plan = cycle(SiteState(pol, [node("a"), node("b")], pods, tjs, jobs, hot), m, NOW + 11)
+    assert plan.suspend_jobs == [("ml", "a")]
+    assert plan.tj_status[("ml", "a")]["reason"] == "MeasuredOverCap"
+    # the next cycle still reads the old figure (pods stopping, scrape lag): no second shed
+    plan = cycle(SiteState(pol, [node("a"), node("b")], pods, tjs, jobs, hot), m, NOW + 13)
+    assert not plan.suspend_jobs
+
+
+def test_preempted_job_is_reforecast_from_its_own_measurements() -> None:
+    m = mem()
+    m.samples[("ml", "p")] = [(NOW - 60 + i, 650.0) for i in range(5)]
+    t = tj("p", pre=True, status={"phase": "Preempted", "preemptions": 1})
+    t["spec"]["gpuWattsHint"] = 300
+    pol = PowerPolicy(
+        cap_watts=6_000,
+        pue=1.0,
+        node_base_watts=0,
+        gpu_idle_watts=100,
+        gpu_tdp_watts=700,
+        safety_margin=0.0,
+    )
+    plan = cycle(
+        SiteState(pol, [node("a")], [], [t], {("ml", "p"): job("p", ["a"], suspend=True)}), m, NOW
+    )
+    st = plan.tj_status[("ml", "p")]
+    assert st["forecast"]["gpuWatts"] >= 650.0  # not the 300 W hint it overshot
+    assert st["phase"] == "Preempted" and st["reason"] == "WaitingForPower"
