@@ -262,7 +262,7 @@ def test_preempted_job_is_reforecast_from_its_own_measurements() -> None:
     t = tj("p", pre=True, status={"phase": "Preempted", "preemptions": 1})
     t["spec"]["gpuWattsHint"] = 300
     pol = PowerPolicy(
-        cap_watts=6_000,
+        cap_watts=5_000,
         pue=1.0,
         node_base_watts=0,
         gpu_idle_watts=100,
