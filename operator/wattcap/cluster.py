@@ -84,40 +84,71 @@ class Cluster:
 
     # ------------------------------------------------------------------ writes
 
-    def apply(self, plan: Plan, state: SiteState, policy_name: str) -> None:
+    def apply(self, plan: Plan, state: SiteState, policy_name: str) -> int:
         """Apply a plan: Jobs first, then status, so a crash in between loses nothing
-        (a Job without status is adopted on the next cycle)."""
-        for ns, name in plan.suspend_jobs:
-            self.batch.patch_namespaced_job(name, ns, {"spec": {"suspend": True}})
-        for job in plan.create_jobs:
-            meta = job["metadata"]
+        (a Job without status is adopted on the next cycle).
+
+        Each write stands alone: one refused write (a namespace being deleted,
+        an object gone since the list) must not stop the others, or a cycle
+        would suspend Jobs without saying so. Returns how many writes failed.
+        """
+        failed = 0
+
+        def attempt(what: str, call: Any, *args: Any) -> bool:
+            nonlocal failed
             try:
-                self.batch.create_namespaced_job(meta["namespace"], job)
+                call(*args)
+                return True
             except ApiException as err:
-                if err.status != 409:
-                    raise
-                log.info("Job %s/%s already exists; adopting it", meta["namespace"], meta["name"])
+                if err.status == 409 and what == "create Job":
+                    log.info("%s %s: already exists; adopting it", what, args[0])
+                    return True
+                if err.status != 404:  # gone since we listed it: nothing to report on
+                    failed += 1
+                    log.warning("%s %s failed: %s %s", what, args[:1], err.status, err.reason)
+                return False
+
+        for ns, name in plan.suspend_jobs:
+            attempt(
+                "suspend Job",
+                self.batch.patch_namespaced_job,
+                name,
+                ns,
+                {"spec": {"suspend": True}},
+            )
+        for job in plan.create_jobs:
+            attempt(
+                "create Job", self.batch.create_namespaced_job, job["metadata"]["namespace"], job
+            )
         for ns, name, patch in plan.resume_jobs:
-            self.batch.patch_namespaced_job(name, ns, patch)
+            attempt("resume Job", self.batch.patch_namespaced_job, name, ns, patch)
         current = {
             (t["metadata"].get("namespace", "default"), t["metadata"]["name"]): t.get("status")
             or {}
             for t in state.trainingjobs
         }
         for (ns, name), status in plan.tj_status.items():
-            if not status_changed(current.get((ns, name), {}), status):
-                continue
-            try:
-                self.custom.patch_namespaced_custom_object_status(
-                    API_GROUP, API_VERSION, ns, "trainingjobs", name, {"status": status}
+            if status_changed(current.get((ns, name), {}), status):
+                attempt(
+                    "patch status of",
+                    self.custom.patch_namespaced_custom_object_status,
+                    API_GROUP,
+                    API_VERSION,
+                    ns,
+                    "trainingjobs",
+                    name,
+                    {"status": status},
                 )
-            except ApiException as err:
-                if err.status != 404:  # deleted since we listed it: nothing to report on
-                    raise
         for obj, kind, reason, message in plan.events:
             self.event(obj, kind, reason, message)
         if plan.policy_status:
-            self.patch_policy_status(policy_name, plan.policy_status)
+            attempt(
+                "patch status of PowerPolicy",
+                self.patch_policy_status,
+                policy_name,
+                plan.policy_status,
+            )
+        return failed
 
     def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         self.custom.patch_cluster_custom_object_status(

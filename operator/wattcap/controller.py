@@ -213,6 +213,8 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     for tj in state.trainingjobs:
         meta = tj["metadata"]
         ref = (meta.get("namespace", "default"), meta["name"])
+        if meta.get("deletionTimestamp") and ref not in state.jobs:
+            continue  # leaving: never admit it (its Job, if any, still holds power)
         by_ref[ref] = tj
         status = tj.get("status") or {}
         try:

@@ -58,9 +58,10 @@ def crds(kubeconfig: str) -> str:
 class OperatorProcess:
     """`wattcap operator` as a user runs it: a separate process, killable."""
 
-    def __init__(self, kubeconfig: str, log_path: Path) -> None:
+    def __init__(self, kubeconfig: str, log_path: Path, metrics_port: int = 0) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.metrics_port = metrics_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -69,7 +70,14 @@ class OperatorProcess:
         env = {**os.environ, "KUBECONFIG": self.kubeconfig}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wattcap.cli", "operator", "--metrics-port", "0"],
+            [
+                sys.executable,
+                "-m",
+                "wattcap.cli",
+                "operator",
+                "--metrics-port",
+                str(self.metrics_port),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,3 +105,20 @@ def operator_process(crds: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     yield op
     op.stop()
     print((tmp_path / "operator.log").read_text()[-4000:])
+
+
+@pytest.fixture
+def namespace(crds: str, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A fresh namespace per test, deleted afterwards."""
+    import random
+
+    ns = f"t-{request.node.name.replace('_', '-')[:40].lower()}-{random.randrange(10**6)}"
+    kubectl(crds, "create", "namespace", ns)
+    yield ns
+    # Jobs left running would hold power against the next test's cap: remove them
+    # (and their pods) for real before moving on; the namespace itself can go lazily.
+    kubectl(crds, "delete", "trainingjobs.wattcap.io", "--all", "-n", ns, "--cascade=foreground",
+            "--timeout=120s", check=False)
+    kubectl(crds, "delete", "jobs.batch", "--all", "-n", ns, "--cascade=foreground",
+            "--timeout=120s", check=False)
+    kubectl(crds, "delete", "namespace", ns, "--wait=false", check=False)

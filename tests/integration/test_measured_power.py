@@ -1,0 +1,234 @@
+"""Measured power closes the loop: exporter -> real Prometheus -> operator.
+
+Same site as test_operator.py (8 x 8 GPUs, idle 8.48 kW, TDP 700 W, PUE 1.0).
+Jobs carry their ground truth in `wattcap.io/sim-power`, which only the
+simulated exporter reads; the operator sees it only through Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, OperatorProcess, kget, kubectl
+from prometheus_api_client import PrometheusConnect
+from test_operator import (
+    GPU_IDLE,
+    IDLE_W,
+    TDP,
+    admitted_site_watts,
+    apply,
+    set_policy,
+    tjs,
+    training_job,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+PROM_URL = "http://127.0.0.1:9090"
+PROM = str(ROOT / "hack" / "prometheus.sh")
+
+
+@pytest.fixture(scope="module")
+def power_stack(crds: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Prometheus scraping the simulated DCGM exporter and the operator."""
+    log = open(tmp_path_factory.mktemp("exporter") / "exporter.log", "wb")  # noqa: SIM115
+    exporter = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wattcap.cli",
+            "sim",
+            "exporter",
+            "--kubeconfig",
+            crds,
+            "--port",
+            "9400",
+            "--interval",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    subprocess.run([PROM, "up"], check=True)
+    prom = PrometheusConnect(PROM_URL, disable_ssl=True)
+    wait_for(
+        "exporter series in Prometheus",
+        lambda: len(prom.custom_query("DCGM_FI_DEV_POWER_USAGE")) >= 64,
+        60,
+    )
+    yield crds
+    exporter.terminate()
+    exporter.wait(10)
+    subprocess.run([PROM, "down"], check=False)
+
+
+@pytest.fixture
+def measured_operator(power_stack: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(power_stack, tmp_path / "operator.log", metrics_port=8080)
+    op.start()
+    yield op
+    op.stop()
+    print((tmp_path / "operator.log").read_text()[-4000:])
+
+
+def measured_job(
+    name: str,
+    ns: str,
+    true_watts: float,
+    seconds: int,
+    cls: str,
+    *,
+    gpus: int = 8,
+    prio: int = 0,
+    pre: bool = False,
+    hint: float | None = None,
+) -> dict[str, Any]:
+    obj = training_job(name, ns, 1, gpus, seconds, prio=prio, pre=pre, hint=hint)
+    obj["spec"]["workloadClass"] = cls
+    obj["spec"]["template"]["metadata"]["annotations"]["wattcap.io/sim-power"] = json.dumps(
+        {"watts": true_watts, "noise": 0.01}
+    )
+    return obj
+
+
+def status(kc: str, ns: str, name: str) -> dict[str, Any]:
+    return kget(kc, "trainingjob.wattcap.io", name, "-n", ns).get("status") or {}
+
+
+def policy_condition(kc: str, kind: str) -> dict[str, Any]:
+    st = kget(kc, "powerpolicy.wattcap.io", "site").get("status") or {}
+    return next((c for c in st.get("conditions") or [] if c["type"] == kind), {})
+
+
+def phases(kc: str, ns: str) -> dict[str, str]:
+    return {t["metadata"]["name"]: (t.get("status") or {}).get("phase", "") for t in tjs(kc, ns)}
+
+
+def test_a_new_class_is_learned_and_more_jobs_fit(
+    power_stack: str, namespace: str, measured_operator: OperatorProcess
+) -> None:
+    kc = power_stack
+    cap = IDLE_W + 2 * 8 * (TDP - GPU_IDLE) + 500  # two 8-GPU jobs at the TDP prior
+    set_policy(kc, cap, prometheus={"url": PROM_URL}, gracePeriod="5s")
+    apply(kc, [measured_job(f"first-{i}", namespace, 400, 25, "llama") for i in range(3)])
+    most = 0
+
+    def first_done() -> bool:
+        nonlocal most
+        p = phases(kc, namespace)
+        most = max(most, sum(v in ("Admitted", "Running") for v in p.values()))
+        return len(p) == 3 and all(v == "Succeeded" for v in p.values())
+
+    wait_for("the first three jobs", first_done, 180, every=0.5)
+    assert most == 2, "on the prior (TDP) only two 8-GPU jobs fit"
+    for i in range(3):
+        got = status(kc, namespace, f"first-{i}")["measuredWatts"]
+        assert abs(got - 8 * 400) <= 0.05 * 8 * 400, got
+
+    apply(kc, measured_job("probe", namespace, 400, 600, "llama"))
+    wait_for("the probe's forecast", lambda: status(kc, namespace, "probe").get("forecast"), 30)
+    fc = status(kc, namespace, "probe")["forecast"]
+    assert fc["source"] == "history"
+    assert 400 <= fc["gpuWatts"] <= 440, fc  # within 10 % of the true 400 W
+
+    apply(kc, [measured_job(f"more-{i}", namespace, 400, 600, "llama") for i in range(5)])
+
+    def many_running() -> bool:  # ~420 W planned per GPU: three fit where two did
+        return sum(v in ("Admitted", "Running") for v in phases(kc, namespace).values()) > most
+
+    wait_for("more jobs under the same cap than on day one", many_running, 60)
+    assert admitted_site_watts(tjs(kc, namespace)) <= cap
+
+
+def test_a_job_drawing_more_than_forecast_is_shed_after_grace(
+    power_stack: str, namespace: str, measured_operator: OperatorProcess
+) -> None:
+    kc = power_stack
+    cap = IDLE_W + 3 * 8 * (300 - GPU_IDLE) + 1000  # fits three jobs on their 300 W hints
+    set_policy(kc, cap, prometheus={"url": PROM_URL}, gracePeriod="5s")
+    apply(
+        kc,
+        [
+            measured_job(f"hot-{p}", namespace, 620, 600, f"hot{p}", prio=p, pre=True, hint=300)
+            for p in range(3)
+        ],
+    )
+    wait_for(
+        "the measured excursion",
+        lambda: policy_condition(kc, "WithinCap").get("reason") == "MeasuredOverCap",
+        60,
+        every=0.5,
+    )
+    # over the cap by measurement: nothing new is admitted, however small
+    apply(kc, measured_job("tiny", namespace, 100, 600, "tiny", gpus=1, hint=100))
+    time.sleep(3)
+    assert status(kc, namespace, "tiny").get("phase") in ("Queued", None)
+
+    wait_for(
+        "site power back under the cap",
+        lambda: policy_condition(kc, "WithinCap").get("status") == "True",
+        120,
+        every=0.5,
+    )
+    p = phases(kc, namespace)
+    assert p["hot-0"] == "Preempted", p
+    assert p["hot-2"] == "Running", "the highest priority keeps running"
+    assert status(kc, namespace, "hot-0")["reason"] in ("MeasuredOverCap", "WaitingForPower")
+    assert kget(kc, "job.batch", "hot-0", "-n", namespace)["spec"]["suspend"] is True
+    prom = PrometheusConnect(PROM_URL, disable_ssl=True)
+
+    def measured_under() -> bool:
+        v = prom.custom_query('wattcap_site_power_watts{source="measured"}')
+        return bool(v) and float(v[0]["value"][1]) <= cap
+
+    wait_for("Prometheus to show the site under the cap", measured_under, 30)
+    events = kubectl(
+        kc, "get", "events", "-n", "default", "--field-selector", "reason=MeasuredOverCap"
+    ).stdout
+    assert "MeasuredOverCap" in events
+
+
+def test_prometheus_outage_falls_back_to_the_conservative_model(
+    power_stack: str, namespace: str, measured_operator: OperatorProcess
+) -> None:
+    kc = power_stack
+    cap = IDLE_W + 2.5 * 8 * (TDP - GPU_IDLE)
+    set_policy(kc, cap, prometheus={"url": PROM_URL}, gracePeriod="5s")
+    apply(kc, measured_job("calm", namespace, 300, 900, "calm"))
+    wait_for(
+        "the running job's reservation to tighten from measurements",
+        lambda: status(kc, namespace, "calm").get("forecast", {}).get("source") == "measured",
+        120,
+    )
+    apply(kc, measured_job("second", namespace, 500, 900, "new-a"))
+    wait_for("second admitted", lambda: phases(kc, namespace).get("second") == "Running", 30)
+
+    subprocess.run([PROM, "down"], check=True)
+    try:
+        wait_for(
+            "the Measured condition to drop",
+            lambda: policy_condition(kc, "Measured").get("reason") == "PrometheusUnavailable",
+            30,
+        )
+        # calm is planned at its admission forecast (TDP) again: a third TDP job
+        # would fit on the measured figure but not on the conservative one
+        apply(kc, measured_job("third", namespace, 500, 900, "new-b"))
+        time.sleep(8)
+        p = phases(kc, namespace)
+        assert p["third"] == "Queued", p
+        assert p["calm"] == "Running" and p["second"] == "Running", "an outage sheds nothing"
+    finally:
+        subprocess.run([PROM, "up"], check=True)
+    wait_for("recovery", lambda: policy_condition(kc, "Measured").get("status") == "True", 60)
+    wait_for(
+        "the third job admitted once measurements return",
+        lambda: phases(kc, namespace).get("third") in ("Admitted", "Running"),
+        90,
+    )
