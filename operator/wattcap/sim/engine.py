@@ -1,0 +1,829 @@
+"""Event-driven replay of a job trace on a simulated site.
+
+Ground truth and measurement are kept apart:
+
+* the **site model** (FORMAT.md) uses each running job's true `gpu_watts`;
+  every metric is integrated from it, exactly, between events;
+* the **meter** is what a live site's Prometheus would show: at every
+  control tick, one sample per running job, truth x (1 + N(0, job_noise))
+  clipped to [gpu idle, TDP], and a site reading built from those samples
+  with the FORMAT formula times (1 + N(0, meter_noise)). Only these reach
+  the scheduler, and only if it asks for measurements. Between ticks, the
+  snapshot carries the last reading less the jobs that ended since. Ticks
+  between events are drawn in blocks (one noise matrix per block).
+* a running job's reservation is re-tightened (`Forecaster.running`, from
+  its last RING samples) when its sample count reaches TIGHTEN_AT, then
+  every TIGHTEN_EVERY samples.
+
+Decision cycles run at events (arrivals, completions, cap-window edges and
+one control period before each, starvation deadlines, the period after a
+shed) and at control ticks where something measured changed (a running job's
+reservation was tightened, or measured power is over the cap). A cycle is
+skipped when nothing could change its outcome:
+
+* an arrival alone, whose job cannot fit the GPUs or power free right now
+  (a new job only adds demand; decide would wait it);
+* a completion with nobody queued;
+* a tick where nothing was tightened (or nobody is queued) and measured
+  power is within the cap;
+* any cycle where no queued job passes that necessary check and no shed is
+  possible (projected power within the cap one period ahead, no measured
+  excursion past the grace period): decide could neither admit nor preempt.
+
+Before decide, the queue is trimmed of jobs that cannot start now once the
+first DEFAULT_RESERVATIONS surely-blocked jobs (which get reservations) are
+kept; decide then admits and preempts exactly as on the whole queue, and
+only the wait messages of the trimmed jobs are not produced.
+
+Trace times are seconds after the trace start; the core sees epoch seconds
+(`start_epoch_s + t`), because cap schedules are absolute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import math
+from bisect import bisect_left, bisect_right, insort
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import admission
+from ..admission import DEFAULT_RESERVATIONS, NodeState, QueuedJob, RunningJob, Snapshot
+from ..forecast import PowerForecast
+from ..model import PowerPolicy
+from .schedulers import JobView, Scheduler
+from .trace import TraceJob
+
+EPS_W = 1e-3  # watts: "over the cap" means more than this above it
+RING = 64  # measured samples kept per running job (a Prometheus range query's worth)
+# Sample counts at which a running job's reservation is re-tightened from its own
+# samples; then every TIGHTEN_EVERY samples (its window of RING samples is full by then).
+TIGHTEN_AT = (4, 16, 64)
+TIGHTEN_EVERY = 960
+BLOCK_ELEMS = 1 << 16  # noise values drawn per block of ticks
+STARVE_NUDGE_S = 1e-3  # a deadline wakes the loop just after it, when order_queue sees it
+
+QUEUED, RUNNING, DONE, PENDING = 1, 2, 3, 0
+
+
+@dataclass(slots=True)
+class SimConfig:
+    nodes: int
+    gpus_per_node: int
+    start_epoch_s: float
+    seed: int = 0
+    job_noise: float = 0.03  # relative sd of one job's power sample
+    meter_noise: float = 0.002  # relative sd of the site meter
+    record_series: bool = False
+    decision_log: list | None = None  # if a list: (t, admits, preempts) per cycle
+
+
+@dataclass(slots=True)
+class Segment:
+    job_id: str
+    start_s: float | None
+    end_s: float | None
+    nodes: tuple[str, ...]
+    outcome: str  # completed | preempted | unfinished
+
+
+@dataclass(slots=True)
+class SimResult:
+    scheduler: str
+    jobs: list[TraceJob]
+    segments: list[Segment]
+    horizon_s: float
+    first_start: dict[str, float]
+    completed: int
+    preemptions: int
+    # ground-truth integrals over [0, horizon]
+    energy_j: float
+    seconds_over_cap: float
+    worst_overshoot_w: float
+    worst_overshoot_pct: float
+    queue_time_s: float
+    cap_ratio_queue_s: float  # integral of site/cap while the queue is non-empty
+    gpu_seconds: float
+    total_gpus: int
+    decision_cycles: int
+    skipped_cycles: int
+    forecast_miss_rate: float | None = None
+    series: dict[str, list[float]] = field(default_factory=dict)
+
+
+class _Job:
+    __slots__ = (
+        "first_start",
+        "idx",
+        "meas_n",
+        "meas_sum",
+        "nodes",
+        "plan",
+        "planned_total",
+        "qj",
+        "qkey",
+        "queued_since",
+        "ran",
+        "remaining",
+        "ring",
+        "rj",
+        "seg_start",
+        "slot",
+        "state",
+        "tj",
+        "token",
+        "view",
+    )
+
+    def __init__(self, idx: int, tj: TraceJob) -> None:
+        self.idx = idx
+        self.tj = tj
+        self.view = JobView(
+            tj.job_id,
+            tj.workload_class,
+            tj.replicas,
+            tj.gpus_per_replica,
+            tj.priority,
+            tj.preemptible,
+            tj.submit_s,
+            tj.est_duration_s,
+        )
+        self.state = PENDING
+        self.remaining = tj.duration_s
+        self.ran = 0.0
+        self.first_start: float | None = None
+        self.seg_start = 0.0
+        self.nodes: tuple[str, ...] = ()
+        self.queued_since = tj.submit_s
+        self.plan: PowerForecast | None = None
+        self.planned_total = 0.0
+        self.rj: RunningJob | None = None
+        self.qj: QueuedJob | None = None
+        self.qkey: tuple | None = None
+        self.slot = -1
+        self.meas_sum = 0.0
+        self.meas_n = 0
+        self.ring: np.ndarray | None = None  # saved samples while not running
+        self.token = 0
+
+
+def simulate(
+    jobs: list[TraceJob], policy: PowerPolicy, scheduler: Scheduler, cfg: SimConfig
+) -> SimResult:
+    """Replay `jobs` on cfg.nodes x cfg.gpus_per_node GPUs; return schedule and metrics."""
+    return _Engine(jobs, policy, scheduler, cfg).run()
+
+
+class _Engine:
+    def __init__(
+        self, jobs: list[TraceJob], policy: PowerPolicy, sched: Scheduler, cfg: SimConfig
+    ) -> None:
+        self.trace = jobs
+        self.policy = policy  # the site's real policy: the cap metrics are measured against
+        self.sched = sched
+        self.dpol = sched.policy  # what decide plans against
+        self.cfg = cfg
+        self.t0 = cfg.start_epoch_s
+        self.rng = np.random.default_rng(cfg.seed)
+        self.nodes = [
+            NodeState(f"node-{i}", cfg.gpus_per_node, cfg.gpus_per_node) for i in range(cfg.nodes)
+        ]
+        self.node_by_name = {n.name: n for n in self.nodes}
+        self.total_gpus = cfg.nodes * cfg.gpus_per_node
+        self.free_gpus = self.total_gpus
+        p = policy
+        self.pue, self.idle_w, self.tdp = p.pue, p.gpu_idle_watts, p.gpu_tdp_watts
+        self.idle_site = p.idle_site_watts(cfg.nodes, self.total_gpus)
+        self.jobs = [_Job(i, tj) for i, tj in enumerate(jobs)]
+        self.by_key = {j.tj.job_id: j for j in self.jobs}
+        self.arrivals = sorted(self.jobs, key=lambda j: (j.tj.submit_s, j.idx))
+        self.running: dict[str, _Job] = {}
+        self.queue: list[tuple] = []  # sorted order keys (not starving)
+        self.starving: list[tuple] = []  # sorted order keys (starving: they go first)
+        self.queued_n = 0
+        self.completions: list[tuple[float, int, int, int]] = []  # (t, seq, idx, token)
+        self.wakeups: list[tuple[float, int, int]] = []  # (t, kind, idx)
+        self.starve_heap: list[tuple[float, int]] = []
+        self.seq = 0
+        self.segments: list[Segment] = []
+        # ground truth: sum over running jobs of gpus * (gpu_watts - idle)
+        self.truth_excess = 0.0
+        self.planned_excess = 0.0  # same with the planned per-GPU watts (decide's projection)
+        # metrics
+        self.energy = 0.0
+        self.over_s = 0.0
+        self.worst_w = 0.0
+        self.worst_pct = 0.0
+        self.queue_s = 0.0
+        self.ratio_s = 0.0
+        self.gpu_s = 0.0
+        self.preemptions = 0
+        self.completed = 0
+        self.cycles = 0
+        self.skipped = 0
+        self.series: dict[str, list[float]] = (
+            {"t": [], "site_w": [], "cap_w": [], "queue": []} if cfg.record_series else {}
+        )
+        # measurement state: running job i sits at slot i < n_act (packed, swap-removed)
+        n = self.total_gpus
+        self.n_act = 0
+        self.arange = np.arange(n)
+        self.s_truth = np.zeros(n)
+        self.s_gpus = np.zeros(n)
+        self.s_sum = np.zeros(n)
+        self.s_cnt = np.zeros(n, dtype=np.int64)
+        self.s_last = np.zeros(n)
+        self.s_ring = np.zeros((n, RING))
+        self.slot_job: list[_Job | None] = [None] * n
+        self._last_changed = False
+        self._build_cap_lookup()
+        self.cp_heap: list[tuple[int, int, int]] = []  # (tick index, job idx, token)
+        self._pol_now = sched.policy
+        self._pol_valid_until = -math.inf
+        self._starving_set: set[tuple] = set()
+        self.meas_site: float | None = None  # last meter reading, corrected for jobs gone since
+        self.over_since: float | None = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def cap_at(self, t: float) -> float:
+        """The site's cap at trace time t (piecewise constant between window edges)."""
+        return self._cap_vals[bisect_right(self._cap_edges, t)]
+
+    def _build_cap_lookup(self) -> None:
+        pol, t0 = self.policy, self.t0
+        edges = sorted({e - t0 for w in pol.cap_schedule for e in (w.start_s, w.end_s)})
+        self._cap_edges = edges
+        if not edges:
+            self._cap_vals = [pol.cap_watts]
+            return
+        probes = [edges[0] - 1.0]
+        probes += [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+        probes.append(edges[-1] + 1.0)
+        self._cap_vals = [pol.cap_at(t0 + x) for x in probes]
+
+    def _order_key(self, j: _Job) -> tuple:
+        prio = -j.tj.priority if self.dpol.ordering == "PriorityFIFO" else 0
+        return (prio, self.t0 + j.queued_since, j.tj.job_id, j.idx)
+
+    def _enqueue(self, j: _Job, t: float) -> None:
+        j.state = QUEUED
+        j.queued_since = t
+        j.qkey = self._order_key(j)
+        insort(self.queue, j.qkey)
+        self.queued_n += 1
+        view = j.view
+        j.qj = QueuedJob(
+            key=view.key,
+            replicas=view.replicas,
+            gpus_per_replica=view.gpus_per_replica,
+            gpu_watts=0.0,
+            priority=view.priority,
+            submitted_s=self.t0 + t,
+            duration_s=0.0,
+            preemptible=view.preemptible,
+        )
+        deadline = t + self.dpol.max_wait_s
+        heapq.heappush(self.starve_heap, (deadline, j.idx))
+        heapq.heappush(self.wakeups, (deadline + STARVE_NUDGE_S, 1, j.idx))
+
+    def _dequeue(self, j: _Job) -> None:
+        lst = self.starving if j.qkey in self._starving_set else self.queue
+        if lst is self.starving:
+            self._starving_set.discard(j.qkey)
+        i = bisect_left(lst, j.qkey)
+        del lst[i]
+        self.queued_n -= 1
+
+    def _promote_starving(self, now_abs: float) -> None:
+        """Move jobs past the max wait to the front list, as order_queue would."""
+        limit = self.dpol.max_wait_s
+        h = self.starve_heap
+        while h:
+            deadline, idx = h[0]
+            j = self.jobs[idx]
+            if (
+                j.state != QUEUED
+                or deadline != j.queued_since + limit
+                or j.qkey in self._starving_set
+            ):
+                heapq.heappop(h)  # stale: from an earlier stay in the queue
+                continue
+            if not (now_abs - j.qj.submitted_s > limit):
+                break
+            heapq.heappop(h)
+            del self.queue[bisect_left(self.queue, j.qkey)]
+            insort(self.starving, j.qkey)
+            self._starving_set.add(j.qkey)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> SimResult:
+        pol = self.policy
+        period = self.dpol.control_period_s
+        # cap edges (relative), and one period before each for the look-ahead shed
+        edges: set[float] = set()
+        for w in list(pol.cap_schedule) + list(self.dpol.cap_schedule):
+            for e in (w.start_s, w.end_s):
+                edges.add(e - self.t0)
+                edges.add(e - self.t0 - period)
+        for e in edges:
+            if e >= 0:
+                heapq.heappush(self.wakeups, (e, 0, -1))
+        measures = self.sched.measures
+        tick_k = 1
+        arr_i = 0
+        n_arr = len(self.arrivals)
+        t_prev = 0.0
+        self.last_activity = 0.0
+        acc_at_activity = self._acc()
+        while True:
+            if not self.running and arr_i >= n_arr and (not self.queued_n or not self.wakeups):
+                break  # all done, or stuck: nothing runs or arrives and no edge is ahead
+            t_event = math.inf
+            if arr_i < n_arr:
+                t_event = self.arrivals[arr_i].tj.submit_s
+            if self.completions and self.completions[0][0] < t_event:
+                t_event = self.completions[0][0]
+            if self.wakeups and self.wakeups[0][0] < t_event:
+                t_event = self.wakeups[0][0]
+            t = t_event
+            need = False
+            if measures and self.running:
+                # control ticks up to the next event, measured in bulk; stop at the
+                # first one that needs a cycle (over the cap, or a reservation tightened)
+                if tick_k * period <= t_prev:
+                    tick_k = int(t_prev // period) + 1
+                n = int(t_event // period) - tick_k + 1
+                if n > 0:
+                    used, hit = self._measure_ticks(tick_k, n)
+                    tick_k += used
+                    if hit:
+                        t = (tick_k - 1) * period
+                        need = True
+            if t == math.inf:
+                break
+            self._integrate(t_prev, t)
+            t_prev = t
+            activity = False
+            # completions
+            while self.completions and self.completions[0][0] <= t:
+                _, _, idx, token = heapq.heappop(self.completions)
+                j = self.jobs[idx]
+                if j.state != RUNNING or j.token != token:
+                    continue
+                self._finish(j, t)
+                activity = True
+                if self.queued_n:
+                    need = True
+            # arrivals
+            while arr_i < n_arr and self.arrivals[arr_i].tj.submit_s <= t:
+                j = self.arrivals[arr_i]
+                arr_i += 1
+                self._enqueue(j, t)
+                activity = True
+                if not need and self._could_start(j, t):
+                    need = True
+            # wakeups: cap edges, starvation deadlines, follow-ups after a shed
+            while self.wakeups and self.wakeups[0][0] <= t:
+                _, kind, idx = heapq.heappop(self.wakeups)
+                if kind != 1 or self.jobs[idx].state == QUEUED:
+                    need = True
+            if need and (self.queued_n or self.running):
+                if self._cycle(t):
+                    # a shed admits nothing: look again one period later
+                    heapq.heappush(self.wakeups, (t + period, 2, -1))
+                activity = activity or self._last_changed
+            else:
+                self.skipped += 1
+            if activity:
+                self.last_activity = t
+                acc_at_activity = self._acc()
+        horizon = self.last_activity
+        return self._result(horizon, acc_at_activity)
+
+    # ------------------------------------------------------------------ truth integrals
+
+    def _acc(self) -> tuple:
+        return (
+            self.energy,
+            self.over_s,
+            self.worst_w,
+            self.worst_pct,
+            self.queue_s,
+            self.ratio_s,
+            self.gpu_s,
+        )
+
+    def _integrate(self, a: float, b: float) -> None:
+        dt = b - a
+        site = self.idle_site + self.pue * self.truth_excess
+        cap = self.cap_at(a)
+        if self.series:
+            s = self.series
+            s["t"].append(a)
+            s["site_w"].append(site)
+            s["cap_w"].append(cap)
+            s["queue"].append(float(self.queued_n))
+        if dt <= 0:
+            return
+        self.energy += site * dt
+        self.gpu_s += (self.total_gpus - self.free_gpus) * dt
+        if site > cap + EPS_W:
+            self.over_s += dt
+            over = site - cap
+            if over > self.worst_w:
+                self.worst_w = over
+            pct = 100.0 * over / cap
+            if pct > self.worst_pct:
+                self.worst_pct = pct
+        if self.queued_n:
+            self.queue_s += dt
+            self.ratio_s += dt * site / cap
+
+    # ------------------------------------------------------------------ measurement
+
+    def _measure_ticks(self, k0: int, n: int) -> tuple[int, bool]:
+        """Control ticks k0 .. k0+n-1: sample every running job and the site meter.
+
+        Ticks are drawn in blocks (one noise matrix per block); a block ends at
+        the next tightening checkpoint of any running job. Returns how many
+        ticks were consumed and whether the last one needs a decision cycle.
+        """
+        period = self.dpol.control_period_s
+        r = self.n_act
+        truth = self.s_truth[:r]
+        gpus = self.s_gpus[:r]
+        base = self.idle_site - self.pue * self.idle_w * (self.total_gpus - self.free_gpus)
+        pue, jn, mn = self.pue, self.cfg.job_noise, self.cfg.meter_noise
+        cp = self.cp_heap
+        done = 0
+        while done < n:
+            kk = k0 + done
+            while cp and not self._cp_valid(cp[0]):
+                heapq.heappop(cp)
+            k = n - done
+            if cp and cp[0][0] - kk + 1 < k:
+                k = cp[0][0] - kk + 1
+            k = min(k, max(1, BLOCK_ELEMS // (r + 1)))
+            noise = self.rng.standard_normal((k, r + 1))
+            samples = noise[:, :r]
+            samples *= jn
+            samples += 1.0
+            samples *= truth
+            np.clip(samples, self.idle_w, self.tdp, out=samples)
+            col = self.s_cnt[:r] % RING
+            if k == 1:
+                row = samples[0]
+                site = (base + pue * float(row @ gpus)) * (1.0 + mn * float(noise[0, r]))
+                first_over = 0 if site > self.cap_at(kk * period) else -1
+                used = 1
+                self.s_sum[:r] += row
+                self.s_ring[self.arange[:r], col] = row
+            else:
+                sites = (base + pue * (samples @ gpus)) * (1.0 + mn * noise[:, r])
+                caps = self.cap_at(kk * period)
+                if caps != self.cap_at((kk + k - 1) * period):
+                    caps = np.array([self.cap_at((kk + i) * period) for i in range(k)])
+                over = sites > caps
+                first_over = int(np.argmax(over)) if over.any() else -1
+                used = first_over + 1 if first_over >= 0 else k
+                site = float(sites[used - 1])
+                samples = samples[:used]
+                self.s_sum[:r] += samples.sum(axis=0)
+                m = min(used, RING)
+                pos = (col[:, None] + (used - m) + np.arange(m)[None, :]) % RING
+                self.s_ring[self.arange[:r, None], pos] = samples[used - m :].T
+                row = samples[used - 1]
+            self.s_cnt[:r] += used
+            self.s_last[:r] = row
+            t_tick = (kk + used - 1) * period
+            self.meas_site = site
+            if first_over != 0:
+                self.over_since = None  # a tick within the cap ended any excursion
+            self.over_since = admission.over_cap_since(
+                self.over_since, site, self.cap_at(t_tick), self.t0 + t_tick
+            )
+            done += used
+            hit = first_over >= 0
+            if cp and cp[0][0] == kk + used - 1 and self._tighten(kk + used - 1) and self.queued_n:
+                hit = True
+            if hit:
+                return done, True
+        return done, False
+
+    def _cp_valid(self, entry: tuple[int, int, int]) -> bool:
+        j = self.jobs[entry[1]]
+        return j.state == RUNNING and j.token == entry[2]
+
+    def _push_checkpoint(self, j: _Job, count: int, tick_k: int) -> None:
+        """Book j's next tightening at the tick where its sample count reaches a checkpoint."""
+        nxt = _next_checkpoint(count)
+        heapq.heappush(self.cp_heap, (tick_k + nxt - count, j.idx, j.token))
+
+    def _tighten(self, tick_k: int) -> bool:
+        """Re-forecast running jobs whose checkpoint is this tick; True if any moved."""
+        changed = False
+        cp = self.cp_heap
+        while cp and cp[0][0] == tick_k:
+            _, idx, token = heapq.heappop(cp)
+            j = self.jobs[idx]
+            if j.state != RUNNING or j.token != token or j.rj is None or j.plan is None:
+                continue
+            c = int(self.s_cnt[j.slot])
+            self._push_checkpoint(j, c, tick_k)
+            new = self.sched.tighten(j.plan, self.s_ring[j.slot, : min(c, RING)].tolist())
+            if new.gpu_watts != j.rj.gpu_watts:
+                self.planned_excess += j.tj.gpus * (new.gpu_watts - j.rj.gpu_watts)
+                j.rj.gpu_watts = new.gpu_watts
+                changed = True
+        return changed
+
+    def _job_measured(self, j: _Job) -> list[float]:
+        if j.slot >= 0:
+            n = min(int(self.s_cnt[j.slot]), RING)
+            return self.s_ring[j.slot, :n].tolist()
+        return [] if j.ring is None else j.ring.tolist()
+
+    # ------------------------------------------------------------------ job life
+
+    def _could_start(self, j: _Job, t: float) -> bool:
+        """Necessary condition for decide to start this job now (it may still not)."""
+        if j.tj.gpus > self.free_gpus:
+            return False
+        f = self.sched.forecast(j.view)
+        w = self.pue * j.tj.gpus * (f.gpu_watts - self.idle_w)
+        return w <= self._avail_now(t) + 1.0
+
+    def _avail_now(self, t: float) -> float:
+        ecap = self.dpol.effective_cap_at(self.t0 + t)
+        projected = self.idle_site + self.pue * self.planned_excess
+        meas = self._snapshot_measured()
+        if meas is not None and meas > projected:
+            projected = meas
+        return ecap - projected
+
+    def _snapshot_measured(self) -> float | None:
+        return self.meas_site if self.sched.measures else None
+
+    def _start(self, j: _Job, t: float, nodes: tuple[str, ...], plan: PowerForecast) -> None:
+        gpr = j.tj.gpus_per_replica
+        for name in nodes:
+            self.node_by_name[name].gpus_free -= gpr
+        g = j.tj.gpus
+        self.free_gpus -= g
+        if j.first_start is None:
+            j.first_start = t
+            j.planned_total = self.sched.duration(j.view)
+        j.state = RUNNING
+        j.seg_start = t
+        j.nodes = nodes
+        j.plan = plan
+        j.token += 1
+        planned_rest = max(j.planned_total - j.ran, self.dpol.control_period_s)
+        # measurement slot
+        slot = self.n_act
+        self.n_act += 1
+        j.slot = slot
+        self.slot_job[slot] = j
+        self.s_truth[slot] = j.tj.gpu_watts
+        self.s_gpus[slot] = g
+        self.s_sum[slot] = j.meas_sum
+        self.s_cnt[slot] = j.meas_n
+        if j.ring is not None:
+            self.s_ring[slot, : j.ring.size] = j.ring
+        watts = plan.gpu_watts
+        if j.meas_n >= 3:  # resumed: its own earlier samples tighten it at once
+            watts = self.sched.tighten(plan, self._job_measured(j)).gpu_watts
+        j.rj = RunningJob(
+            key=j.view.key,
+            replicas=j.tj.replicas,
+            gpus_per_replica=gpr,
+            gpu_watts=watts,
+            priority=j.tj.priority,
+            preemptible=j.tj.preemptible,
+            started_s=self.t0 + t,
+            expected_end_s=self.t0 + t + planned_rest,
+            nodes=nodes,
+        )
+        self.running[j.view.key] = j
+        self.truth_excess += g * (j.tj.gpu_watts - self.idle_w)
+        self.planned_excess += g * (watts - self.idle_w)
+        heapq.heappush(self.completions, (t + j.remaining, self.seq, j.idx, j.token))
+        if self.sched.measures:
+            self._push_checkpoint(j, j.meas_n, int(t // self.dpol.control_period_s))
+        self.seq += 1
+
+    def _stop(self, j: _Job, t: float) -> float:
+        """Take a running job off the site; return how long this segment ran."""
+        gpr = j.tj.gpus_per_replica
+        for name in j.nodes:
+            self.node_by_name[name].gpus_free += gpr
+        g = j.tj.gpus
+        self.free_gpus += g
+        del self.running[j.view.key]
+        self.truth_excess -= g * (j.tj.gpu_watts - self.idle_w)
+        self.planned_excess -= g * (j.rj.gpu_watts - self.idle_w)
+        if not self.running:  # re-anchor the sums: no drift over a long replay
+            self.truth_excess = 0.0
+            self.planned_excess = 0.0
+        slot = j.slot
+        n = int(self.s_cnt[slot])
+        j.meas_n = n
+        j.meas_sum = float(self.s_sum[slot])
+        if n:
+            j.ring = self.s_ring[slot, : min(n, RING)].copy()
+            if self.meas_site is not None:
+                # the meter's last reading included this job; it is gone now
+                self.meas_site -= self.pue * g * (float(self.s_last[slot]) - self.idle_w)
+        last = self.n_act - 1
+        if slot != last:  # keep the running jobs packed: move the last one here
+            for arr in (self.s_truth, self.s_gpus, self.s_sum, self.s_cnt):
+                arr[slot] = arr[last]
+            self.s_last[slot] = self.s_last[last]
+            self.s_ring[slot] = self.s_ring[last]
+            moved = self.slot_job[last]
+            self.slot_job[slot] = moved
+            moved.slot = slot
+        self.slot_job[last] = None
+        self.n_act = last
+        j.slot = -1
+        ran = t - j.seg_start
+        j.ran += ran
+        j.remaining -= ran
+        j.token += 1
+        return ran
+
+    def _finish(self, j: _Job, t: float) -> None:
+        self._stop(j, t)
+        j.remaining = 0.0
+        j.state = DONE
+        self.completed += 1
+        self.segments.append(Segment(j.view.key, j.seg_start, t, j.nodes, "completed"))
+        mean = j.meas_sum / j.meas_n if j.meas_n else None
+        assert j.plan is not None
+        self.sched.completed(j.view, mean, j.ran, j.plan)
+        j.ring = None
+        j.rj = None
+
+    def _preempt(self, j: _Job, t: float) -> None:
+        self._stop(j, t)
+        self.preemptions += 1
+        self.segments.append(Segment(j.view.key, j.seg_start, t, j.nodes, "preempted"))
+        j.rj = None
+        self._enqueue(j, t)
+
+    # ------------------------------------------------------------------ one cycle
+
+    def _queued_for_decide(self, t: float) -> tuple[list[QueuedJob], bool]:
+        """The queue in decide's order, less jobs that can neither start nor reserve;
+        and whether any job in it might start now."""
+        sched = self.sched
+        pue, idle = self.pue, self.idle_w
+        free = self.free_gpus
+        avail = self._avail_now(t) + 1.0
+        ecap_above_idle = self.dpol.effective_cap_at(self.t0 + t) - self.idle_site
+        period = self.dpol.control_period_s
+        out: list[QueuedJob] = []
+        blocked = 0
+        candidate = False
+        hopeless = free == 0 or avail < 0  # then every job is surely blocked
+        jobs = self.jobs
+        for lst in (self.starving, self.queue):
+            for key in lst:
+                if hopeless and blocked >= DEFAULT_RESERVATIONS:
+                    break
+                j = jobs[key[3]]
+                g = j.tj.gpus
+                f = sched.forecast(j.view)
+                w = pue * g * (f.gpu_watts - idle)
+                sure_block = g > free or w > avail
+                if sure_block and blocked >= DEFAULT_RESERVATIONS:
+                    continue
+                candidate = candidate or not sure_block
+                qj = j.qj
+                qj.gpu_watts = f.gpu_watts
+                total = sched.duration(j.view) if j.first_start is None else j.planned_total
+                qj.duration_s = max(total - j.ran, period)
+                out.append(qj)
+                if sure_block and w <= ecap_above_idle:
+                    blocked += 1
+        return out, candidate
+
+    def _may_shed(self, t: float) -> bool:
+        """Could decide preempt now? (Conservative: True whenever it might.)"""
+        pol = self.dpol
+        if not pol.preemption or not self.running:
+            return False
+        now = self.t0 + t
+        target = min(pol.effective_cap_at(now), pol.effective_cap_at(now + pol.control_period_s))
+        if self.idle_site + self.pue * self.planned_excess > target - 1.0:
+            return True
+        meas = self._snapshot_measured()
+        return (
+            meas is not None
+            and self.over_since is not None
+            and meas > pol.cap_at(now) - 1.0
+            and now - self.over_since >= pol.grace_period_s - 1e-6
+        )
+
+    def _cycle(self, t: float) -> bool:
+        """Run decide on the current state and apply it; True if it shed load."""
+        now = self.t0 + t
+        self._promote_starving(now)
+        queued, candidate = self._queued_for_decide(t) if self.queued_n else ([], False)
+        if not candidate and not self._may_shed(t):
+            # decide could neither admit nor preempt: skip it (its waits are not needed)
+            self._last_changed = False
+            self.skipped += 1
+            return False
+        running = [j.rj for j in self.running.values()]
+        if self.sched.measures:
+            r = self.n_act
+            for j, last, n in zip(
+                self.slot_job[:r], self.s_last[:r].tolist(), self.s_cnt[:r].tolist(), strict=True
+            ):
+                if n:
+                    j.rj.measured_gpu_watts = last
+        snap = Snapshot(
+            now_s=now,
+            policy=self._policy_at(now),
+            nodes=self.nodes,
+            running=running,
+            queued=queued,
+            measured_site_watts=self._snapshot_measured(),
+            over_cap_since_s=self.over_since if self.sched.measures else None,
+        )
+        dec = admission.decide(snap)
+        self.cycles += 1
+        self._last_changed = bool(dec.admits or dec.preempts)
+        if self.cfg.decision_log is not None:
+            self.cfg.decision_log.append(
+                (t, tuple((a.key, a.nodes) for a in dec.admits), tuple(p.key for p in dec.preempts))
+            )
+        for p in dec.preempts:
+            self._preempt(self.by_key[p.key], t)
+        for a in dec.admits:
+            j = self.by_key[a.key]
+            plan = self.sched.forecast(j.view)
+            self._dequeue(j)
+            self._start(j, t, a.nodes, plan)
+        return bool(dec.preempts)
+
+    def _policy_at(self, now: float) -> PowerPolicy:
+        """The policy less cap windows that cannot matter now: ended, or beyond the
+        planning horizon. decide reads windows only in [now, now + HORIZON_S], so its
+        decisions are unchanged, and a long schedule of windows costs nothing."""
+        if now < self._pol_valid_until:
+            return self._pol_now
+        full = self.dpol.cap_schedule
+        horizon = now + admission.HORIZON_S
+        keep = tuple(w for w in full if w.end_s > now and w.start_s <= horizon)
+        later = [w.start_s - admission.HORIZON_S for w in full if w.start_s > horizon]
+        ends = [w.end_s for w in keep]
+        self._pol_valid_until = min([*later, *ends, math.inf])
+        if keep != self._pol_now.cap_schedule:
+            self._pol_now = dataclasses.replace(self.dpol, cap_schedule=keep)
+        return self._pol_now
+
+    # ------------------------------------------------------------------ result
+
+    def _result(self, horizon: float, acc: tuple) -> SimResult:
+        energy, over_s, worst_w, worst_pct, queue_s, ratio_s, gpu_s = acc
+        # queued (or preempted and never resumed) jobs: one unfinished row each
+        for j in self.jobs:
+            if j.state in (QUEUED, PENDING):
+                self.segments.append(Segment(j.view.key, None, None, (), "unfinished"))
+        first = {j.view.key: j.first_start for j in self.jobs if j.first_start is not None}
+        return SimResult(
+            scheduler=self.sched.name,
+            jobs=self.trace,
+            segments=self.segments,
+            horizon_s=horizon,
+            first_start=first,
+            completed=self.completed,
+            preemptions=self.preemptions,
+            energy_j=energy,
+            seconds_over_cap=over_s,
+            worst_overshoot_w=worst_w,
+            worst_overshoot_pct=worst_pct,
+            queue_time_s=queue_s,
+            cap_ratio_queue_s=ratio_s,
+            gpu_seconds=gpu_s,
+            total_gpus=self.total_gpus,
+            decision_cycles=self.cycles,
+            skipped_cycles=self.skipped,
+            forecast_miss_rate=self.sched.miss_rate(),
+            series=self.series,
+        )
+
+
+def _next_checkpoint(count: int) -> int:
+    for c in TIGHTEN_AT:
+        if c > count:
+            return c
+    last = TIGHTEN_AT[-1]
+    return last + TIGHTEN_EVERY * ((count - last) // TIGHTEN_EVERY + 1)

@@ -1,0 +1,159 @@
+"""The simulator's schedulers: three ways to feed ONE decision core.
+
+All three hand the same `admission.decide` a snapshot; they differ only in
+what they tell it about power:
+
+* `wattcap`: per-class forecasts learned from measured power only
+  (forecast.Forecaster), running jobs tightened from their own samples, and
+  the measured site power in the snapshot (so measured overshoot is shed).
+* `static-tdp`: every GPU planned at the policy's TDP; nothing measured.
+* `gpu-only`: the cap is lifted out of reach, so only GPUs count.
+
+A scheduler sees a job through `JobView`, which has no `gpu_watts` and no
+true `duration_s`: it cannot read the ground truth even by accident.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..forecast import Forecaster, PowerForecast
+from ..model import PowerPolicy
+
+SCHEDULERS = ("wattcap", "static-tdp", "gpu-only")
+UNBOUNDED_CAP_W = 1e15  # "no cap": far above any site, still a finite number
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """What a live operator knows about a job before it has run: no ground truth."""
+
+    key: str
+    workload_class: str
+    replicas: int
+    gpus_per_replica: int
+    priority: int
+    preemptible: bool
+    submit_s: float
+    est_duration_s: float | None = None
+
+    @property
+    def gpus(self) -> int:
+        return self.replicas * self.gpus_per_replica
+
+
+class Scheduler:
+    """The interface the engine drives; subclasses choose what power to plan with."""
+
+    name = "base"
+    measures = False  # wants measured power (control ticks, measured site in the snapshot)
+
+    def __init__(self, policy: PowerPolicy) -> None:
+        self.site_policy = policy
+        self.policy = policy  # the policy handed to admission.decide
+
+    def forecast(self, job: JobView) -> PowerForecast:
+        """Per-GPU watts to plan a queued job with."""
+        raise NotImplementedError
+
+    def duration(self, job: JobView) -> float:
+        """Seconds to plan the job's whole run for."""
+        return job.est_duration_s if job.est_duration_s else self.policy.default_duration_s
+
+    def tighten(self, admitted: PowerForecast, samples: list[float]) -> PowerForecast:
+        """A running job's reservation after its own samples were seen."""
+        return admitted
+
+    def completed(
+        self, job: JobView, mean_measured_w: float | None, run_s: float, admitted: PowerForecast
+    ) -> None:
+        """A job finished: learn from what was measured of it."""
+
+    def miss_rate(self) -> float | None:
+        return None
+
+
+class WattcapScheduler(Scheduler):
+    """Forecaster per workload class, fed only measured data."""
+
+    name = "wattcap"
+    measures = True
+
+    def __init__(self, policy: PowerPolicy) -> None:
+        super().__init__(policy)
+        self.forecaster = Forecaster(
+            policy.gpu_tdp_watts, policy.gpu_idle_watts, coverage=policy.coverage
+        )
+        # Per-class caches, dropped when the class learns: queued jobs of one
+        # class share a forecast, and a deep queue asks for it every cycle.
+        self._power: dict[str, PowerForecast] = {}
+        self._duration: dict[str, float] = {}
+
+    def forecast(self, job: JobView) -> PowerForecast:
+        f = self._power.get(job.workload_class)
+        if f is None:
+            f = self._power[job.workload_class] = self.forecaster.forecast(job.workload_class)
+        return f
+
+    def duration(self, job: JobView) -> float:
+        if job.est_duration_s:
+            return job.est_duration_s
+        d = self._duration.get(job.workload_class)
+        if d is None:
+            d = self._duration[job.workload_class] = self.forecaster.duration(
+                job.workload_class, None, self.policy.default_duration_s
+            )
+        return d
+
+    def tighten(self, admitted: PowerForecast, samples: list[float]) -> PowerForecast:
+        return self.forecaster.running(admitted, samples)
+
+    def completed(
+        self, job: JobView, mean_measured_w: float | None, run_s: float, admitted: PowerForecast
+    ) -> None:
+        watts = float("nan") if mean_measured_w is None else mean_measured_w
+        # Without a sample there is nothing to calibrate against: learn the duration only.
+        forecast = admitted.gpu_watts if mean_measured_w is not None else None
+        self.forecaster.observe(job.workload_class, watts, run_s, forecast)
+        self._power.pop(job.workload_class, None)
+        self._duration.pop(job.workload_class, None)
+        if forecast is not None:
+            # the calibrated level moved: every class's bound moves with it
+            self._power.clear()
+
+    def miss_rate(self) -> float | None:
+        return self.forecaster.miss_rate()
+
+
+class StaticTdpScheduler(Scheduler):
+    """Every GPU planned at TDP, forever; no measurement."""
+
+    name = "static-tdp"
+
+    def __init__(self, policy: PowerPolicy) -> None:
+        super().__init__(policy)
+        self._tdp = PowerForecast(policy.gpu_tdp_watts, 1.0, "prior", 0)
+
+    def forecast(self, job: JobView) -> PowerForecast:
+        return self._tdp
+
+
+class GpuOnlyScheduler(StaticTdpScheduler):
+    """What a plain GPU scheduler does: the cap is out of reach, only GPUs count."""
+
+    name = "gpu-only"
+
+    def __init__(self, policy: PowerPolicy) -> None:
+        super().__init__(policy)
+        self.policy = dataclasses.replace(policy, cap_watts=UNBOUNDED_CAP_W, cap_schedule=())
+
+
+def make_scheduler(name: str, policy: PowerPolicy) -> Scheduler:
+    if name == "wattcap":
+        return WattcapScheduler(policy)
+    if name == "static-tdp":
+        return StaticTdpScheduler(policy)
+    if name == "gpu-only":
+        return GpuOnlyScheduler(policy)
+    raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
