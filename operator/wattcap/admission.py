@@ -196,8 +196,15 @@ def order_queue(queued: list[QueuedJob], policy: PowerPolicy, now_s: float) -> l
     return sorted(queued, key=key)
 
 
-def decide(snap: Snapshot, max_reservations: int = DEFAULT_RESERVATIONS) -> Decision:
-    """One admission cycle. Pure: the same snapshot gives the same decision."""
+def decide(
+    snap: Snapshot, max_reservations: int = DEFAULT_RESERVATIONS, estimate_starts: bool = True
+) -> Decision:
+    """One admission cycle. Pure: the same snapshot gives the same decision.
+
+    With `estimate_starts=False` (the simulator), reservations for blocked jobs
+    are only booked when a later job could start now and so needs them to be
+    backfilled around: the admissions are the same, waits carry no start.
+    """
     pol = snap.policy
     now = snap.now_s
     period = pol.control_period_s
@@ -220,7 +227,8 @@ def decide(snap: Snapshot, max_reservations: int = DEFAULT_RESERVATIONS) -> Deci
     # ---------------------------------------------------------------- 1. shed
     if pol.preemption:
         believed = idle_site + sum(
-            pue * j.gpus * ((j.believed_gpu_watts or j.gpu_watts) - idle_w) for j in running)
+            pue * j.gpus * ((j.believed_gpu_watts or j.gpu_watts) - idle_w) for j in running
+        )
         shed = _shed(snap, running, believed, ecap_now, cap_now)
         if shed:
             gone = {p.key for p in shed}
@@ -261,6 +269,7 @@ def decide(snap: Snapshot, max_reservations: int = DEFAULT_RESERVATIONS) -> Deci
     usable_above_idle = max_site_cap - idle_site
     blocked = 0
     reservations = 0
+    pending: list[tuple[bool, float, int, float]] = []
     end_index = prof.end_index.tolist()
     why_later: dict[int, tuple[str, Callable[[], str]]] = {}  # many jobs trip on one step
     waits = dec.waits
@@ -298,6 +307,11 @@ def decide(snap: Snapshot, max_reservations: int = DEFAULT_RESERVATIONS) -> Deci
         may_start = blocked == 0 or pol.backfill
         detail: str | Callable[[], str]
         if may_start and w <= avail0 and g <= fits.total_free:
+            if pending:  # book what higher blocked jobs need before backfilling
+                for args in pending:
+                    prof.reserve(*args)
+                pending.clear()
+                why_later.clear()
             bad = prof.first_shortfall(pre, w, g, end_index[idx])
             if bad < 0:
                 nodes = fits.place(j.replicas, j.gpus_per_replica)
@@ -328,7 +342,10 @@ def decide(snap: Snapshot, max_reservations: int = DEFAULT_RESERVATIONS) -> Deci
         est = None
         if reservations < max_reservations:
             reservations += 1
-            est = prof.reserve(pre, w, g, j.duration_s)
+            if estimate_starts:
+                est = prof.reserve(pre, w, g, j.duration_s)
+            else:
+                pending.append((pre, w, g, j.duration_s))
             why_later.clear()  # a reservation changes the profile
         elif isinstance(detail, str):
             detail += f"; {blocked - 1} waiting jobs ahead"
@@ -425,8 +442,14 @@ class _Profile:
         period = pol.control_period_s
         horizon = now + HORIZON_S
         pue, idle_w = pol.pue, pol.gpu_idle_watts
+        # A job past its planned end has an unknown end: plan as if it keeps
+        # running, or work admitted around it could meet a cap drop together.
         run_end = np.array(
-            [min(max(j.expected_end_s, now + period), horizon) for j in running], dtype=float
+            [
+                min(j.expected_end_s, horizon) if j.expected_end_s > now else horizon
+                for j in running
+            ],
+            dtype=float,
         )
         job_end = np.array(
             [min(now + max(j.duration_s, 1.0), horizon) for j in ordered], dtype=float

@@ -117,8 +117,26 @@ def namespace(crds: str, request: pytest.FixtureRequest):  # type: ignore[no-unt
     yield ns
     # Jobs left running would hold power against the next test's cap: remove them
     # (and their pods) for real before moving on; the namespace itself can go lazily.
-    kubectl(crds, "delete", "trainingjobs.wattcap.io", "--all", "-n", ns, "--cascade=foreground",
-            "--timeout=120s", check=False)
-    kubectl(crds, "delete", "jobs.batch", "--all", "-n", ns, "--cascade=foreground",
-            "--timeout=120s", check=False)
+    kubectl(
+        crds,
+        "delete",
+        "trainingjobs.wattcap.io",
+        "--all",
+        "-n",
+        ns,
+        "--cascade=foreground",
+        "--timeout=120s",
+        check=False,
+    )
+    kubectl(
+        crds,
+        "delete",
+        "jobs.batch",
+        "--all",
+        "-n",
+        ns,
+        "--cascade=foreground",
+        "--timeout=120s",
+        check=False,
+    )
     kubectl(crds, "delete", "namespace", ns, "--wait=false", check=False)

@@ -81,14 +81,6 @@ def training_job(
     }
 
 
-@pytest.fixture
-def namespace(crds: str, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    ns = f"t-{request.node.name.replace('_', '-')[:40].lower()}-{random.randrange(10**6)}"
-    kubectl(crds, "create", "namespace", ns)
-    yield ns
-    kubectl(crds, "delete", "namespace", ns, "--wait=false", check=False)
-
-
 def tjs(kc: str, ns: str) -> list[dict[str, Any]]:
     return kget(kc, "trainingjobs.wattcap.io", "-n", ns)["items"]
 

@@ -197,6 +197,15 @@ def test_decide_is_deterministic(snap: Snapshot) -> None:
     assert a.preempts == b.preempts
 
 
+@settings(max_examples=200, deadline=None)
+@given(snapshots())
+def test_lazy_reservations_admit_exactly_the_same(snap: Snapshot) -> None:
+    eager, lazy = decide(snap), decide(snap, estimate_starts=False)
+    assert eager.admits == lazy.admits
+    assert eager.preempts == lazy.preempts
+    assert [(w.key, w.reason) for w in eager.waits] == [(w.key, w.reason) for w in lazy.waits]
+
+
 # ------------------------------------------------------------------ scenarios
 
 

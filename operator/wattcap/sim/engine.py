@@ -757,7 +757,7 @@ class _Engine:
             measured_site_watts=self._snapshot_measured(),
             over_cap_since_s=self.over_since if self.sched.measures else None,
         )
-        dec = admission.decide(snap)
+        dec = admission.decide(snap, estimate_starts=False)  # the replay reads no starts
         self.cycles += 1
         self._last_changed = bool(dec.admits or dec.preempts)
         if self.cfg.decision_log is not None:
