@@ -35,8 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--node-selector", default="type=kwok", help="label selector of GPU nodes")
     ex.add_argument("--idle-watts", type=float, default=70.0, help="a GPU no Running pod uses")
     ex.add_argument("--tdp-watts", type=float, default=700.0, help="ceiling of every reading")
-    ex.add_argument("--default-watts", type=float, default=400.0,
-                    help="a busy GPU whose pod has no wattcap.io/sim-power annotation")
+    ex.add_argument(
+        "--default-watts",
+        type=float,
+        default=400.0,
+        help="a busy GPU whose pod has no wattcap.io/sim-power annotation",
+    )
     op = sub.add_parser("operator", help="run the operator against the current kubeconfig")
     op.add_argument(
         "--all-namespaces",
