@@ -32,10 +32,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
-from .model import PowerPolicy, format_time
+from .model import CapWindow, PowerPolicy, format_time
 from .placement import FreeGpus
 
 # Reasons a job waits; they are also the condition reasons users see.
@@ -222,19 +223,20 @@ def decide(
     )
 
     running = list(snap.running)
-    projected = idle_site + sum(pue * j.gpus * (j.gpu_watts - idle_w) for j in running)
+    load = _RunningLoad(running, pol, now)
+    projected = idle_site + float(load.watts.sum())
 
     # ---------------------------------------------------------------- 1. shed
     if pol.preemption:
-        believed = idle_site + sum(
-            pue * j.gpus * ((j.believed_gpu_watts or j.gpu_watts) - idle_w) for j in running
-        )
+        believed = idle_site + float(load.believed.sum())
         shed = _shed(snap, running, believed, ecap_now, cap_now)
         if shed:
             gone = {p.key for p in shed}
             dec.preempts = shed
+            keep = np.array([j.key not in gone for j in running], dtype=bool)
             running = [j for j in running if j.key not in gone]
-            projected = idle_site + sum(pue * j.gpus * (j.gpu_watts - idle_w) for j in running)
+            load = load.subset(keep)
+            projected = idle_site + float(load.watts.sum())
     soon_cap = min(ecap_now, pol.effective_cap_at(now + period))
     if projected > soon_cap:
         dec.notes.append(
@@ -261,7 +263,7 @@ def decide(
         return dec
 
     # ---------------------------------------------------------------- 2. plan
-    prof = _Profile(snap, running, ordered, idle_site, ecap_now, measured_excess)
+    prof = _Profile(snap, load, ordered, idle_site, ecap_now, measured_excess)
     fits = FreeGpus((n.name, n.gpus_free) for n in snap.nodes)
     max_site_cap = float(prof.cap.max()) if prof.cap.size else ecap_now
 
@@ -419,6 +421,59 @@ def _shed(
     return out
 
 
+@lru_cache(maxsize=64)
+def _windows(schedule: tuple[CapWindow, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    starts = np.array([w.start_s for w in schedule], dtype=float)
+    ends = np.array([w.end_s for w in schedule], dtype=float)
+    caps = np.array([w.cap_watts for w in schedule], dtype=float)
+    return starts, ends, caps
+
+
+def _caps_at(pol: PowerPolicy, times: np.ndarray) -> np.ndarray:
+    """The cap in force at each time (the lowest open window), in one numpy pass."""
+    cap = np.full(times.shape, float(pol.cap_watts))
+    if not pol.cap_schedule:
+        return cap
+    starts, ends, caps = _windows(pol.cap_schedule)
+    live = (ends > times[0]) & (starts <= times[-1])
+    if live.any():
+        t = times[:, None]
+        inside = (t >= starts[live]) & (t < ends[live])
+        np.minimum(cap, np.where(inside, caps[live], np.inf).min(axis=1), out=cap)
+    return cap
+
+
+class _RunningLoad:
+    """Running jobs as arrays, built in one pass: every later step is numpy."""
+
+    __slots__ = ("believed", "ends", "gpus", "preemptible", "watts")
+
+    def __init__(self, running: list[RunningJob], pol: PowerPolicy, now: float) -> None:
+        if not running:
+            self.gpus = self.watts = self.believed = self.ends = np.zeros(0)
+            self.preemptible = np.zeros(0, dtype=bool)
+            return
+        horizon = now + HORIZON_S
+        gpus = np.array([j.replicas * j.gpus_per_replica for j in running], dtype=float)
+        watts = np.array([j.gpu_watts for j in running], dtype=float)
+        believed = np.array([j.believed_gpu_watts or j.gpu_watts for j in running], dtype=float)
+        ends = np.array([j.expected_end_s for j in running], dtype=float)
+        # A job past its planned end has an unknown end: plan as if it keeps
+        # running, or work admitted around it could meet a cap drop together.
+        ends[(ends <= now) | (ends > horizon)] = horizon
+        self.gpus = gpus
+        self.watts = pol.pue * gpus * (watts - pol.gpu_idle_watts)
+        self.believed = pol.pue * gpus * (believed - pol.gpu_idle_watts)
+        self.ends = ends
+        self.preemptible = np.array([j.preemptible for j in running], dtype=bool)
+
+    def subset(self, keep: np.ndarray) -> _RunningLoad:
+        out = object.__new__(_RunningLoad)
+        for name in self.__slots__:
+            setattr(out, name, getattr(self, name)[keep])
+        return out
+
+
 class _Profile:
     """Free power and GPUs as step functions over future time.
 
@@ -431,7 +486,7 @@ class _Profile:
     def __init__(
         self,
         snap: Snapshot,
-        running: list[RunningJob],
+        load: _RunningLoad,
         ordered: list[QueuedJob],
         idle_site: float,
         ecap_now: float,
@@ -441,27 +496,14 @@ class _Profile:
         now = snap.now_s
         period = pol.control_period_s
         horizon = now + HORIZON_S
-        pue, idle_w = pol.pue, pol.gpu_idle_watts
-        # A job past its planned end has an unknown end: plan as if it keeps
-        # running, or work admitted around it could meet a cap drop together.
-        run_end = np.array(
-            [
-                min(j.expected_end_s, horizon) if j.expected_end_s > now else horizon
-                for j in running
-            ],
-            dtype=float,
-        )
+        run_end = load.ends
         job_end = np.array(
             [min(now + max(j.duration_s, 1.0), horizon) for j in ordered], dtype=float
         )
         edges = np.array(pol.cap_changes(now, horizon), dtype=float)
         times = np.unique(np.concatenate(([now, now + period], edges, run_end, job_end)))
         self.times = times
-        cap = np.full(times.shape, float(pol.cap_watts))
-        for w in pol.cap_schedule:
-            inside = (times >= w.start_s) & (times < w.end_s)
-            np.minimum(cap, np.where(inside, w.cap_watts, np.inf), out=cap)
-        cap *= 1.0 - pol.safety_margin
+        cap = _caps_at(pol, times) * (1.0 - pol.safety_margin)
         self.cap = cap
         self.cap_raw = cap / (1.0 - pol.safety_margin)
         self.drop = cap < ecap_now - 1e-6
@@ -472,15 +514,15 @@ class _Profile:
         load_np = np.zeros(n + 1)
         load_p = np.zeros(n + 1)
         released = np.zeros(n + 1)
-        if running:
+        if run_end.size:
             end_idx = np.searchsorted(times, run_end, side="left")
-            w = np.array([pue * j.gpus * (j.gpu_watts - idle_w) for j in running])
-            pre = np.array([j.preemptible and pol.preemption for j in running], dtype=bool)
+            w = load.watts
+            pre = load.preemptible & pol.preemption
             np.add.at(load_np, end_idx[~pre], -w[~pre])
             np.add.at(load_p, end_idx[pre], -w[pre])
             load_np[0] += w[~pre].sum()
             load_p[0] += w[pre].sum()
-            np.add.at(released, end_idx, np.array([j.gpus for j in running], dtype=float))
+            np.add.at(released, end_idx, load.gpus)
         load_np = np.cumsum(load_np)[:n]
         load_p = np.cumsum(load_p)[:n]
         base = cap - idle_site - measured_excess - load_np

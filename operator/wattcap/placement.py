@@ -18,18 +18,23 @@ from collections.abc import Iterable
 class FreeGpus:
     """Free GPUs per node, with tentative placements that can be undone."""
 
-    __slots__ = ("_buckets", "_free", "_max", "total_free")
+    __slots__ = ("_buckets_", "_free", "_max", "total_free")
 
     def __init__(self, free_by_node: Iterable[tuple[str, int]]) -> None:
-        self._free: dict[str, int] = {}
-        for name, free in free_by_node:
-            self._free[name] = max(0, int(free))
+        self._free: dict[str, int] = {name: max(0, int(free)) for name, free in free_by_node}
         self._max = max(self._free.values(), default=0)
-        # dict-as-ordered-set keeps placement deterministic across runs
-        self._buckets: list[dict[str, None]] = [{} for _ in range(self._max + 1)]
-        for name, free in self._free.items():
-            self._buckets[free][name] = None
         self.total_free = sum(self._free.values())
+        self._buckets_: list[dict[str, None]] | None = None
+
+    @property
+    def _buckets(self) -> list[dict[str, None]]:
+        # Built on first placement: most decision cycles place nothing.
+        if self._buckets_ is None:
+            # dict-as-ordered-set keeps placement deterministic across runs
+            self._buckets_ = [{} for _ in range(self._max + 1)]
+            for name, free in self._free.items():
+                self._buckets_[free][name] = None
+        return self._buckets_
 
     def free_on(self, node: str) -> int:
         return self._free.get(node, 0)
