@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, kget
+from conftest import ROOT, kget, kubectl
 
 pytestmark = pytest.mark.integration
 HELM = os.environ.get("WATTCAP_HELM", str(Path.home() / ".cache/wattcap/bin/helm"))
@@ -45,42 +45,23 @@ def test_chart_installs_and_uninstalls(kubeconfig: str) -> None:
         assert {"trainingjobs.wattcap.io", "powerpolicies.wattcap.io"} <= crds
         # least privilege, checked by the API server's own authorizer
         who = f"system:serviceaccount:{ns}:{sa}"
-        can = subprocess.run(
-            [
-                str(Path.home() / ".cache/wattcap/bin/kubectl"),
-                "--kubeconfig",
+
+        def can_i(verb: str, resource: str) -> str:
+            return kubectl(
                 kubeconfig,
                 "auth",
                 "can-i",
-                "create",
-                "jobs.batch",
+                verb,
+                resource,
                 "--as",
                 who,
                 "-n",
                 "default",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        assert can.stdout.strip() == "yes"
-        cannot = subprocess.run(
-            [
-                str(Path.home() / ".cache/wattcap/bin/kubectl"),
-                "--kubeconfig",
-                kubeconfig,
-                "auth",
-                "can-i",
-                "get",
-                "secrets",
-                "--as",
-                who,
-                "-n",
-                "default",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        assert cannot.stdout.strip() == "no"
+                check=False,
+            ).stdout.strip()
+
+        assert can_i("create", "jobs.batch") == "yes"
+        assert can_i("get", "secrets") == "no"
     finally:
         subprocess.run(
             [HELM, "--kubeconfig", kubeconfig, "uninstall", "wattcap", "--namespace", ns],

@@ -250,30 +250,8 @@ def offered_load(jobs: Sequence[TraceJob], nodes: int, gpus_per_node: int) -> fl
 
 
 def write_jobs(jobs: Sequence[TraceJob], path: str | Path) -> None:
-    """Write a FORMAT.md trace: trace.write_trace where it exists, else a local writer."""
-    writer = getattr(_trace, "write_trace", None)
-    if writer is not None:
-        writer(jobs, path)
-        return
-    cols = (*_trace.REQUIRED_COLUMNS, "preemptible", "est_duration_s")
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for j in jobs:
-            w.writerow(
-                [
-                    j.job_id,
-                    repr(float(j.submit_s)),
-                    repr(float(j.duration_s)),
-                    j.replicas,
-                    j.gpus_per_replica,
-                    j.workload_class,
-                    j.priority,
-                    repr(float(j.gpu_watts)),
-                    int(j.preemptible),
-                    "" if j.est_duration_s is None else repr(float(j.est_duration_s)),
-                ]
-            )
+    """Write a FORMAT.md trace."""
+    _trace.write_trace(jobs, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
