@@ -295,7 +295,8 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
                 "jobName": job_name(spec.name),
                 "totalGPUs": spec.gpus,
                 "estimatedStart": None,
-                "forecast": _forecast_status(planned, spec.gpus, dur),
+                "forecast": _forecast_status(fc, spec.gpus, dur),  # as admitted
+                "plannedGpuWatts": round(planned.gpu_watts, 1),
             }
             if phase == RUNNING and not status.get("startedAt"):
                 st["startedAt"] = now_iso

@@ -44,8 +44,7 @@ def interpret(
     """Turn raw query results into a Reading, refusing what cannot be true.
 
     Without a site query, site power is the FORMAT.md model on measured GPU
-    power; GPUs the exporter does not report count at TDP, so a partial
-    scrape can only overstate the draw.
+    power, and every GPU of the site must be reported.
     """
     nodes = set(site_nodes)
     ceiling = policy.gpu_tdp_watts * 1.5  # DCGM reads a little over TDP in spikes; not 2x
@@ -75,7 +74,11 @@ def interpret(
         pod, ns = labels.get("pod"), labels.get("namespace")
         if pod and ns:
             by_pod.setdefault((ns, pod), []).append(value)
-    missing = max(0, site_gpus - seen)
+    if seen < site_gpus:
+        # a partial scrape (exporter starting, a node not reporting) is no
+        # measurement of the site: filling the gaps at TDP would read as an
+        # excursion and shed work for a monitoring gap
+        return Reading(False, error=f"GPU power reported for {seen} of the site's {site_gpus} GPUs")
     if site_series is not None:
         if len(site_series) != 1:
             return Reading(
@@ -93,8 +96,7 @@ def interpret(
                 error=f"implausible site power {site!r} W (idle alone is about {floor * 2:.0f} W)",
             )
     else:
-        it = len(nodes) * policy.node_base_watts + gpu_sum + missing * policy.gpu_tdp_watts
-        site = policy.pue * it
+        site = policy.pue * (len(nodes) * policy.node_base_watts + gpu_sum)
     return Reading(True, site, by_pod)
 
 

@@ -1,0 +1,195 @@
+"""A measured run on the local control plane: forecast error per class and
+seconds over the cap, both read back from Prometheus.
+
+Starts Prometheus (hack/prometheus.sh), the simulated DCGM exporter and the
+operator; submits waves of TrainingJobs of several classes whose true power
+only the exporter knows; then asks Prometheus how the run went. Needs
+`hack/cluster.sh up` first.
+
+    python bench/bench_measured.py [--waves 4] [--per-wave 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from prometheus_api_client import PrometheusConnect
+
+ROOT = Path(__file__).resolve().parents[1]
+KUBECONFIG = str(ROOT / ".cluster" / "kubeconfig")
+KUBECTL = str(Path.home() / ".cache/wattcap/bin/kubectl")
+PROM = "http://127.0.0.1:9090"
+CLASSES = {"bert": 630.0, "resnet": 580.0, "deepspeech": 420.0, "ncf": 150.0}  # true W/GPU
+IDLE_W = 8 * 500 + 64 * 70
+
+
+def kubectl(*args: str, stdin: str | None = None) -> str:
+    return subprocess.run(
+        [KUBECTL, "--kubeconfig", KUBECONFIG, *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+def job(ns: str, name: str, cls: str, rng: random.Random) -> dict:
+    profile = {
+        "watts": CLASSES[cls],
+        "noise": 0.03,
+        "rampSeconds": 3,
+        "checkpointEverySeconds": 20,
+        "checkpointSeconds": 2,
+        "checkpointWatts": 150,
+    }
+    return {
+        "apiVersion": "wattcap.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "gpusPerReplica": rng.choice([4, 8]),
+            "workloadClass": cls,
+            "priority": rng.randint(0, 2),
+            "preemptible": rng.random() < 0.5,
+            "expectedDuration": "40s",
+            "template": {
+                "metadata": {
+                    "annotations": {
+                        "wattcap.io/sim-duration": f"{rng.randint(30, 45)}s",
+                        "wattcap.io/sim-power": json.dumps(profile),
+                    }
+                }
+            },
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--waves", type=int, default=4)
+    ap.add_argument("--per-wave", type=int, default=8)
+    args = ap.parse_args()
+    rng = random.Random(7)
+    cap = IDLE_W + 0.5 * 64 * (700 - 70)
+    ns = f"measured-{int(time.time())}"
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    kubectl("create", "namespace", ns)
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(
+            {
+                "apiVersion": "wattcap.io/v1alpha1",
+                "kind": "PowerPolicy",
+                "metadata": {"name": "site"},
+                "spec": {
+                    "capWatts": cap,
+                    "pue": 1.0,
+                    "nodeBaseWatts": 500,
+                    "gpuIdleWatts": 70,
+                    "gpuTdpWatts": 700,
+                    "safetyMargin": 0.02,
+                    "controlPeriod": "2s",
+                    "gracePeriod": "5s",
+                    "nodeSelector": {"type": "kwok"},
+                    "prometheus": {"url": PROM},
+                },
+            }
+        ),
+    )
+    env = {**os.environ, "KUBECONFIG": KUBECONFIG}
+    subprocess.run([str(ROOT / "hack" / "prometheus.sh"), "up"], check=True)
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "wattcap.cli", "sim", "exporter", "--kubeconfig", KUBECONFIG],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    op = subprocess.Popen(
+        [sys.executable, "-m", "wattcap.cli", "operator", "--metrics-port", "8080"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    t0 = time.time()
+    try:
+        time.sleep(8)
+        for wave in range(args.waves):
+            docs = [
+                job(ns, f"w{wave}-{i:02d}", rng.choice(list(CLASSES)), rng)
+                for i in range(args.per_wave)
+            ]
+            kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+            while True:  # the next wave once this one is done: history grows wave by wave
+                items = json.loads(
+                    kubectl("get", "trainingjobs.wattcap.io", "-n", ns, "-o", "json")
+                )["items"]
+                if all((t.get("status") or {}).get("phase") == "Succeeded" for t in items):
+                    break
+                time.sleep(2)
+        time.sleep(5)
+        window = int(time.time() - t0)
+        prom = PrometheusConnect(PROM, disable_ssl=True)
+        over = prom.custom_query(
+            f'sum_over_time((wattcap_site_power_watts{{source="measured"}} > bool '
+            f"ignoring(source) wattcap_cap_watts)[{window}s:1s])"
+        )
+        peak = prom.custom_query(
+            f'max_over_time(wattcap_site_power_watts{{source="measured"}}[{window}s])'
+        )
+        errors = prom.custom_query("wattcap_forecast_error_ratio")
+        items = json.loads(kubectl("get", "trainingjobs.wattcap.io", "-n", ns, "-o", "json"))[
+            "items"
+        ]
+    finally:
+        op.terminate()
+        exporter.terminate()
+        op.wait(20)
+        exporter.wait(20)
+        subprocess.run([str(ROOT / "hack" / "prometheus.sh"), "down"], check=False)
+        kubectl("delete", "namespace", ns, "--wait=false")
+    print(
+        f"measured run: {len(items)} jobs in {args.waves} waves, cap {cap / 1000:.2f} kW, "
+        f"{window} s on the local control plane"
+    )
+    print(
+        f"  seconds over the cap (Prometheus, 1 s steps): "
+        f"{float(over[0]['value'][1]) if over else float('nan'):.0f}"
+    )
+    print(f"  peak measured site power: {float(peak[0]['value'][1]) / 1000:.2f} kW")
+    print("  forecast vs measured per class, per job (forecast at admission, W/GPU):")
+    by_class: dict[str, list[tuple[float, float, str]]] = {}
+    for t in items:
+        st = t["status"]
+        gpus = st["totalGPUs"]
+        by_class.setdefault(t["spec"]["workloadClass"], []).append(
+            (
+                st["forecast"]["gpuWatts"],
+                st.get("measuredWatts", 0) / gpus,
+                st["forecast"]["source"],
+            )
+        )
+    for cls, rows in sorted(by_class.items()):
+        errs = [(f - m) / m for f, m, src in rows if src != "prior" and m > 0]
+        prior = sum(src == "prior" for *_, src in rows)
+        mean_err = f"{100 * sum(errs) / len(errs):+.1f} %" if errs else "n/a"
+        print(
+            f"    {cls:11s} true {CLASSES[cls]:5.0f} W  jobs {len(rows):2d} (on prior {prior})"
+            f"  mean forecast error after learning {mean_err}"
+        )
+    print("  wattcap_forecast_error_ratio (last finished job, (measured - forecast)/forecast):")
+    for e in errors:
+        print(f"    {e['metric'].get('workload_class'):11s} {float(e['value'][1]):+.3f}")
+
+
+if __name__ == "__main__":
+    main()
