@@ -232,7 +232,34 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         if job is None and status.get("phase") in TERMINAL:
             _learn(mem, tj, spec, status.get("measuredWatts"), None)
             continue
-        if job is not None and not (job.get("spec") or {}).get("suspend"):
+        suspended = job is not None and bool((job.get("spec") or {}).get("suspend"))
+        if suspended and int(((job or {}).get("status") or {}).get("active") or 0) > 0:
+            # Preempted, pods still stopping: their power and GPUs are not free
+            # until they are gone, and the job cannot start again before then.
+            assert job is not None
+            nodes = _placement(job)
+            w = mem.believed.get(
+                ref, float(_stored_forecast(job).get("gpuWatts", pol.gpu_tdp_watts))
+            )
+            running.append(
+                RunningJob(
+                    f"{ref[0]}/{ref[1]}",
+                    spec.replicas,
+                    spec.gpus_per_replica,
+                    w,
+                    spec.priority,
+                    False,
+                    now_s,
+                    now_s + pol.control_period_s,
+                    nodes,
+                    None,
+                    w,
+                )
+            )
+            for n in nodes:
+                held[n] = held.get(n, 0) + spec.gpus_per_replica
+            continue
+        if job is not None and not suspended:
             done = _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet")
             failed = _job_condition(job, "Failed")
             if done or failed:

@@ -270,8 +270,30 @@ def test_preempted_job_is_reforecast_from_its_own_measurements() -> None:
         safety_margin=0.0,
     )
     plan = cycle(
-        SiteState(pol, [node("a")], [], [t], {("ml", "p"): job("p", ["a"], suspend=True)}), m, NOW
+        SiteState(
+            pol, [node("a")], [], [t], {("ml", "p"): job("p", ["a"], suspend=True, active=0)}
+        ),
+        m,
+        NOW,
     )
     st = plan.tj_status[("ml", "p")]
     assert st["forecast"]["gpuWatts"] >= 650.0  # not the 300 W hint it overshot
     assert st["phase"] == "Preempted" and not plan.resume_jobs  # the hint would have fit
+
+
+def test_preempted_job_holds_power_until_its_pods_are_gone() -> None:
+    tjs = [tj("p", pre=True, status={"phase": "Preempted", "preemptions": 1}), tj("w")]
+    jobs = {("ml", "p"): job("p", ["a"], suspend=True, active=1)}  # pods still stopping
+    pol = PowerPolicy(
+        cap_watts=8_000,
+        pue=1.0,
+        node_base_watts=0,
+        gpu_idle_watts=100,
+        gpu_tdp_watts=700,
+        safety_margin=0.0,
+    )
+    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    # idle 1.6 kW + draining p 4.8 kW: w (4.8 kW) waits, p is neither resumed nor re-preempted
+    assert not plan.create_jobs and not plan.resume_jobs and not plan.suspend_jobs
+    assert plan.tj_status[("ml", "w")]["reason"] == "WaitingForPower"
+    assert ("ml", "p") not in plan.tj_status
