@@ -59,11 +59,13 @@ from .trace import TraceJob
 
 EPS_W = 1e-3  # watts: "over the cap" means more than this above it
 RING = 64  # measured samples kept per running job (a Prometheus range query's worth)
+RING_MASK = RING - 1  # RING is a power of two: a ring position is count & RING_MASK
 # Sample counts at which a running job's reservation is re-tightened from its own
 # samples; then every TIGHTEN_EVERY samples (its window of RING samples is full by then).
 TIGHTEN_AT = (4, 16, 64)
 TIGHTEN_EVERY = 960
 BLOCK_ELEMS = 1 << 16  # noise values drawn per block of ticks
+POOL_SIZE = 1 << 16  # normals drawn from the generator at a time
 STARVE_NUDGE_S = 1e-3  # a deadline wakes the loop just after it, when order_queue sees it
 
 QUEUED, RUNNING, DONE, PENDING = 1, 2, 3, 0
@@ -188,6 +190,8 @@ class _Engine:
         self.cfg = cfg
         self.t0 = cfg.start_epoch_s
         self.rng = np.random.default_rng(cfg.seed)
+        self._pool = np.empty(0)  # normals drawn ahead; the next unused is at _pool_pos
+        self._pool_pos = 0
         self.nodes = [
             NodeState(f"node-{i}", cfg.gpus_per_node, cfg.gpus_per_node) for i in range(cfg.nodes)
         ]
@@ -237,7 +241,9 @@ class _Engine:
         self.s_cnt = np.zeros(n, dtype=np.int64)
         self.s_last = np.zeros(n)
         self.s_ring = np.zeros((n, RING))
+        self.ring_cols = np.arange(RING)
         self.slot_job: list[_Job | None] = [None] * n
+        self.slot_rj: list[RunningJob | None] = [None] * n  # slot_job[i].rj
         self._last_changed = False
         self._build_cap_lookup()
         self.cp_heap: list[tuple[int, int, int]] = []  # (tick index, job idx, token)
@@ -264,6 +270,22 @@ class _Engine:
         probes += [(a + b) / 2 for a, b in itertools.pairwise(edges)]
         probes.append(edges[-1] + 1.0)
         self._cap_vals = [pol.cap_at(t0 + x) for x in probes]
+        # decide's policy, in absolute time: between two window edges the open windows
+        # do not change, so the value at an edge holds until the next (exact, and no
+        # scan of a long schedule per query)
+        dpol = self.dpol
+        dedges = sorted({e for w in dpol.cap_schedule for e in (w.start_s, w.end_s)})
+        self._dcap_edges = dedges
+        self._dcap_vals = [dpol.cap_at(e) for e in [-math.inf, *dedges]]
+        self._decap_vals = [dpol.effective_cap_at(e) for e in [-math.inf, *dedges]]
+
+    def _dcap_at(self, now: float) -> float:
+        """dpol.cap_at(now)."""
+        return self._dcap_vals[bisect_right(self._dcap_edges, now)]
+
+    def _decap_at(self, now: float) -> float:
+        """dpol.effective_cap_at(now)."""
+        return self._decap_vals[bisect_right(self._dcap_edges, now)]
 
     def _order_key(self, j: _Job) -> tuple:
         prio = -j.tj.priority if self.dpol.ordering == "PriorityFIFO" else 0
@@ -446,6 +468,20 @@ class _Engine:
 
     # ------------------------------------------------------------------ measurement
 
+    def _normals(self, m: int) -> np.ndarray:
+        """The stream's next m standard normals. They are drawn ahead in chunks
+        (a stream split into draws of any sizes yields the same numbers), so a
+        tick costs no generator call of its own."""
+        p = self._pool_pos
+        pool = self._pool
+        if p + m > pool.size:
+            rest = pool[p:]
+            pool = np.concatenate((rest, self.rng.standard_normal(max(POOL_SIZE, m - rest.size))))
+            self._pool = pool
+            p = 0
+        self._pool_pos = p + m
+        return pool[p : p + m]
+
     def _measure_ticks(self, k0: int, n: int) -> tuple[int, bool]:
         """Control ticks k0 .. k0+n-1: sample every running job and the site meter.
 
@@ -457,55 +493,81 @@ class _Engine:
         r = self.n_act
         truth = self.s_truth[:r]
         gpus = self.s_gpus[:r]
+        s_sum = self.s_sum[:r]
+        s_cnt = self.s_cnt[:r]
+        s_last = self.s_last[:r]
+        slots = self.arange[:r]
         base = self.idle_site - self.pue * self.idle_w * (self.total_gpus - self.free_gpus)
         pue, jn, mn = self.pue, self.cfg.job_noise, self.cfg.meter_noise
+        idle, tdp = self.idle_w, self.tdp
+        cap_edges, cap_vals = self._cap_edges, self._cap_vals
+        block_max = max(1, BLOCK_ELEMS // (r + 1))
         cp = self.cp_heap
+        jobs = self.jobs
         done = 0
         while done < n:
             kk = k0 + done
-            while cp and not self._cp_valid(cp[0]):
+            while cp:  # drop checkpoints of jobs no longer running (or restarted since)
+                _, idx, token = cp[0]
+                j = jobs[idx]
+                if j.state == RUNNING and j.token == token:
+                    break
                 heapq.heappop(cp)
             k = n - done
             if cp and cp[0][0] - kk + 1 < k:
                 k = cp[0][0] - kk + 1
-            k = min(k, max(1, BLOCK_ELEMS // (r + 1)))
-            noise = self.rng.standard_normal((k, r + 1))
-            samples = noise[:, :r]
-            samples *= jn
-            samples += 1.0
-            samples *= truth
-            np.clip(samples, self.idle_w, self.tdp, out=samples)
-            col = self.s_cnt[:r] % RING
+            if k > block_max:
+                k = block_max
             if k == 1:
-                row = samples[0]
-                site = (base + pue * float(row @ gpus)) * (1.0 + mn * float(noise[0, r]))
-                first_over = 0 if site > self.cap_at(kk * period) else -1
+                noise = self._normals(r + 1)
+                row = noise[:r]
+                row *= jn
+                row += 1.0
+                row *= truth
+                np.maximum(row, idle, out=row)  # np.clip(row, idle, tdp), cheaper
+                np.minimum(row, tdp, out=row)
+                site = (base + pue * float(row @ gpus)) * (1.0 + mn * float(noise[r]))
+                first_over = 0 if site > cap_vals[bisect_right(cap_edges, kk * period)] else -1
                 used = 1
-                self.s_sum[:r] += row
-                self.s_ring[self.arange[:r], col] = row
+                s_sum += row
+                self.s_ring[slots, s_cnt & RING_MASK] = row
             else:
+                noise = self._normals(k * (r + 1)).reshape(k, r + 1)
+                samples = noise[:, :r]
+                samples *= jn
+                samples += 1.0
+                samples *= truth
+                np.maximum(samples, idle, out=samples)
+                np.minimum(samples, tdp, out=samples)
+                col = s_cnt & RING_MASK
                 sites = (base + pue * (samples @ gpus)) * (1.0 + mn * noise[:, r])
                 caps = self.cap_at(kk * period)
                 if caps != self.cap_at((kk + k - 1) * period):
                     caps = np.array([self.cap_at((kk + i) * period) for i in range(k)])
                 over = sites > caps
-                first_over = int(np.argmax(over)) if over.any() else -1
+                first_over = int(over.argmax())
+                if not over[first_over]:
+                    first_over = -1
                 used = first_over + 1 if first_over >= 0 else k
                 site = float(sites[used - 1])
                 samples = samples[:used]
-                self.s_sum[:r] += samples.sum(axis=0)
+                s_sum += samples.sum(axis=0)
                 m = min(used, RING)
-                pos = (col[:, None] + (used - m) + np.arange(m)[None, :]) % RING
-                self.s_ring[self.arange[:r, None], pos] = samples[used - m :].T
+                pos = (col + (used - m))[:, None] + self.ring_cols[:m]
+                pos &= RING_MASK
+                self.s_ring[slots[:, None], pos] = samples[used - m :].T
                 row = samples[used - 1]
-            self.s_cnt[:r] += used
-            self.s_last[:r] = row
+            s_cnt += used
+            s_last[:] = row
             t_tick = (kk + used - 1) * period
             self.meas_site = site
             if first_over != 0:
                 self.over_since = None  # a tick within the cap ended any excursion
             self.over_since = admission.over_cap_since(
-                self.over_since, site, self.cap_at(t_tick), self.t0 + t_tick
+                self.over_since,
+                site,
+                cap_vals[bisect_right(cap_edges, t_tick)],
+                self.t0 + t_tick,
             )
             done += used
             hit = first_over >= 0
@@ -514,10 +576,6 @@ class _Engine:
             if hit:
                 return done, True
         return done, False
-
-    def _cp_valid(self, entry: tuple[int, int, int]) -> bool:
-        j = self.jobs[entry[1]]
-        return j.state == RUNNING and j.token == entry[2]
 
     def _push_checkpoint(self, j: _Job, count: int, tick_k: int) -> None:
         """Book j's next tightening at the tick where its sample count reaches a checkpoint."""
@@ -559,7 +617,7 @@ class _Engine:
         return w <= self._avail_now(t) + 1.0
 
     def _avail_now(self, t: float) -> float:
-        ecap = self.dpol.effective_cap_at(self.t0 + t)
+        ecap = self._decap_at(self.t0 + t)
         projected = self.idle_site + self.pue * self.planned_excess
         meas = self._snapshot_measured()
         if meas is not None and meas > projected:
@@ -609,6 +667,7 @@ class _Engine:
             expected_end_s=self.t0 + t + planned_rest,
             nodes=nodes,
         )
+        self.slot_rj[slot] = j.rj
         self.running[j.view.key] = j
         self.truth_excess += g * (j.tj.gpu_watts - self.idle_w)
         self.planned_excess += g * (watts - self.idle_w)
@@ -647,8 +706,10 @@ class _Engine:
             self.s_ring[slot] = self.s_ring[last]
             moved = self.slot_job[last]
             self.slot_job[slot] = moved
+            self.slot_rj[slot] = self.slot_rj[last]
             moved.slot = slot
         self.slot_job[last] = None
+        self.slot_rj[last] = None
         self.n_act = last
         j.slot = -1
         ran = t - j.seg_start
@@ -685,7 +746,7 @@ class _Engine:
         pue, idle = self.pue, self.idle_w
         free = self.free_gpus
         avail = self._avail_now(t) + 1.0
-        ecap_above_idle = self.dpol.effective_cap_at(self.t0 + t) - self.idle_site
+        ecap_above_idle = self._decap_at(self.t0 + t) - self.idle_site
         period = self.dpol.control_period_s
         out: list[QueuedJob] = []
         blocked = 0
@@ -719,14 +780,14 @@ class _Engine:
         if not pol.preemption or not self.running:
             return False
         now = self.t0 + t
-        target = min(pol.effective_cap_at(now), pol.effective_cap_at(now + pol.control_period_s))
+        target = min(self._decap_at(now), self._decap_at(now + pol.control_period_s))
         if self.idle_site + self.pue * self.planned_excess > target - 1.0:
             return True
         meas = self._snapshot_measured()
         return (
             meas is not None
             and self.over_since is not None
-            and meas > pol.cap_at(now) - 1.0
+            and meas > self._dcap_at(now) - 1.0
             and now - self.over_since >= pol.grace_period_s - 1e-6
         )
 
@@ -743,11 +804,13 @@ class _Engine:
         running = [j.rj for j in self.running.values()]
         if self.sched.measures:
             r = self.n_act
-            for j, last, n in zip(
-                self.slot_job[:r], self.s_last[:r].tolist(), self.s_cnt[:r].tolist(), strict=True
-            ):
-                if n:
-                    j.rj.measured_gpu_watts = last
+            rjs = self.slot_rj[:r]
+            for rj, last in zip(rjs, self.s_last[:r].tolist(), strict=True):
+                rj.measured_gpu_watts = last
+            cnt = self.s_cnt[:r]
+            if not cnt.all():  # started since the last tick with no samples yet: none
+                for i in np.flatnonzero(cnt == 0).tolist():
+                    rjs[i].measured_gpu_watts = None
         snap = Snapshot(
             now_s=now,
             policy=self._policy_at(now),
