@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wattcap.sim.trace import REQUIRED_COLUMNS
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PUBLIC = REPO.parent / "shared" / "traces" / "public"
 DEFAULT_OUT = REPO / "data"
@@ -90,17 +92,7 @@ FOLD_WINDOW_S = 3 * DAY_S
 FOLD_WINDOWS = 12  # 12 x 3 days = the last 36 days of the trace, which hold its busy period
 FOLD_START_S = TRACE_END_S - FOLD_WINDOWS * FOLD_WINDOW_S
 
-TRACE_COLUMNS = (
-    "job_id",
-    "submit_s",
-    "duration_s",
-    "replicas",
-    "gpus_per_replica",
-    "workload_class",
-    "priority",
-    "gpu_watts",
-    "preemptible",
-)
+TRACE_COLUMNS = (*REQUIRED_COLUMNS, "preemptible")
 
 
 # --------------------------------------------------------------------- helpers

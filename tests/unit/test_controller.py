@@ -18,14 +18,17 @@ from wattcap.forecast import Forecaster
 from wattcap.model import CapWindow, PowerPolicy
 
 NOW = 1_782_864_000.0
-POLICY = PowerPolicy(
-    cap_watts=20_000,
-    pue=1.0,
-    node_base_watts=0,
-    gpu_idle_watts=100,
-    gpu_tdp_watts=700,
-    safety_margin=0.0,
-)
+
+
+def site_policy(cap: float, **kw: object) -> PowerPolicy:
+    """A toy site: PUE 1, no node base power, 100 W idle, 700 W TDP, no margin."""
+    base: dict[str, object] = dict(
+        pue=1.0, node_base_watts=0, gpu_idle_watts=100, gpu_tdp_watts=700, safety_margin=0.0
+    )
+    return PowerPolicy(cap_watts=cap, **{**base, **kw})  # type: ignore[arg-type]
+
+
+POLICY = site_policy(20_000)
 
 
 def node(name: str, gpus: int = 8) -> dict[str, Any]:
@@ -155,15 +158,7 @@ def test_completion_and_failure_flow_back() -> None:
 
 
 def test_cap_drop_suspends_lowest_priority_preemptible_job() -> None:
-    pol = PowerPolicy(
-        cap_watts=20_000,
-        pue=1.0,
-        node_base_watts=0,
-        gpu_idle_watts=100,
-        gpu_tdp_watts=700,
-        safety_margin=0.0,
-        cap_schedule=(CapWindow(NOW - 1, NOW + 3600, 7_000, "dr"),),
-    )
+    pol = site_policy(20_000, cap_schedule=(CapWindow(NOW - 1, NOW + 3600, 7_000, "dr"),))
     tjs = [tj("low", pre=True, prio=0), tj("high", pre=True, prio=5)]
     jobs = {("ml", "low"): job("low", ["a"]), ("ml", "high"): job("high", ["b"])}
     plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
@@ -185,14 +180,7 @@ def test_preempted_job_is_resumed_in_place_not_recreated() -> None:
 def test_waiting_job_reports_reason_forecast_and_estimated_start() -> None:
     tjs = [tj("run"), tj("wait", created="2026-07-01T00:00:01Z")]
     jobs = {("ml", "run"): job("run", ["a"])}
-    pol = PowerPolicy(
-        cap_watts=8_000,
-        pue=1.0,
-        node_base_watts=0,
-        gpu_idle_watts=100,
-        gpu_tdp_watts=700,
-        safety_margin=0.0,
-    )
+    pol = site_policy(8_000)
     plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     st = plan.tj_status[("ml", "wait")]
     assert st["phase"] == "Queued" and st["reason"] == "WaitingForPower"
@@ -228,15 +216,7 @@ def pod_of(owner: str, name: str, node_name: str) -> dict:
 
 
 def test_measured_over_cap_sheds_once_per_grace_period() -> None:
-    pol = PowerPolicy(
-        cap_watts=12_000,
-        pue=1.0,
-        node_base_watts=0,
-        gpu_idle_watts=100,
-        gpu_tdp_watts=700,
-        safety_margin=0.0,
-        grace_period_s=10.0,
-    )
+    pol = site_policy(12_000, grace_period_s=10.0)
     tjs = [tj("a", pre=True, prio=0), tj("b", pre=True, prio=1)]
     jobs = {
         ("ml", "a"): job("a", ["a"], gpu_watts=300),
@@ -261,14 +241,7 @@ def test_preempted_job_is_reforecast_from_its_own_measurements() -> None:
     m.samples[("ml", "p")] = [(NOW - 60 + i, 650.0) for i in range(5)]
     t = tj("p", pre=True, status={"phase": "Preempted", "preemptions": 1})
     t["spec"]["gpuWattsHint"] = 300
-    pol = PowerPolicy(
-        cap_watts=5_000,
-        pue=1.0,
-        node_base_watts=0,
-        gpu_idle_watts=100,
-        gpu_tdp_watts=700,
-        safety_margin=0.0,
-    )
+    pol = site_policy(5_000)
     plan = cycle(
         SiteState(
             pol, [node("a")], [], [t], {("ml", "p"): job("p", ["a"], suspend=True, active=0)}
@@ -284,14 +257,7 @@ def test_preempted_job_is_reforecast_from_its_own_measurements() -> None:
 def test_preempted_job_holds_power_until_its_pods_are_gone() -> None:
     tjs = [tj("p", pre=True, status={"phase": "Preempted", "preemptions": 1}), tj("w")]
     jobs = {("ml", "p"): job("p", ["a"], suspend=True, active=1)}  # pods still stopping
-    pol = PowerPolicy(
-        cap_watts=8_000,
-        pue=1.0,
-        node_base_watts=0,
-        gpu_idle_watts=100,
-        gpu_tdp_watts=700,
-        safety_margin=0.0,
-    )
+    pol = site_policy(8_000)
     plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     # idle 1.6 kW + draining p 4.8 kW: w (4.8 kW) waits, p is neither resumed nor re-preempted
     assert not plan.create_jobs and not plan.resume_jobs and not plan.suspend_jobs
