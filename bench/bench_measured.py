@@ -13,32 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import yaml
 from prometheus_api_client import PrometheusConnect
 
-ROOT = Path(__file__).resolve().parents[1]
-KUBECONFIG = str(ROOT / ".cluster" / "kubeconfig")
-KUBECTL = str(Path.home() / ".cache/wattcap/bin/kubectl")
+from localsite import KUBECONFIG, ROOT, kubectl, prepare, start
+
 PROM = "http://127.0.0.1:9090"
 CLASSES = {"bert": 630.0, "resnet": 580.0, "deepspeech": 420.0, "ncf": 150.0}  # true W/GPU
 IDLE_W = 8 * 500 + 64 * 70
-
-
-def kubectl(*args: str, stdin: str | None = None) -> str:
-    return subprocess.run(
-        [KUBECTL, "--kubeconfig", KUBECONFIG, *args],
-        input=stdin,
-        text=True,
-        capture_output=True,
-        check=True,
-    ).stdout
 
 
 def job(ns: str, name: str, cls: str, rng: random.Random) -> dict:
@@ -80,46 +66,12 @@ def main() -> None:
     rng = random.Random(7)
     cap = IDLE_W + 0.5 * 64 * (700 - 70)
     ns = f"measured-{int(time.time())}"
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    kubectl("create", "namespace", ns)
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(
-            {
-                "apiVersion": "wattcap.io/v1alpha1",
-                "kind": "PowerPolicy",
-                "metadata": {"name": "site"},
-                "spec": {
-                    "capWatts": cap,
-                    "pue": 1.0,
-                    "nodeBaseWatts": 500,
-                    "gpuIdleWatts": 70,
-                    "gpuTdpWatts": 700,
-                    "safetyMargin": 0.02,
-                    "controlPeriod": "2s",
-                    "gracePeriod": "5s",
-                    "nodeSelector": {"type": "kwok"},
-                    "prometheus": {"url": PROM},
-                },
-            }
-        ),
+    prepare(
+        ns, cap, safetyMargin=0.02, controlPeriod="2s", gracePeriod="5s", prometheus={"url": PROM}
     )
-    env = {**os.environ, "KUBECONFIG": KUBECONFIG}
     subprocess.run([str(ROOT / "hack" / "prometheus.sh"), "up"], check=True)
-    exporter = subprocess.Popen(
-        [sys.executable, "-m", "wattcap.cli", "sim", "exporter", "--kubeconfig", KUBECONFIG],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    op = subprocess.Popen(
-        [sys.executable, "-m", "wattcap.cli", "operator", "--metrics-port", "8080"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    exporter = start("sim", "exporter", "--kubeconfig", KUBECONFIG)
+    op = start("operator", "--metrics-port", "8080")
     t0 = time.time()
     try:
         time.sleep(8)

@@ -14,27 +14,14 @@ import argparse
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-KUBECONFIG = str(ROOT / ".cluster" / "kubeconfig")
-KUBECTL = str(Path.home() / ".cache/wattcap/bin/kubectl")
+from localsite import kubectl, prepare, start
+
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def kubectl(*args: str, stdin: str | None = None) -> str:
-    return subprocess.run(
-        [KUBECTL, "--kubeconfig", KUBECONFIG, *args],
-        input=stdin,
-        text=True,
-        capture_output=True,
-        check=True,
-    ).stdout
 
 
 def cpu_seconds(pid: int) -> float:
@@ -88,36 +75,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=500)
     args = ap.parse_args()
     ns = f"bench-{int(time.time())}"
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    kubectl("create", "namespace", ns)
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(
-            {
-                "apiVersion": "wattcap.io/v1alpha1",
-                "kind": "PowerPolicy",
-                "metadata": {"name": "site"},
-                "spec": {
-                    "capWatts": 30_000,
-                    "pue": 1.0,
-                    "nodeBaseWatts": 500,
-                    "gpuIdleWatts": 70,
-                    "gpuTdpWatts": 700,
-                    "controlPeriod": "5s",
-                    "nodeSelector": {"type": "kwok"},
-                },
-            }
-        ),
-    )
-    env = {**os.environ, "KUBECONFIG": KUBECONFIG}
-    op = subprocess.Popen(
-        [sys.executable, "-m", "wattcap.cli", "operator", "--metrics-port", "0"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    prepare(ns, 30_000, controlPeriod="5s")
+    op = start("operator", "--metrics-port", "0")
     try:
         time.sleep(5)  # operator start-up is not what is measured
         cpu0, peak_rss = cpu_seconds(op.pid), rss_mib(op.pid)
