@@ -16,7 +16,6 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from .admission import (
@@ -224,7 +223,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
                 "phase": FAILED,
                 "reason": "InvalidSpec",
                 "message": str(err),
-                "conditions": [_cond("Admitted", "False", "InvalidSpec", str(err), now_iso)],
+                "conditions": [condition("Admitted", "False", "InvalidSpec", str(err), now_iso)],
             }
             continue
         specs[ref] = spec
@@ -400,7 +399,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
             "jobName": job_name(spec.name),
             "totalGPUs": spec.gpus,
             "forecast": fstatus,
-            "conditions": [_cond("Admitted", "True", "Admitted", msg, now_iso)],
+            "conditions": [condition("Admitted", "True", "Admitted", msg, now_iso)],
         }
         plan.events.append((by_ref[ref], "Normal", "Admitted", msg))
 
@@ -418,7 +417,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
             "totalGPUs": spec.gpus,
             "forecast": _forecast_status(fc, spec.gpus, dur),
             "placement": [],
-            "conditions": [_cond("Admitted", "False", w.reason, w.message, now_iso)],
+            "conditions": [condition("Admitted", "False", w.reason, w.message, now_iso)],
         }
         if w.reason == UNSCHEDULABLE and (by_ref[ref].get("status") or {}).get("reason") != (
             UNSCHEDULABLE
@@ -437,7 +436,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
             "placement": [],
             "preemptions": count,
             "estimatedStart": None,
-            "conditions": [_cond("Admitted", "False", p.reason, p.message, now_iso)],
+            "conditions": [condition("Admitted", "False", p.reason, p.message, now_iso)],
         }
         plan.events.append((by_ref[ref], "Warning", "Preempted", p.message))
 
@@ -466,7 +465,7 @@ def _measurement_conditions(
     }
     reading = state.reading
     if reading is None:
-        measured = _cond(
+        measured = condition(
             "Measured",
             "False",
             "NotConfigured",
@@ -475,7 +474,7 @@ def _measurement_conditions(
         )
         ok = None
     elif reading.ok:
-        measured = _cond(
+        measured = condition(
             "Measured",
             "True",
             "Measuring",
@@ -484,7 +483,7 @@ def _measurement_conditions(
         )
         ok = True
     else:
-        measured = _cond(
+        measured = condition(
             "Measured",
             "False",
             "PrometheusUnavailable",
@@ -506,18 +505,20 @@ def _measurement_conditions(
         )
     mem.measuring = ok
     if site_w is None:
-        within = _cond("WithinCap", "Unknown", "NotMeasured", "no trustworthy measurement", now_iso)
+        within = condition(
+            "WithinCap", "Unknown", "NotMeasured", "no trustworthy measurement", now_iso
+        )
     elif mem.over_cap_since_s is not None:
         msg = (
             f"measured {fmt_watts(site_w)} > cap {fmt_watts(cap_now)} since "
             f"{format_time(mem.over_cap_since_s)}: admissions stopped; preemptible jobs are "
             f"shed after the {pol.grace_period_s:.0f}s grace period"
         )
-        within = _cond("WithinCap", "False", "MeasuredOverCap", msg, now_iso)
+        within = condition("WithinCap", "False", "MeasuredOverCap", msg, now_iso)
         if mem.over_cap_since_s == now_s:
             plan.events.append((policy_ref, "Warning", "MeasuredOverCap", msg))
     else:
-        within = _cond(
+        within = condition(
             "WithinCap",
             "True",
             "UnderCap",
@@ -579,7 +580,7 @@ def _finished(
         "message": cond.get("message") or f"batch Job {job_name(spec.name)} {phase.lower()}",
         "finishedAt": finished,
         "estimatedStart": None,
-        "conditions": [_cond("Finished", "True", phase, cond.get("message") or phase, now_iso)],
+        "conditions": [condition("Finished", "True", phase, cond.get("message") or phase, now_iso)],
     }
     if measured is not None:
         out["measuredWatts"] = measured
@@ -614,7 +615,8 @@ def _learn(
         mem.finished.append((spec.workload_class, per_gpu, fc))
 
 
-def _cond(kind: str, status: str, reason: str, message: str, now_iso: str) -> dict[str, Any]:
+def condition(kind: str, status: str, reason: str, message: str, now_iso: str) -> dict[str, Any]:
+    """A status condition in the metav1.Condition shape."""
     return {
         "type": kind,
         "status": status,
@@ -769,7 +771,3 @@ def status_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bo
     return cur_reason != desired.get("reason", cur_reason) or (
         "message" in desired and not current.get("message")
     )
-
-
-def utcnow() -> float:
-    return datetime.now(UTC).timestamp()

@@ -19,7 +19,15 @@ from urllib3.exceptions import HTTPError
 
 from . import metrics
 from .cluster import Cluster
-from .controller import GPU, LABEL_TJ, ControllerMemory, Plan, SiteState, cycle, utcnow
+from .controller import (
+    GPU,
+    LABEL_TJ,
+    ControllerMemory,
+    Plan,
+    SiteState,
+    condition,
+    cycle,
+)
 from .forecast import Forecaster
 from .model import (
     API_GROUP,
@@ -75,19 +83,11 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
         started = time.monotonic()
         try:
             if _governing(cluster) != name:
-                cluster.patch_policy_status(
+                _set_active(
+                    cluster,
                     name,
-                    {
-                        "conditions": [
-                            {
-                                "type": "Active",
-                                "status": "False",
-                                "reason": "AnotherPolicyGoverns",
-                                "message": "the oldest PowerPolicy governs; this one waits",
-                                "lastTransitionTime": format_time(utcnow()),
-                            }
-                        ]
-                    },
+                    "AnotherPolicyGoverns",
+                    "the oldest PowerPolicy governs; this one waits",
                 )
                 stopped.wait(30)
                 continue
@@ -97,19 +97,8 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
             try:
                 policy = parse_power_policy(body)
             except ManifestError as err:
-                cluster.patch_policy_status(
-                    name,
-                    {
-                        "conditions": [
-                            {
-                                "type": "Active",
-                                "status": "False",
-                                "reason": "InvalidPolicy",
-                                "message": f"{err}; nothing is admitted until it is fixed",
-                                "lastTransitionTime": format_time(utcnow()),
-                            }
-                        ]
-                    },
+                _set_active(
+                    cluster, name, "InvalidPolicy", f"{err}; nothing is admitted until it is fixed"
                 )
                 stopped.wait(10)
                 continue
@@ -124,16 +113,16 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
                 if telemetry is None or telemetry.url != policy.prometheus_url:
                     telemetry = Telemetry(policy.prometheus_url)
                 state.reading = _read_power(telemetry, policy, state)
-            now = utcnow()
+            now = time.time()
             plan = cycle(state, mem, now)
             plan.policy_status["conditions"].append(
-                {
-                    "type": "Active",
-                    "status": "True",
-                    "reason": "Governing",
-                    "message": f"governs {len(state.nodes)} nodes",
-                    "lastTransitionTime": format_time(now),
-                }
+                condition(
+                    "Active",
+                    "True",
+                    "Governing",
+                    f"governs {len(state.nodes)} nodes",
+                    format_time(now),
+                )
             )
             cluster.apply(plan, state, name)
             if plan.decision is not None:
@@ -143,6 +132,12 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
             stopped.wait(min(period, 5.0))
             continue
         _sleep_until_due(stopped, started, period)
+
+
+def _set_active(cluster: Cluster, name: str, reason: str, message: str) -> None:
+    """Say on the PowerPolicy why it is not governing this cycle."""
+    cond = condition("Active", "False", reason, message, format_time(time.time()))
+    cluster.patch_policy_status(name, {"conditions": [cond]})
 
 
 def _read_power(telemetry: Telemetry, policy: PowerPolicy, state: SiteState) -> Reading:

@@ -39,13 +39,6 @@ class FreeGpus:
     def free_on(self, node: str) -> int:
         return self._free.get(node, 0)
 
-    def largest_free(self) -> int:
-        """The most GPUs any single node has free."""
-        for k in range(self._max, 0, -1):
-            if self._buckets[k]:
-                return k
-        return 0
-
     def _move(self, node: str, delta: int) -> None:
         old = self._free[node]
         new = old + delta

@@ -254,6 +254,22 @@ def test_minimal_policy_is_defaulted_to_the_dataclass_defaults(kc: str) -> None:
     assert parse_power_policy(stored) == PowerPolicy(cap_watts=2_100_000, name=POLICY)
 
 
+def patch_status(kc: str, name: str, status: dict[str, Any]) -> None:
+    """Merge-patch a TrainingJob's status, as the operator does."""
+    kubectl(
+        kc,
+        "patch",
+        "-n",
+        NS,
+        "tj",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
 def test_status_written_like_the_operator_round_trips(kc: str) -> None:
     """Every status field the operator writes survives (no pruning) and feeds the columns."""
     name = "status-round-trip"
@@ -286,18 +302,7 @@ def test_status_written_like_the_operator_round_trips(kc: str) -> None:
             }
         ],
     }
-    kubectl(
-        kc,
-        "patch",
-        "-n",
-        NS,
-        "tj",
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
+    patch_status(kc, name, status)
     assert get(kc, "-n", NS, "tj", name)["status"] == status
     table = kubectl(kc, "get", "-n", NS, "tj", name).stdout.split()
     for cell in ("Queued", "16", "11.7", "WaitingForPower", "2026-07-01T14:05:00Z"):
@@ -340,18 +345,7 @@ def test_status_written_like_the_operator_round_trips(kc: str) -> None:
 
 
 def set_phase(kc: str, name: str, phase: str) -> None:
-    kubectl(
-        kc,
-        "patch",
-        "-n",
-        NS,
-        "tj",
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"phase": phase}}),
-    )
+    patch_status(kc, name, {"phase": phase})
 
 
 def patch_spec(kc: str, name: str, **spec: Any) -> Any:
