@@ -13,13 +13,17 @@ How one cycle decides:
    sheds admits nothing: the freed power is only real once pods are gone.
 2. **Plan.** Build a step function over future time of free power (the
    effective cap less the projected draw of running work) and free GPUs.
-   Its breakpoints are cap-window edges, running jobs' expected ends and the
-   ends of queued jobs if started now. Preemptible running jobs do not count
-   against steps where the cap is lower than now: they would be shed then.
+   Its breakpoints are cap-window edges and running jobs' expected ends.
+   Preemptible running jobs do not count against steps where the cap is
+   lower than now and that start after the next cycle: they would be shed
+   by then. (A drop sooner than that comes before any cycle could shed.)
 3. **Admit in order** (starving jobs first, then priority, then FIFO). A job
    is admitted if its power and GPUs fit every step it would run through
    (so a non-preemptible job that would still run in a demand-response
    window must fit under that window's cap) and its replicas can be placed.
+   Only a few jobs of a deep queue change anything (those admitted and those
+   that book a reservation); numpy passes find them, and the jobs between
+   get their waits in bulk.
    A job that does not fit gets a reservation at its earliest feasible start
    in the same profile; later jobs are admitted only around those
    reservations, so backfill never delays a higher job's projected start.
@@ -32,7 +36,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
+from itertools import pairwise
 
 import numpy as np
 
@@ -46,6 +51,8 @@ WAITING_FOR_GPUS = "WaitingForGPUs"
 WAITING_FOR_HIGHER_PRIORITY = "WaitingForHigherPriority"
 SHEDDING_LOAD = "SheddingLoad"
 UNSCHEDULABLE = "Unschedulable"
+
+BACKFILL_OFF = "backfill is off and a job ahead is waiting"
 
 PREEMPT_CAP_DROP = "CapDrop"
 PREEMPT_MEASURED = "MeasuredOverCap"
@@ -124,19 +131,23 @@ class Admit:
     site_watts: float  # what the job adds to projected site power
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Wait:
     """A job stays queued. `detail` may be a callable: most waits in a deep
-    queue are never read, so their text is rendered only on demand."""
+    queue are never read, so their text is rendered only on demand.
+    `ahead` counts the blocked jobs before it, for jobs past the reservations."""
 
     key: str
     reason: str
     detail: str | Callable[[], str]
     est_start_s: float | None
+    ahead: int | None = None
 
     @property
     def message(self) -> str:
         text = self.detail() if callable(self.detail) else self.detail
+        if self.ahead is not None:
+            text += f"; {self.ahead} waiting jobs ahead"
         if self.est_start_s is not None:
             text += f"; estimated start {format_time(self.est_start_s)}"
         return text
@@ -185,33 +196,56 @@ def over_cap_since(
 
 
 def order_queue(queued: list[QueuedJob], policy: PowerPolicy, now_s: float) -> list[QueuedJob]:
-    """Admission order: jobs past their max delay first, then priority, then FIFO."""
-    by_priority = policy.ordering == "PriorityFIFO"
-    max_wait = policy.max_wait_s
+    """Admission order: jobs past their max delay first, then priority, then FIFO.
 
-    def key(j: QueuedJob) -> tuple[bool, int, float, str]:
-        limit = j.max_delay_s if j.max_delay_s is not None else max_wait
-        starving = now_s - j.submitted_s > limit
-        return (not starving, -j.priority if by_priority else 0, j.submitted_s, j.key)
-
-    return sorted(queued, key=key)
+    Ties (same submission second, common for a batch applied at once) go by
+    key, so the order never depends on the order the caller listed jobs in.
+    """
+    m = len(queued)
+    if m < 2:
+        return list(queued)
+    sub = np.fromiter((j.submitted_s for j in queued), float, m)
+    default = policy.max_wait_s
+    limit = np.fromiter(
+        (default if j.max_delay_s is None else j.max_delay_s for j in queued), float, m
+    )
+    waiting = (now_s - sub > limit) == 0  # False sorts first: starving jobs lead
+    if policy.ordering == "PriorityFIFO":
+        prio = -np.fromiter((j.priority for j in queued), float, m)
+    else:
+        prio = np.zeros(m)
+    order = np.lexsort((sub, prio, waiting))
+    s_sub, s_prio, s_wait = sub[order], prio[order], waiting[order]
+    tie = (s_sub[1:] == s_sub[:-1]) & (s_prio[1:] == s_prio[:-1]) & (s_wait[1:] == s_wait[:-1])
+    idx = order.tolist()
+    if tie.any():
+        # runs of equal sort keys: order each run by job key
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], tie.view(np.int8), [0]))))
+        for a, b in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+            idx[a : b + 1] = sorted(idx[a : b + 1], key=lambda i: queued[i].key)
+    return [queued[i] for i in idx]
 
 
 def decide(
-    snap: Snapshot, max_reservations: int = DEFAULT_RESERVATIONS, estimate_starts: bool = True
+    snap: Snapshot,
+    max_reservations: int = DEFAULT_RESERVATIONS,
+    estimate_starts: bool = True,
+    batch: bool = True,
 ) -> Decision:
     """One admission cycle. Pure: the same snapshot gives the same decision.
 
     With `estimate_starts=False` (the simulator), reservations for blocked jobs
     are only booked when a later job could start now and so needs them to be
     backfilled around: the admissions are the same, waits carry no start.
+    `batch=False` walks the queue one job at a time; it decides the same and
+    exists so tests can hold the fast path to it.
     """
     pol = snap.policy
     now = snap.now_s
     period = pol.control_period_s
-    pue, idle_w = pol.pue, pol.gpu_idle_watts
-    total_gpus = sum(n.gpus_total for n in snap.nodes)
-    node_max_gpus = max((n.gpus_total for n in snap.nodes), default=0)
+    node_gpus = [n.gpus_total for n in snap.nodes]
+    total_gpus = sum(node_gpus)
+    node_max_gpus = max(node_gpus, default=0)
     idle_site = pol.idle_site_watts(len(snap.nodes), total_gpus)
     cap_now = pol.cap_at(now)
     ecap_now = cap_now * (1.0 - pol.safety_margin)
@@ -263,98 +297,260 @@ def decide(
         return dec
 
     # ---------------------------------------------------------------- 2. plan
-    prof = _Profile(snap, load, ordered, idle_site, ecap_now, measured_excess)
     fits = FreeGpus((n.name, n.gpus_free) for n in snap.nodes)
+    prof = _Profile(snap, load, idle_site, ecap_now, measured_excess, fits.total_free)
     max_site_cap = float(prof.cap.max()) if prof.cap.size else ecap_now
 
     # ---------------------------------------------------------------- 3. admit
-    usable_above_idle = max_site_cap - idle_site
-    blocked = 0
-    reservations = 0
-    pending: list[tuple[bool, float, int, float]] = []
-    end_index = prof.end_index.tolist()
-    why_later: dict[int, tuple[str, Callable[[], str]]] = {}  # many jobs trip on one step
-    waits = dec.waits
-    for idx, j in enumerate(ordered):
-        g = j.replicas * j.gpus_per_replica
-        w = pue * g * (j.gpu_watts - idle_w)
-        if g > total_gpus or j.gpus_per_replica > node_max_gpus:
-            waits.append(
-                Wait(
-                    j.key,
-                    UNSCHEDULABLE,
-                    (
-                        f"needs {j.replicas} x {j.gpus_per_replica} GPUs; the site has "
-                        f"{total_gpus} GPUs, at most {node_max_gpus} per node"
-                    ),
-                    None,
-                )
+    adm = _Admission(dec, prof, fits, ordered, pol, now, max_site_cap - idle_site)
+    adm.total_gpus, adm.node_max_gpus = total_gpus, node_max_gpus
+    adm.run(max_reservations, estimate_starts, batch)
+    dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
+    return dec
+
+
+BATCH_MIN = 64  # jobs scanned per numpy pass at first; doubles while none is of interest
+
+
+class _Admission:
+    """Step 3 of `decide`: walk the ordered queue against the profile.
+
+    Only some jobs change anything: one that is admitted, or one that books a
+    reservation. Every other job just waits, for a reason its own numbers
+    give. So the queue is scanned in numpy passes for the next job that
+    matters, and only that one takes the one-job path; the jobs skipped over
+    get their waits in bulk. `batch=False` sends every job down the one-job
+    path: the same decisions, slowly, which is what the tests compare.
+    """
+
+    def __init__(
+        self,
+        dec: Decision,
+        prof: _Profile,
+        fits: FreeGpus,
+        ordered: list[QueuedJob],
+        pol: PowerPolicy,
+        now: float,
+        usable_above_idle: float,
+    ) -> None:
+        self.dec, self.prof, self.fits, self.ordered, self.pol = dec, prof, fits, ordered, pol
+        self.usable_above_idle = usable_above_idle
+        cols = (
+            np.array(
+                [
+                    (j.replicas, j.gpus_per_replica, j.gpu_watts, j.preemptible, j.duration_s)
+                    for j in ordered
+                ],
+                dtype=float,
             )
-            continue
-        if w > usable_above_idle:
-            waits.append(
-                Wait(
-                    j.key,
-                    UNSCHEDULABLE,
-                    (
-                        f"forecast {fmt_watts(w)} exceeds what the cap ever leaves above "
-                        f"idle ({fmt_watts(usable_above_idle)})"
-                    ),
-                    None,
-                )
+            .reshape(-1, 5)
+            .T
+        )
+        self.gpr = cols[1]
+        self.g = cols[0] * cols[1]
+        self.w = pol.pue * self.g * (cols[2] - pol.gpu_idle_watts)
+        self.pre = (cols[3] > 0) & pol.preemption
+        self.dur = np.maximum(cols[4], 1.0)
+        self.end = np.minimum(now + self.dur, now + HORIZON_S)
+        self.total_gpus = 0
+        self.node_max_gpus = 0
+        self.blocked = 0
+        self.reservations = 0
+        self.pending: list[tuple[bool, float, float, float]] = []
+        self.why_later: dict[int, tuple[str, Callable[[], str]]] = {}  # many trip on one step
+
+    def run(self, max_reservations: int, estimate_starts: bool, batch: bool) -> None:
+        m = len(self.ordered)
+        unsched = (self.g > self.total_gpus) | (self.gpr > self.node_max_gpus)
+        self.unsched = unsched
+        self.too_big = ~unsched & (self.w > self.usable_above_idle)
+        self.skip = unsched | self.too_big
+        i = 0
+        chunk = BATCH_MIN
+        while i < m:
+            if batch and self.reservations >= max_reservations:
+                hi = min(m, i + chunk)
+                k = self._next_of_interest(i, hi)
+                self._bulk_waits(i, k)
+                if k == hi:
+                    i, chunk = hi, chunk * 2
+                    continue
+                i, chunk = k, BATCH_MIN
+            self._one(i, max_reservations, estimate_starts)
+            i += 1
+
+    def _next_of_interest(self, lo: int, hi: int) -> int:
+        """First job in [lo, hi) that may be admitted now, or `hi`.
+
+        Called only once reservations are used up: then a job that cannot
+        start now changes nothing. With reservations pending (lazy mode), any
+        job that passes the check for now is of interest: it books them.
+        """
+        if self.blocked and not self.pol.backfill:
+            return hi  # nothing may start once a job ahead is blocked
+        prof = self.prof
+        w, g, pre = self.w[lo:hi], self.g[lo:hi], self.pre[lo:hi]
+        free0 = np.where(pre, prof.free0_p, prof.free0_np)
+        ok = ~self.skip[lo:hi] & (w <= free0) & (g <= self.fits.total_free)
+        if not self.pending:
+            last = np.maximum(prof.times.searchsorted(self.end[lo:hi]) - 1, 0)
+            neg_np, neg_p, neg_g = prof.minima()
+            ok &= (np.where(pre, neg_p[last], neg_np[last]) <= -w) & (neg_g[last] <= -g)
+        hit = int(ok.argmax()) if ok.size else 0
+        return lo + hit if ok.size and ok[hit] else hi
+
+    def _bulk_waits(self, lo: int, hi: int) -> None:
+        """Waits for jobs [lo, hi): none of them can start now, none reserves.
+
+        Each job's reason is what the one-job path would give it, worked out
+        for the whole run of jobs at once.
+        """
+        if lo >= hi:
+            return
+        prof, pol, dec = self.prof, self.pol, self.dec
+        w, g, pre, skip = self.w[lo:hi], self.g[lo:hi], self.pre[lo:hi], self.skip[lo:hi]
+        counts = ~skip
+        ahead = self.blocked + np.cumsum(counts) - counts  # blocked jobs before each
+        may = np.full(w.size, True) if pol.backfill else ahead == 0
+        avail0 = np.where(pre, prof.free0_p, prof.free0_np)
+        power = may & (w > avail0)
+        gpus = may & ~power & (g > self.fits.total_free)
+        later = counts & may & ~power & ~gpus
+        bad = np.zeros(w.size, dtype=np.int64)
+        if later.any():
+            wl, gl = w[later], g[later]
+            neg_np, neg_p, neg_g = prof.minima()
+            by_power = np.where(
+                pre[later],
+                neg_p.searchsorted(-wl, side="right"),
+                neg_np.searchsorted(-wl, side="right"),
             )
-            continue
-        pre = j.preemptible and pol.preemption  # unsheddable work plans for every cap
+            bad[later] = np.minimum(by_power, neg_g.searchsorted(-gl, side="right"))
+        # one code per job: 0 skip, 1 not may start, 2 power, 3 GPUs, 4 later
+        code = np.where(
+            skip, 0, np.where(~may, 1, np.where(power, 2, np.where(gpus, 3, 4)))
+        ).tolist()
+        ecap_now, cap_now, margin = dec.effective_cap_watts, dec.cap_watts, pol.safety_margin
+        free_g = self.fits.total_free
+        waits = dec.waits
+        ordered = self.ordered
+        why_later = self.why_later
+        for n, (c, wj, gj, a0, k, b) in enumerate(
+            zip(
+                code,
+                w.tolist(),
+                g.tolist(),
+                avail0.tolist(),
+                ahead.tolist(),
+                bad.tolist(),
+                strict=True,
+            )
+        ):
+            j = ordered[lo + n]
+            if c == 0:
+                waits.append(self._unschedulable(lo + n, j))
+                continue
+            if c == 4:
+                cached = why_later.get(b)
+                if cached is None:
+                    cached = why_later[b] = prof.explain_future(b)
+                reason, detail = cached
+            elif c == 2:
+                reason = WAITING_FOR_POWER
+                detail = _short_of_power(ecap_now - a0, wj, cap_now, margin)
+            elif c == 3:
+                reason, detail = WAITING_FOR_GPUS, _needs_gpus(int(gj), free_g)
+            else:
+                reason, detail = WAITING_FOR_HIGHER_PRIORITY, BACKFILL_OFF
+            waits.append(Wait(j.key, reason, detail, None, k))
+        self.blocked += int(counts.sum())
+
+    def _unschedulable(self, i: int, j: QueuedJob) -> Wait:
+        if self.unsched[i]:
+            total, per_node = self.total_gpus, self.node_max_gpus
+            return Wait(
+                j.key,
+                UNSCHEDULABLE,
+                lambda: (
+                    f"needs {j.replicas} x {j.gpus_per_replica} GPUs; the site has "
+                    f"{total} GPUs, at most {per_node} per node"
+                ),
+                None,
+            )
+        w, usable = float(self.w[i]), self.usable_above_idle
+        return Wait(
+            j.key,
+            UNSCHEDULABLE,
+            lambda: (
+                f"forecast {fmt_watts(w)} exceeds what the cap ever leaves above "
+                f"idle ({fmt_watts(usable)})"
+            ),
+            None,
+        )
+
+    def _later(self, i: int) -> tuple[str, Callable[[], str]]:
+        """Why job i, which fits now, cannot run through its whole duration."""
+        prof = self.prof
+        last = int(prof.times.searchsorted(self.end[i]))
+        bad = prof.first_shortfall(bool(self.pre[i]), float(self.w[i]), int(self.g[i]), last)
+        cached = self.why_later.get(bad)
+        if cached is None:
+            cached = self.why_later[bad] = prof.explain_future(bad)
+        return cached
+
+    def _one(self, i: int, max_reservations: int, estimate_starts: bool) -> None:
+        """Job i on its own: admit it, or wait it and perhaps book its reservation."""
+        j = self.ordered[i]
+        dec, prof, fits, pol = self.dec, self.prof, self.fits, self.pol
+        if self.skip[i]:
+            dec.waits.append(self._unschedulable(i, j))
+            return
+        w, g, pre = float(self.w[i]), int(self.g[i]), bool(self.pre[i])
         avail0 = prof.free0_p if pre else prof.free0_np
-        may_start = blocked == 0 or pol.backfill
+        may_start = self.blocked == 0 or pol.backfill
         detail: str | Callable[[], str]
         if may_start and w <= avail0 and g <= fits.total_free:
-            if pending:  # book what higher blocked jobs need before backfilling
-                for args in pending:
+            if self.pending:  # book what higher blocked jobs need before backfilling
+                for args in self.pending:
                     prof.reserve(*args)
-                pending.clear()
-                why_later.clear()
-            bad = prof.first_shortfall(pre, w, g, end_index[idx])
-            if bad < 0:
+                self.pending.clear()
+                self.why_later.clear()
+            last = int(prof.times.searchsorted(self.end[i]))
+            if prof.first_shortfall(pre, w, g, last) < 0:
                 nodes = fits.place(j.replicas, j.gpus_per_replica)
                 if nodes is not None:
-                    prof.take(0, end_index[idx], w, g, pre)
+                    prof.take(0, prof.split(float(self.end[i])), w, g, pre)
+                    self.why_later.clear()
                     dec.admits.append(Admit(j.key, nodes, w))
-                    projected += w
-                    continue
+                    return
                 reason, detail = WAITING_FOR_GPUS, _fragmented(fits.total_free, j)
             else:
-                cached = why_later.get(bad)
-                if cached is None:
-                    cached = why_later[bad] = prof.explain_future(bad)
-                reason, detail = cached
+                reason, detail = self._later(i)
         elif not may_start:
-            reason, detail = (
-                WAITING_FOR_HIGHER_PRIORITY,
-                "backfill is off and a job ahead is waiting",
-            )
+            reason, detail = WAITING_FOR_HIGHER_PRIORITY, BACKFILL_OFF
         elif w > avail0:
-            reason, detail = (
-                WAITING_FOR_POWER,
-                _short_of_power(ecap_now - avail0, w, cap_now, pol.safety_margin),
+            reason = WAITING_FOR_POWER
+            detail = _short_of_power(
+                dec.effective_cap_watts - avail0, w, dec.cap_watts, pol.safety_margin
             )
         else:
-            reason, detail = WAITING_FOR_GPUS, f"needs {g} GPUs, {fits.total_free} free"
-        blocked += 1
+            reason, detail = WAITING_FOR_GPUS, _needs_gpus(g, fits.total_free)
+        self.blocked += 1
         est = None
-        if reservations < max_reservations:
-            reservations += 1
+        if self.reservations < max_reservations:
+            self.reservations += 1
             if estimate_starts:
-                est = prof.reserve(pre, w, g, j.duration_s)
+                est = prof.reserve(pre, w, g, float(self.dur[i]))
             else:
-                pending.append((pre, w, g, j.duration_s))
-            why_later.clear()  # a reservation changes the profile
-        elif isinstance(detail, str):
-            detail += f"; {blocked - 1} waiting jobs ahead"
-        waits.append(Wait(j.key, reason, detail, est))
+                self.pending.append((pre, w, g, float(self.dur[i])))
+            self.why_later.clear()  # a reservation changes the profile
+            dec.waits.append(Wait(j.key, reason, detail, est))
+        else:
+            dec.waits.append(Wait(j.key, reason, detail, None, self.blocked - 1))
 
-    dec.projected_site_watts = projected
-    return dec
+
+def _needs_gpus(g: int, free: int) -> Callable[[], str]:
+    return lambda: f"needs {g} GPUs, {free} free"
 
 
 def _fragmented(free: int, j: QueuedJob) -> Callable[[], str]:
@@ -422,25 +618,22 @@ def _shed(
 
 
 @lru_cache(maxsize=64)
-def _windows(schedule: tuple[CapWindow, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    starts = np.array([w.start_s for w in schedule], dtype=float)
-    ends = np.array([w.end_s for w in schedule], dtype=float)
-    caps = np.array([w.cap_watts for w in schedule], dtype=float)
-    return starts, ends, caps
-
-
-def _caps_at(pol: PowerPolicy, times: np.ndarray) -> np.ndarray:
-    """The cap in force at each time (the lowest open window), in one numpy pass."""
-    cap = np.full(times.shape, float(pol.cap_watts))
-    if not pol.cap_schedule:
-        return cap
-    starts, ends, caps = _windows(pol.cap_schedule)
-    live = (ends > times[0]) & (starts <= times[-1])
-    if live.any():
-        t = times[:, None]
-        inside = (t >= starts[live]) & (t < ends[live])
-        np.minimum(cap, np.where(inside, caps[live], np.inf).min(axis=1), out=cap)
-    return cap
+def _cap_steps(base_cap: float, schedule: tuple[CapWindow, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The cap as a step function: window edges, and the cap before, between and
+    after them (`caps[k]` holds on [edges[k-1], edges[k])). Built once per schedule."""
+    edges = sorted({e for w in schedule for e in (w.start_s, w.end_s)})
+    probes = [edges[0] - 1.0] if edges else [0.0]
+    probes += [(a + b) / 2 for a, b in pairwise(edges)]
+    if edges:
+        probes.append(edges[-1] + 1.0)
+    caps = []
+    for t in probes:
+        cap = base_cap
+        for w in schedule:
+            if w.start_s <= t < w.end_s and w.cap_watts < cap:
+                cap = w.cap_watts
+        caps.append(cap)
+    return np.array(edges, dtype=float), np.array(caps, dtype=float)
 
 
 class _RunningLoad:
@@ -454,18 +647,30 @@ class _RunningLoad:
             self.preemptible = np.zeros(0, dtype=bool)
             return
         horizon = now + HORIZON_S
-        gpus = np.array([j.replicas * j.gpus_per_replica for j in running], dtype=float)
-        watts = np.array([j.gpu_watts for j in running], dtype=float)
-        believed = np.array([j.believed_gpu_watts or j.gpu_watts for j in running], dtype=float)
-        ends = np.array([j.expected_end_s for j in running], dtype=float)
+        cols = np.array(
+            [
+                (
+                    j.replicas * j.gpus_per_replica,
+                    j.gpu_watts,
+                    j.believed_gpu_watts or j.gpu_watts,
+                    j.expected_end_s,
+                    j.preemptible,
+                )
+                for j in running
+            ],
+            dtype=float,
+        ).T
+        gpus, ends = cols[0], cols[3].copy()
         # A job past its planned end has an unknown end: plan as if it keeps
         # running, or work admitted around it could meet a cap drop together.
+        # One due to end sooner than the next cycle may overrun until then.
         ends[(ends <= now) | (ends > horizon)] = horizon
+        np.maximum(ends, now + pol.control_period_s, out=ends)
         self.gpus = gpus
-        self.watts = pol.pue * gpus * (watts - pol.gpu_idle_watts)
-        self.believed = pol.pue * gpus * (believed - pol.gpu_idle_watts)
+        self.watts = pol.pue * gpus * (cols[1] - pol.gpu_idle_watts)
+        self.believed = pol.pue * gpus * (cols[2] - pol.gpu_idle_watts)
         self.ends = ends
-        self.preemptible = np.array([j.preemptible for j in running], dtype=bool)
+        self.preemptible = cols[4] > 0
 
     def subset(self, keep: np.ndarray) -> _RunningLoad:
         out = object.__new__(_RunningLoad)
@@ -481,81 +686,119 @@ class _Profile:
     `free_np` is what a non-preemptible job may use at each step, `free_p`
     what a preemptible one may use (unbounded where the cap drops later than
     one period from now: it would be shed there, not planned through).
+    Breakpoints are cap edges and the ends of running work; a queued job's
+    end becomes one only when it is admitted or reserved (`split`), so the
+    steps stay few however deep the queue.
     """
 
     def __init__(
         self,
         snap: Snapshot,
         load: _RunningLoad,
-        ordered: list[QueuedJob],
         idle_site: float,
         ecap_now: float,
         measured_excess: float,
+        gpus_free_now: float,
     ) -> None:
         pol = snap.policy
         now = snap.now_s
         period = pol.control_period_s
         horizon = now + HORIZON_S
         run_end = load.ends
-        job_end = np.array(
-            [min(now + max(j.duration_s, 1.0), horizon) for j in ordered], dtype=float
-        )
-        edges = np.array(pol.cap_changes(now, horizon), dtype=float)
-        times = np.unique(np.concatenate(([now, now + period], edges, run_end, job_end)))
+        cap_edges, cap_vals = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
+        lo, hi = cap_edges.searchsorted((now, horizon), side="right")
+        times = np.unique(np.concatenate(((now, now + period), cap_edges[lo:hi], run_end)))
         self.times = times
-        cap = _caps_at(pol, times) * (1.0 - pol.safety_margin)
-        self.cap = cap
-        self.cap_raw = cap / (1.0 - pol.safety_margin)
-        self.drop = cap < ecap_now - 1e-6
+        cap = cap_vals[cap_edges.searchsorted(times, side="right")] * (1.0 - pol.safety_margin)
         self.period_end = now + period
 
-        # Load of running work at each step: each job counts until its end.
+        # Load of running work at each step: a job ending at step k counts at
+        # steps [0, k), so the load at step i is the total less what ended by i.
         n = times.size
-        load_np = np.zeros(n + 1)
-        load_p = np.zeros(n + 1)
-        released = np.zeros(n + 1)
-        if run_end.size:
-            end_idx = np.searchsorted(times, run_end, side="left")
-            w = load.watts
-            pre = load.preemptible & pol.preemption
-            np.add.at(load_np, end_idx[~pre], -w[~pre])
-            np.add.at(load_p, end_idx[pre], -w[pre])
-            load_np[0] += w[~pre].sum()
-            load_p[0] += w[pre].sum()
-            np.add.at(released, end_idx, load.gpus)
-        load_np = np.cumsum(load_np)[:n]
-        load_p = np.cumsum(load_p)[:n]
+        end_idx = times.searchsorted(run_end)
+        pre = load.preemptible & pol.preemption
+        w_np = np.where(pre, 0.0, load.watts)
+        w_p = load.watts - w_np
+        load_np = w_np.sum() - np.bincount(end_idx, w_np, n + 1).cumsum()[:n]
+        load_p = w_p.sum() - np.bincount(end_idx, w_p, n + 1).cumsum()[:n]
+        released = np.bincount(end_idx, load.gpus, n + 1).cumsum()[:n]
         base = cap - idle_site - measured_excess - load_np
-        self.free_np = np.where(self.drop, base, base - load_p)
-        far_drop = self.drop & (times > self.period_end)
-        self.free_p = np.where(far_drop, np.inf, base - load_p)
-        gpus_free_now = float(sum(nd.gpus_free for nd in snap.nodes))
-        self.free_g = gpus_free_now + np.cumsum(released)[:n]
-        self.end_index = np.searchsorted(times, job_end, side="left")
+        drop = cap < ecap_now - 1e-6
+        far_drop = drop & (times > self.period_end)
+        # one row per per-step quantity, so splitting a step is one copy
+        self._rows = np.stack(
+            (
+                cap,
+                cap / (1.0 - pol.safety_margin),
+                drop,
+                far_drop,
+                np.where(far_drop, base, base - load_p),
+                np.where(far_drop, np.inf, base - load_p),
+                gpus_free_now + released,
+            )
+        )
+        self._bind()
         self._refresh()
 
+    def _bind(self) -> None:
+        rows = self._rows
+        # drop: the cap is below today's; far_drop: and the step starts after the
+        # next cycle, so preemptible work can be shed before it (1.0 or 0.0)
+        self.cap, self.cap_raw, self.drop, self.far_drop = rows[0], rows[1], rows[2], rows[3]
+        self.free_np, self.free_p, self.free_g = rows[4], rows[5], rows[6]
+
     def _refresh(self) -> None:
-        # Running minima: a job that runs through steps [0, k) fits iff the
-        # minimum at k-1 covers it. Minima are non-increasing, so the first
-        # step that does not fit is a binary search away.
-        # (Stored negated, so searchsorted sees ascending arrays.)
-        self.neg_min_np = -np.minimum.accumulate(self.free_np)
-        self.neg_min_p = -np.minimum.accumulate(self.free_p)
-        self.neg_min_g = -np.minimum.accumulate(self.free_g)
         self.free0_np = float(self.free_np[0])
         self.free0_p = float(self.free_p[0])
+        self._minima: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def minima(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Running minima of free power (non-preemptible, preemptible) and GPUs.
+
+        A job that runs through steps [0, k) fits iff the minimum at k-1
+        covers it; minima are non-increasing, so the first step that does not
+        fit is a binary search away. Negated, so searchsorted sees ascending
+        arrays. Computed when first asked after a change: bookings in a row
+        do not need them.
+        """
+        if self._minima is None:
+            neg = -np.minimum.accumulate(self._rows[4:7], axis=1)
+            self._minima = (neg[0], neg[1], neg[2])
+        return self._minima
+
+    def split(self, t: float) -> int:
+        """The index of the step that starts at t, splitting the step around t."""
+        times = self.times
+        k = int(times.searchsorted(t))
+        if k < times.size and times[k] == t:
+            return k
+        # t > now, so it falls inside step k-1: both halves keep its values
+        n = times.size
+        new_times = np.empty(n + 1)
+        new_times[:k] = times[:k]
+        new_times[k] = t
+        new_times[k + 1 :] = times[k:]
+        self.times = new_times
+        rows = np.empty((self._rows.shape[0], n + 1))
+        rows[:, :k] = self._rows[:, :k]
+        rows[:, k:] = self._rows[:, k - 1 :]
+        self._rows = rows
+        self._bind()
+        self._minima = None
+        return k
 
     def first_shortfall(self, preemptible: bool, w: float, g: int, end_i: int) -> int:
         """First step in [0, end_i) where the job does not fit, or -1."""
         last = end_i - 1 if end_i > 0 else 0
-        neg = self.neg_min_p if preemptible else self.neg_min_np
+        neg_np, neg_p, neg_g = self.minima()
+        neg = neg_p if preemptible else neg_np
         power_ok = neg[last] <= -w
-        gpus_ok = self.neg_min_g[last] <= -g
+        gpus_ok = neg_g[last] <= -g
         if power_ok and gpus_ok:
             return -1
         if gpus_ok:
             return int(neg.searchsorted(-w, side="right"))
-        by_gpus = int(self.neg_min_g.searchsorted(-g, side="right"))
+        by_gpus = int(neg_g.searchsorted(-g, side="right"))
         return by_gpus if power_ok else min(by_gpus, int(neg.searchsorted(-w, side="right")))
 
     def take(self, i: int, e: int, w: float, g: int, preemptible: bool) -> None:
@@ -563,7 +806,7 @@ class _Profile:
         e = max(e, i + 1)
         if preemptible:
             # a preemptible job does not hold power at steps where it would be shed
-            self.free_np[i:e] -= np.where(self.drop[i:e], 0.0, w)
+            self.free_np[i:e] -= np.where(self.far_drop[i:e] > 0, 0.0, w)
         else:
             self.free_np[i:e] -= w
         self.free_p[i:e] -= w
@@ -571,42 +814,55 @@ class _Profile:
         self._refresh()
 
     def reserve(self, preemptible: bool, w: float, g: int, duration_s: float) -> float | None:
-        """Book the earliest start where the job fits throughout; return it."""
+        """Book the earliest later start where the job fits throughout; return it.
+
+        Never step 0: a job reserved is one that was not admitted now.
+        """
         times = self.times
         avail = self.free_p if preemptible else self.free_np
         ok = (avail >= w) & (self.free_g >= g)
+        ok[0] = False
         if not ok.any():
             return None
-        steps = np.arange(times.size)
-        ends = np.searchsorted(times, times + max(duration_s, 1.0), side="left")
-        ends = np.maximum(ends, steps + 1)
-        bad = np.concatenate(([0], np.cumsum(~ok)))
-        hit = np.flatnonzero(ok & (bad[ends] - bad[steps] == 0))
+        d = max(duration_s, 1.0)
+        # bad[i]: steps before i that do not fit; a start at step i fits
+        # throughout iff no step in [i, end_i) is bad. end_i > i as d > 0.
+        n = times.size
+        bad = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(~ok, out=bad[1:])
+        fits = bad[times.searchsorted(times + d)] == bad[:n]
+        hit = np.flatnonzero(fits)
         if not hit.size:
             return None
         i = int(hit[0])
-        if i == 0:
-            # fits the profile now but was not admitted (fragmentation or
-            # ordering): the earliest change is the next step
-            i = 1 if times.size > 1 else 0
-        self.take(i, int(ends[i]), w, g, preemptible)
-        return float(times[i])
+        start = float(times[i])
+        self.take(i, self.split(start + d), w, g, preemptible)
+        return start
 
     def explain_future(self, step: int) -> tuple[str, Callable[[], str]]:
-        """Why a job that fits now cannot run through its whole duration."""
-        when = float(self.times[min(step, self.times.size - 1)])
-        if self.drop[min(step, self.times.size - 1)]:
-            cap = float(self.cap_raw[min(step, self.times.size - 1)])
+        """Why a job that fits now cannot run through its whole duration.
+
+        Many jobs share one answer, so its text is rendered once, on demand.
+        """
+        k = min(step, self.times.size - 1)
+        when = float(self.times[k])
+        if self.drop[k]:
+            cap = float(self.cap_raw[k])
             return (
                 WAITING_FOR_CAP_WINDOW,
-                lambda: (
-                    f"would still run when the cap drops to {fmt_watts(cap)} at "
-                    f"{format_time(when)}; it fits only after the window"
+                cache(
+                    lambda: (
+                        f"would still run when the cap drops to {fmt_watts(cap)} at "
+                        f"{format_time(when)}; it fits only after the window"
+                    )
                 ),
             )
         return (
             WAITING_FOR_HIGHER_PRIORITY,
-            lambda: (
-                f"starting now would delay a higher-priority job reserved from {format_time(when)}"
+            cache(
+                lambda: (
+                    "starting now would delay a higher-priority job reserved from "
+                    f"{format_time(when)}"
+                )
             ),
         )

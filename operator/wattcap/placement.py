@@ -21,7 +21,10 @@ class FreeGpus:
     __slots__ = ("_buckets_", "_free", "_max", "total_free")
 
     def __init__(self, free_by_node: Iterable[tuple[str, int]]) -> None:
-        self._free: dict[str, int] = {name: max(0, int(free)) for name, free in free_by_node}
+        free = dict(free_by_node)
+        if any(type(v) is not int or v < 0 for v in free.values()):
+            free = {name: max(0, int(v)) for name, v in free.items()}
+        self._free: dict[str, int] = free
         self._max = max(self._free.values(), default=0)
         self.total_free = sum(self._free.values())
         self._buckets_: list[dict[str, None]] | None = None
