@@ -4,6 +4,7 @@ Both run the same `decide` on the same snapshot; gpu-only has an unbounded cap,
 so the ratio is the cost of planning in watts on top of counting GPUs.
 
     python bench/bench_decide.py [--queued 10000] [--nodes 1000] [--repeat 7]
+        [--reservation-depth N]
 """
 
 from __future__ import annotations
@@ -65,11 +66,16 @@ def build(queued: int, nodes: int, gpus_per_node: int, seed: int) -> Snapshot:
     return Snapshot(now, policy, node_states, running, q)
 
 
-def timeit(snap: Snapshot, repeat: int) -> tuple[float, int]:
+def timeit(snap: Snapshot, repeat: int, render: bool = False) -> tuple[float, int]:
+    """Median seconds per cycle; with `render`, every wait's message is built
+    too, as the operator does when it writes statuses."""
     times, admitted = [], 0
     for _ in range(repeat):
         t0 = time.perf_counter()
         d = decide(snap)
+        if render:
+            for w in d.waits:
+                _ = w.message
         times.append(time.perf_counter() - t0)
         admitted = len(d.admits)
     return statistics.median(times), admitted
@@ -81,17 +87,23 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=1_000)
     ap.add_argument("--gpus-per-node", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--reservation-depth", type=int, default=None, help="default: the policy's")
     args = ap.parse_args()
     snap = build(args.queued, args.nodes, args.gpus_per_node, seed=1)
     unbounded = dataclasses.replace(snap.policy, cap_watts=float("inf"), cap_schedule=())
     base = dataclasses.replace(snap, policy=unbounded)
+    if args.reservation_depth is not None:
+        snap.policy = dataclasses.replace(snap.policy, reservation_depth=args.reservation_depth)
     w_t, w_n = timeit(snap, args.repeat)
+    r_t, _ = timeit(snap, args.repeat, render=True)
     g_t, g_n = timeit(base, args.repeat)
     print(
         f"decision cycle: {args.queued} queued, {len(snap.running)} running, "
-        f"{args.nodes} nodes x {args.gpus_per_node} GPUs (median of {args.repeat})"
+        f"{args.nodes} nodes x {args.gpus_per_node} GPUs, reservationDepth "
+        f"{snap.policy.reservation_depth} (median of {args.repeat})"
     )
     print(f"  wattcap   {w_t * 1e3:8.1f} ms  admitted {w_n}")
+    print(f"  wattcap   {r_t * 1e3:8.1f} ms  with all {args.queued - w_n} wait messages rendered")
     print(f"  gpu-only  {g_t * 1e3:8.1f} ms  admitted {g_n}")
     print(
         f"  ratio wattcap/gpu-only {w_t / g_t:.2f}x   target <= 100 ms: "

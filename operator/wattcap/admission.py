@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import lru_cache
 from itertools import pairwise
 
 import numpy as np
@@ -57,7 +57,6 @@ BACKFILL_OFF = "backfill is off and a job ahead is waiting"
 PREEMPT_CAP_DROP = "CapDrop"
 PREEMPT_MEASURED = "MeasuredOverCap"
 
-DEFAULT_RESERVATIONS = 32
 HORIZON_S = 14 * 86400.0
 
 
@@ -112,6 +111,22 @@ class QueuedJob:
 
 
 @dataclass(slots=True)
+class RunningColumns:
+    """`Snapshot.running` as arrays, row i for running[i].
+
+    A caller that keeps these current anyway (the simulator updates them in
+    place as jobs start, stop and are re-forecast) hands them over, and
+    decide does not rebuild them from the objects every cycle.
+    """
+
+    gpus: np.ndarray
+    gpu_watts: np.ndarray
+    believed_gpu_watts: np.ndarray
+    expected_end_s: np.ndarray
+    preemptible: np.ndarray  # bool
+
+
+@dataclass(slots=True)
 class Snapshot:
     """Everything one decision needs, gathered by the caller."""
 
@@ -122,6 +137,7 @@ class Snapshot:
     queued: list[QueuedJob]
     measured_site_watts: float | None = None
     over_cap_since_s: float | None = None
+    running_columns: RunningColumns | None = None  # if given: the same jobs, as arrays
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,12 +244,14 @@ def order_queue(queued: list[QueuedJob], policy: PowerPolicy, now_s: float) -> l
 
 def decide(
     snap: Snapshot,
-    max_reservations: int = DEFAULT_RESERVATIONS,
+    max_reservations: int | None = None,
     estimate_starts: bool = True,
     batch: bool = True,
 ) -> Decision:
     """One admission cycle. Pure: the same snapshot gives the same decision.
 
+    The first `max_reservations` blocked jobs (default: the policy's
+    `reservationDepth`) get a reserved start that later jobs backfill around.
     With `estimate_starts=False` (the simulator), reservations for blocked jobs
     are only booked when a later job could start now and so needs them to be
     backfilled around: the admissions are the same, waits carry no start.
@@ -257,7 +275,7 @@ def decide(
     )
 
     running = list(snap.running)
-    load = _RunningLoad(running, pol, now)
+    load = _RunningLoad(running, pol, now, snap.running_columns)
     projected = idle_site + float(load.watts.sum())
 
     # ---------------------------------------------------------------- 1. shed
@@ -297,14 +315,16 @@ def decide(
         return dec
 
     # ---------------------------------------------------------------- 2. plan
-    fits = FreeGpus((n.name, n.gpus_free) for n in snap.nodes)
+    names, free = [n.name for n in snap.nodes], [n.gpus_free for n in snap.nodes]
+    fits = FreeGpus(zip(names, free, strict=True))
     prof = _Profile(snap, load, idle_site, ecap_now, measured_excess, fits.total_free)
     max_site_cap = float(prof.cap.max()) if prof.cap.size else ecap_now
 
     # ---------------------------------------------------------------- 3. admit
     adm = _Admission(dec, prof, fits, ordered, pol, now, max_site_cap - idle_site)
     adm.total_gpus, adm.node_max_gpus = total_gpus, node_max_gpus
-    adm.run(max_reservations, estimate_starts, batch)
+    depth = pol.reservation_depth if max_reservations is None else max_reservations
+    adm.run(depth, estimate_starts, batch)
     dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
     return dec
 
@@ -434,7 +454,6 @@ class _Admission:
         free_g = self.fits.total_free
         waits = dec.waits
         ordered = self.ordered
-        why_later = self.why_later
         for n, (c, wj, gj, a0, k, b) in enumerate(
             zip(
                 code,
@@ -451,10 +470,7 @@ class _Admission:
                 waits.append(self._unschedulable(lo + n, j))
                 continue
             if c == 4:
-                cached = why_later.get(b)
-                if cached is None:
-                    cached = why_later[b] = prof.explain_future(b)
-                reason, detail = cached
+                reason, detail = self._why_later(b)
             elif c == 2:
                 reason = WAITING_FOR_POWER
                 detail = _short_of_power(ecap_now - a0, wj, cap_now, margin)
@@ -488,14 +504,11 @@ class _Admission:
             None,
         )
 
-    def _later(self, i: int) -> tuple[str, Callable[[], str]]:
-        """Why job i, which fits now, cannot run through its whole duration."""
-        prof = self.prof
-        last = int(prof.times.searchsorted(self.end[i]))
-        bad = prof.first_shortfall(bool(self.pre[i]), float(self.w[i]), int(self.g[i]), last)
+    def _why_later(self, bad: int) -> tuple[str, Callable[[], str]]:
+        """Why a job that fits now but not at step `bad` waits (shared per step)."""
         cached = self.why_later.get(bad)
         if cached is None:
-            cached = self.why_later[bad] = prof.explain_future(bad)
+            cached = self.why_later[bad] = self.prof.explain_future(bad)
         return cached
 
     def _one(self, i: int, max_reservations: int, estimate_starts: bool) -> None:
@@ -515,8 +528,8 @@ class _Admission:
                     prof.reserve(*args)
                 self.pending.clear()
                 self.why_later.clear()
-            last = int(prof.times.searchsorted(self.end[i]))
-            if prof.first_shortfall(pre, w, g, last) < 0:
+            bad = prof.first_shortfall(pre, w, g, int(prof.times.searchsorted(self.end[i])))
+            if bad < 0:
                 nodes = fits.place(j.replicas, j.gpus_per_replica)
                 if nodes is not None:
                     prof.take(0, prof.split(float(self.end[i])), w, g, pre)
@@ -525,7 +538,7 @@ class _Admission:
                     return
                 reason, detail = WAITING_FOR_GPUS, _fragmented(fits.total_free, j)
             else:
-                reason, detail = self._later(i)
+                reason, detail = self._why_later(bad)
         elif not may_start:
             reason, detail = WAITING_FOR_HIGHER_PRIORITY, BACKFILL_OFF
         elif w > avail0:
@@ -636,41 +649,53 @@ def _cap_steps(base_cap: float, schedule: tuple[CapWindow, ...]) -> tuple[np.nda
     return np.array(edges, dtype=float), np.array(caps, dtype=float)
 
 
+def _columns(running: list[RunningJob]) -> RunningColumns:
+    rows = np.array(
+        [
+            (
+                j.replicas * j.gpus_per_replica,
+                j.gpu_watts,
+                j.believed_gpu_watts or j.gpu_watts,
+                j.expected_end_s,
+                j.preemptible,
+            )
+            for j in running
+        ],
+        dtype=float,
+    ).T
+    return RunningColumns(rows[0], rows[1], rows[2], rows[3], rows[4] > 0)
+
+
 class _RunningLoad:
     """Running jobs as arrays, built in one pass: every later step is numpy."""
 
     __slots__ = ("believed", "ends", "gpus", "preemptible", "watts")
 
-    def __init__(self, running: list[RunningJob], pol: PowerPolicy, now: float) -> None:
+    def __init__(
+        self,
+        running: list[RunningJob],
+        pol: PowerPolicy,
+        now: float,
+        cols: RunningColumns | None = None,
+    ) -> None:
         if not running:
             self.gpus = self.watts = self.believed = self.ends = np.zeros(0)
             self.preemptible = np.zeros(0, dtype=bool)
             return
+        if cols is None:
+            cols = _columns(running)
         horizon = now + HORIZON_S
-        cols = np.array(
-            [
-                (
-                    j.replicas * j.gpus_per_replica,
-                    j.gpu_watts,
-                    j.believed_gpu_watts or j.gpu_watts,
-                    j.expected_end_s,
-                    j.preemptible,
-                )
-                for j in running
-            ],
-            dtype=float,
-        ).T
-        gpus, ends = cols[0], cols[3].copy()
+        gpus, ends = cols.gpus, cols.expected_end_s.copy()
         # A job past its planned end has an unknown end: plan as if it keeps
         # running, or work admitted around it could meet a cap drop together.
         # One due to end sooner than the next cycle may overrun until then.
         ends[(ends <= now) | (ends > horizon)] = horizon
         np.maximum(ends, now + pol.control_period_s, out=ends)
         self.gpus = gpus
-        self.watts = pol.pue * gpus * (cols[1] - pol.gpu_idle_watts)
-        self.believed = pol.pue * gpus * (cols[2] - pol.gpu_idle_watts)
+        self.watts = pol.pue * gpus * (cols.gpu_watts - pol.gpu_idle_watts)
+        self.believed = pol.pue * gpus * (cols.believed_gpu_watts - pol.gpu_idle_watts)
         self.ends = ends
-        self.preemptible = cols[4] > 0
+        self.preemptible = cols.preemptible
 
     def subset(self, keep: np.ndarray) -> _RunningLoad:
         out = object.__new__(_RunningLoad)
@@ -713,30 +738,35 @@ class _Profile:
         self.period_end = now + period
 
         # Load of running work at each step: a job ending at step k counts at
-        # steps [0, k), so the load at step i is the total less what ended by i.
+        # steps [0, k), so the load at step i is the total less what ended by
+        # i. One bincount sums what ends at each step for all three rows.
         n = times.size
         end_idx = times.searchsorted(run_end)
         pre = load.preemptible & pol.preemption
         w_np = np.where(pre, 0.0, load.watts)
         w_p = load.watts - w_np
-        load_np = w_np.sum() - np.bincount(end_idx, w_np, n + 1).cumsum()[:n]
-        load_p = w_p.sum() - np.bincount(end_idx, w_p, n + 1).cumsum()[:n]
-        released = np.bincount(end_idx, load.gpus, n + 1).cumsum()[:n]
-        base = cap - idle_site - measured_excess - load_np
+        k = end_idx.size
+        offsets = np.repeat((0, n + 1, 2 * (n + 1)), k)
+        ended = np.bincount(
+            np.tile(end_idx, 3) + offsets,
+            np.concatenate((w_np, w_p, load.gpus)),
+            3 * (n + 1),
+        ).reshape(3, n + 1)[:, :n]
+        ended = ended.cumsum(axis=1)
         drop = cap < ecap_now - 1e-6
         far_drop = drop & (times > self.period_end)
         # one row per per-step quantity, so splitting a step is one copy
-        self._rows = np.stack(
-            (
-                cap,
-                cap / (1.0 - pol.safety_margin),
-                drop,
-                far_drop,
-                np.where(far_drop, base, base - load_p),
-                np.where(far_drop, np.inf, base - load_p),
-                gpus_free_now + released,
-            )
-        )
+        rows = np.empty((7, n))
+        rows[0] = cap
+        rows[1] = cap / (1.0 - pol.safety_margin)
+        rows[2] = drop
+        rows[3] = far_drop
+        rows[4] = cap - idle_site - measured_excess - w_np.sum() + ended[0]  # less load_np
+        rows[5] = rows[4] - w_p.sum() + ended[1]  # less load_p too
+        rows[4] = np.where(far_drop, rows[4], rows[5])
+        rows[5][far_drop] = np.inf
+        rows[6] = gpus_free_now + ended[2]
+        self._rows = rows
         self._bind()
         self._refresh()
 
@@ -816,7 +846,9 @@ class _Profile:
     def reserve(self, preemptible: bool, w: float, g: int, duration_s: float) -> float | None:
         """Book the earliest later start where the job fits throughout; return it.
 
-        Never step 0: a job reserved is one that was not admitted now.
+        Never step 0: a job reserved is one that was not admitted now. The
+        booking holds whole steps, to the end of the step its run ends in: a
+        little longer than the job needs, never shorter, and no new step.
         """
         times = self.times
         avail = self.free_p if preemptible else self.free_np
@@ -824,20 +856,17 @@ class _Profile:
         ok[0] = False
         if not ok.any():
             return None
-        d = max(duration_s, 1.0)
         # bad[i]: steps before i that do not fit; a start at step i fits
         # throughout iff no step in [i, end_i) is bad. end_i > i as d > 0.
         n = times.size
         bad = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(~ok, out=bad[1:])
-        fits = bad[times.searchsorted(times + d)] == bad[:n]
-        hit = np.flatnonzero(fits)
-        if not hit.size:
+        ends = times.searchsorted(times + max(duration_s, 1.0))
+        hit = (bad[ends] == bad[:n]).argmax()
+        if hit == 0:  # step 0 never fits (see ok[0]): no start fits
             return None
-        i = int(hit[0])
-        start = float(times[i])
-        self.take(i, self.split(start + d), w, g, preemptible)
-        return start
+        self.take(int(hit), int(ends[hit]), w, g, preemptible)
+        return float(times[hit])
 
     def explain_future(self, step: int) -> tuple[str, Callable[[], str]]:
         """Why a job that fits now cannot run through its whole duration.
@@ -848,21 +877,26 @@ class _Profile:
         when = float(self.times[k])
         if self.drop[k]:
             cap = float(self.cap_raw[k])
-            return (
-                WAITING_FOR_CAP_WINDOW,
-                cache(
-                    lambda: (
-                        f"would still run when the cap drops to {fmt_watts(cap)} at "
-                        f"{format_time(when)}; it fits only after the window"
-                    )
-                ),
-            )
-        return (
-            WAITING_FOR_HIGHER_PRIORITY,
-            cache(
+            return WAITING_FOR_CAP_WINDOW, _once(
                 lambda: (
-                    "starting now would delay a higher-priority job reserved from "
-                    f"{format_time(when)}"
+                    f"would still run when the cap drops to {fmt_watts(cap)} at "
+                    f"{format_time(when)}; it fits only after the window"
                 )
-            ),
+            )
+        return WAITING_FOR_HIGHER_PRIORITY, _once(
+            lambda: (
+                f"starting now would delay a higher-priority job reserved from {format_time(when)}"
+            )
         )
+
+
+def _once(render: Callable[[], str]) -> Callable[[], str]:
+    """`render`, called at most once (functools.cache costs more than most texts)."""
+    memo: list[str] = []
+
+    def text() -> str:
+        if not memo:
+            memo.append(render())
+        return memo[0]
+
+    return text

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from statistics import NormalDist
 
 # Relative spread assumed when a class has too few samples to estimate one;
@@ -46,10 +47,14 @@ class PowerForecast:
 class _ClassHistory:
     watts: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    # (n, mean, sd) of `watts`, kept until the next sample: a deep queue asks
+    # for the same class's forecast every cycle, and the level moves more
+    # often than the samples do
+    stats: tuple[int, float, float] | None = None
 
 
-def _upper_bound(samples: deque[float] | list[float], level: float) -> float:
-    """Upper prediction bound for one new draw at `level` from the samples."""
+def _stats(samples: deque[float] | list[float]) -> tuple[int, float, float]:
+    """Count, mean and spread of the samples (the spread floored, see MIN_REL_SPREAD)."""
     n = len(samples)
     mean = sum(samples) / n
     if n >= 2:
@@ -57,11 +62,27 @@ def _upper_bound(samples: deque[float] | list[float], level: float) -> float:
         sd = max(math.sqrt(var), MIN_REL_SPREAD * mean)
     else:
         sd = PRIOR_REL_SPREAD * mean
-    z = NormalDist().inv_cdf(level)
+    return n, mean, sd
+
+
+@lru_cache(maxsize=256)
+def _z(level: float) -> float:
+    return NormalDist().inv_cdf(level)
+
+
+def _bound(stats: tuple[int, float, float], level: float) -> float:
+    """Upper prediction bound for one new draw at `level`."""
+    n, mean, sd = stats
+    z = _z(level)
     df = max(n - 1, 1)
     # Cornish-Fisher style widening of z toward Student's t for small samples.
     t = z + (z**3 + z) / (4 * df)
     return mean + t * sd * math.sqrt(1 + 1 / n)
+
+
+def _upper_bound(samples: deque[float] | list[float], level: float) -> float:
+    """Upper prediction bound for one new draw at `level` from the samples."""
+    return _bound(_stats(samples), level)
 
 
 class Forecaster:
@@ -89,7 +110,9 @@ class Forecaster:
         """Per-GPU watts to reserve for a job of this class that has not run yet."""
         hist = self._classes.get(workload_class)
         if hist is not None and hist.watts:
-            watts = _upper_bound(hist.watts, self.level)
+            if hist.stats is None:
+                hist.stats = _stats(hist.watts)
+            watts = _bound(hist.stats, self.level)
             return PowerForecast(self._clamp(watts), self.level, "history", len(hist.watts))
         if hint_gpu_watts is not None:
             return PowerForecast(self._clamp(hint_gpu_watts), self.level, "hint", 0)
@@ -132,6 +155,7 @@ class Forecaster:
             self.level = min(0.9999, max(0.5, self.level + CALIBRATION_STEP * (miss - target_miss)))
         if math.isfinite(measured_gpu_watts) and measured_gpu_watts > 0:
             hist.watts.append(measured_gpu_watts)
+            hist.stats = None
         if duration_s is not None and duration_s > 0:
             hist.durations.append(duration_s)
 

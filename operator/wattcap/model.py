@@ -108,6 +108,7 @@ def _integer(
     default: int | None = None,
     *,
     minimum: int | None = None,
+    maximum: int | None = None,
 ) -> int:
     full = f"{path}.{key}"
     value = spec.get(key, default)
@@ -120,6 +121,8 @@ def _integer(
             raise ManifestError(full, f"expected a whole number, got {value!r}")
     if minimum is not None and value < minimum:
         raise ManifestError(full, f"must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ManifestError(full, f"must be <= {maximum}, got {value}")
     return value
 
 
@@ -178,6 +181,7 @@ class PowerPolicy:
     coverage: float = 0.95
     ordering: str = "PriorityFIFO"
     backfill: bool = True
+    reservation_depth: int = 8
     preemption: bool = True
     control_period_s: float = 15.0
     grace_period_s: float = 60.0
@@ -288,6 +292,9 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
         coverage=coverage,
         ordering=ordering,
         backfill=_boolean(spec, "backfill", p, DEFAULTS.backfill),
+        reservation_depth=_integer(
+            spec, "reservationDepth", p, DEFAULTS.reservation_depth, minimum=0, maximum=1000
+        ),
         preemption=_boolean(spec, "preemption", p, DEFAULTS.preemption),
         control_period_s=parse_duration(
             spec.get("controlPeriod", DEFAULTS.control_period_s), f"{p}.controlPeriod"

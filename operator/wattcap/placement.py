@@ -22,8 +22,8 @@ class FreeGpus:
 
     def __init__(self, free_by_node: Iterable[tuple[str, int]]) -> None:
         free = dict(free_by_node)
-        if any(type(v) is not int or v < 0 for v in free.values()):
-            free = {name: max(0, int(v)) for name, v in free.items()}
+        if free and min(free.values()) < 0:  # over-committed by someone else: none free
+            free = {name: max(0, v) for name, v in free.items()}
         self._free: dict[str, int] = free
         self._max = max(self._free.values(), default=0)
         self.total_free = sum(self._free.values())

@@ -31,7 +31,7 @@ skipped when nothing could change its outcome:
   excursion past the grace period): decide could neither admit nor preempt.
 
 Before decide, the queue is trimmed of jobs that cannot start now once the
-first DEFAULT_RESERVATIONS surely-blocked jobs (which get reservations) are
+first `reservationDepth` surely-blocked jobs (which get reservations) are
 kept; decide then admits and preempts exactly as on the whole queue, and
 only the wait messages of the trimmed jobs are not produced.
 
@@ -51,7 +51,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import admission
-from ..admission import DEFAULT_RESERVATIONS, NodeState, QueuedJob, RunningJob, Snapshot
+from ..admission import (
+    NodeState,
+    QueuedJob,
+    RunningColumns,
+    RunningJob,
+    Snapshot,
+)
 from ..forecast import PowerForecast
 from ..model import PowerPolicy
 from .schedulers import JobView, Scheduler
@@ -240,8 +246,25 @@ class _Engine:
         self.s_sum = np.zeros(n)
         self.s_cnt = np.zeros(n, dtype=np.int64)
         self.s_last = np.zeros(n)
+        self.s_cnt0 = np.zeros(n, dtype=np.int64)  # sample count when the segment began
+        # decide's columns of the running jobs, kept in slot order
+        self.s_plan = np.zeros(n)  # planned watts per GPU (re-tightened in place)
+        self.s_end = np.zeros(n)  # expected end, epoch seconds
+        self.s_pre = np.zeros(n, dtype=bool)
         self.s_ring = np.zeros((n, RING))
         self.ring_cols = np.arange(RING)
+        self._slot_arrays = (
+            self.s_truth,
+            self.s_gpus,
+            self.s_sum,
+            self.s_cnt,
+            self.s_cnt0,
+            self.s_last,
+            self.s_plan,
+            self.s_end,
+            self.s_pre,
+            self.s_ring,
+        )
         self.slot_job: list[_Job | None] = [None] * n
         self.slot_rj: list[RunningJob | None] = [None] * n  # slot_job[i].rj
         self._last_changed = False
@@ -597,6 +620,7 @@ class _Engine:
             if new.gpu_watts != j.rj.gpu_watts:
                 self.planned_excess += j.tj.gpus * (new.gpu_watts - j.rj.gpu_watts)
                 j.rj.gpu_watts = new.gpu_watts
+                self.s_plan[j.slot] = new.gpu_watts
                 changed = True
         return changed
 
@@ -651,6 +675,7 @@ class _Engine:
         self.s_gpus[slot] = g
         self.s_sum[slot] = j.meas_sum
         self.s_cnt[slot] = j.meas_n
+        self.s_cnt0[slot] = j.meas_n  # no reading of this segment yet
         if j.ring is not None:
             self.s_ring[slot, : j.ring.size] = j.ring
         watts = plan.gpu_watts
@@ -668,6 +693,9 @@ class _Engine:
             nodes=nodes,
         )
         self.slot_rj[slot] = j.rj
+        self.s_plan[slot] = watts
+        self.s_end[slot] = j.rj.expected_end_s
+        self.s_pre[slot] = j.tj.preemptible
         self.running[j.view.key] = j
         self.truth_excess += g * (j.tj.gpu_watts - self.idle_w)
         self.planned_excess += g * (watts - self.idle_w)
@@ -695,14 +723,13 @@ class _Engine:
         j.meas_sum = float(self.s_sum[slot])
         if n:
             j.ring = self.s_ring[slot, : min(n, RING)].copy()
-            if self.meas_site is not None:
-                # the meter's last reading included this job; it is gone now
-                self.meas_site -= self.pue * g * (float(self.s_last[slot]) - self.idle_w)
+        if n > self.s_cnt0[slot] and self.meas_site is not None:
+            # the meter's last reading included this job; it is gone now
+            self.meas_site -= self.pue * g * (float(self.s_last[slot]) - self.idle_w)
         last = self.n_act - 1
         if slot != last:  # keep the running jobs packed: move the last one here
-            for arr in (self.s_truth, self.s_gpus, self.s_sum, self.s_cnt):
+            for arr in self._slot_arrays:
                 arr[slot] = arr[last]
-            self.s_last[slot] = self.s_last[last]
             self.s_ring[slot] = self.s_ring[last]
             moved = self.slot_job[last]
             self.slot_job[slot] = moved
@@ -752,17 +779,18 @@ class _Engine:
         blocked = 0
         candidate = False
         hopeless = free == 0 or avail < 0  # then every job is surely blocked
+        depth = self.dpol.reservation_depth
         jobs = self.jobs
         for lst in (self.starving, self.queue):
             for key in lst:
-                if hopeless and blocked >= DEFAULT_RESERVATIONS:
+                if hopeless and blocked >= depth:
                     break
                 j = jobs[key[3]]
                 g = j.tj.gpus
                 f = sched.forecast(j.view)
                 w = pue * g * (f.gpu_watts - idle)
                 sure_block = g > free or w > avail
-                if sure_block and blocked >= DEFAULT_RESERVATIONS:
+                if sure_block and blocked >= depth:
                     continue
                 candidate = candidate or not sure_block
                 qj = j.qj
@@ -796,21 +824,19 @@ class _Engine:
         now = self.t0 + t
         self._promote_starving(now)
         queued, candidate = self._queued_for_decide(t) if self.queued_n else ([], False)
-        if not candidate and not self._may_shed(t):
+        may_shed = self._may_shed(t)
+        if not candidate and not may_shed:
             # decide could neither admit nor preempt: skip it (its waits are not needed)
             self._last_changed = False
             self.skipped += 1
             return False
-        running = [j.rj for j in self.running.values()]
-        if self.sched.measures:
-            r = self.n_act
-            rjs = self.slot_rj[:r]
-            for rj, last in zip(rjs, self.s_last[:r].tolist(), strict=True):
-                rj.measured_gpu_watts = last
-            cnt = self.s_cnt[:r]
-            if not cnt.all():  # started since the last tick with no samples yet: none
-                for i in np.flatnonzero(cnt == 0).tolist():
-                    rjs[i].measured_gpu_watts = None
+        r = self.n_act
+        running = self.slot_rj[:r]
+        if self.sched.measures and may_shed:  # only shedding reads a job's own reading
+            seen = self.s_cnt[:r] > self.s_cnt0[:r]
+            for rj, last, ok in zip(running, self.s_last[:r].tolist(), seen.tolist(), strict=True):
+                rj.measured_gpu_watts = last if ok else None
+        planned = self.s_plan[:r]
         snap = Snapshot(
             now_s=now,
             policy=self._policy_at(now),
@@ -819,6 +845,9 @@ class _Engine:
             queued=queued,
             measured_site_watts=self._snapshot_measured(),
             over_cap_since_s=self.over_since if self.sched.measures else None,
+            running_columns=RunningColumns(
+                self.s_gpus[:r], planned, planned, self.s_end[:r], self.s_pre[:r]
+            ),
         )
         dec = admission.decide(snap, estimate_starts=False)  # the replay reads no starts
         self.cycles += 1
