@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from wattcap.model import CapWindow, PowerPolicy, parse_time
 from wattcap.sim.check import ScheduleRow, check
-from wattcap.sim.engine import SimConfig, simulate
+from wattcap.sim.engine import SimConfig, _Engine, simulate
 from wattcap.sim.report import summarize
 from wattcap.sim.run import load_policy
 from wattcap.sim.schedulers import JobView, make_scheduler
@@ -81,6 +81,31 @@ def test_preempted_job_resumes_and_completes_its_duration():
         assert res.preemptions == 1 and res.seconds_over_cap == 0.0
         c = check(jobs, rows(res), policy, nodes=1, gpus_per_node=8, start_epoch_s=T0)
         assert c.problems == [] and c.preemptions == 1 and c.completed_jobs == 1
+
+
+def test_a_resumed_job_has_no_reading_until_the_meter_sees_it():
+    """A job that resumes has samples from its earlier run, but none of this
+    run: decide must not get a reading for it, and stopping it before the next
+    tick must not take power the meter never saw off the last reading."""
+    policy = PowerPolicy(cap_watts=1e6)
+    jobs = [
+        TraceJob("a", 0.0, 1000.0, 1, 4, "llm", 0, 600.0),
+        TraceJob("b", 0.0, 1000.0, 1, 4, "llm", 0, 300.0),
+    ]
+    eng = _Engine(jobs, policy, make_scheduler("wattcap", policy), SimConfig(1, 8, T0))
+    a, b = eng.jobs
+    plan = eng.sched.forecast(a.view)
+    eng._start(a, 0.0, ("node-0",), plan)
+    eng._measure_ticks(1, 1)
+    eng._stop(a, 20.0)  # a leaves with one sample
+    eng._start(b, 20.0, ("node-0",), plan)
+    eng._measure_ticks(2, 1)  # the meter now reads b alone
+    eng._start(a, 35.0, ("node-0",), plan)  # a resumes: no reading of this run yet
+    assert a.meas_n == 1
+    assert not eng.s_cnt[a.slot] > eng.s_cnt0[a.slot]
+    before = eng.meas_site
+    eng._stop(a, 40.0)
+    assert eng.meas_site == before
 
 
 job_st = st.builds(
