@@ -247,6 +247,7 @@ def decide(
     max_reservations: int | None = None,
     estimate_starts: bool = True,
     batch: bool = True,
+    explain: bool = True,
 ) -> Decision:
     """One admission cycle. Pure: the same snapshot gives the same decision.
 
@@ -256,7 +257,8 @@ def decide(
     are only booked when a later job could start now and so needs them to be
     backfilled around: the admissions are the same, waits carry no start.
     `batch=False` walks the queue one job at a time; it decides the same and
-    exists so tests can hold the fast path to it.
+    exists so tests can hold the fast path to it. `explain=False` leaves
+    `waits` empty (the simulator reads only admits and preempts).
     """
     pol = snap.policy
     now = snap.now_s
@@ -303,7 +305,7 @@ def decide(
     ordered = order_queue(snap.queued, pol, now)
     dec.projected_site_watts = projected
     if dec.preempts:
-        for j in ordered:
+        for j in ordered if explain else ():
             dec.waits.append(
                 Wait(
                     j.key,
@@ -323,6 +325,7 @@ def decide(
     # ---------------------------------------------------------------- 3. admit
     adm = _Admission(dec, prof, fits, ordered, pol, now, max_site_cap - idle_site)
     adm.total_gpus, adm.node_max_gpus = total_gpus, node_max_gpus
+    adm.explain = explain
     depth = pol.reservation_depth if max_reservations is None else max_reservations
     adm.run(depth, estimate_starts, batch)
     dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
@@ -374,6 +377,7 @@ class _Admission:
         self.end = np.minimum(now + self.dur, now + HORIZON_S)
         self.total_gpus = 0
         self.node_max_gpus = 0
+        self.explain = True
         self.blocked = 0
         self.reservations = 0
         self.pending: list[tuple[bool, float, float, float]] = []
@@ -430,6 +434,9 @@ class _Admission:
         prof, pol, dec = self.prof, self.pol, self.dec
         w, g, pre, skip = self.w[lo:hi], self.g[lo:hi], self.pre[lo:hi], self.skip[lo:hi]
         counts = ~skip
+        if not self.explain:
+            self.blocked += int(counts.sum())
+            return
         ahead = self.blocked + np.cumsum(counts) - counts  # blocked jobs before each
         may = np.full(w.size, True) if pol.backfill else ahead == 0
         avail0 = np.where(pre, prof.free0_p, prof.free0_np)
@@ -516,7 +523,8 @@ class _Admission:
         j = self.ordered[i]
         dec, prof, fits, pol = self.dec, self.prof, self.fits, self.pol
         if self.skip[i]:
-            dec.waits.append(self._unschedulable(i, j))
+            if self.explain:
+                dec.waits.append(self._unschedulable(i, j))
             return
         w, g, pre = float(self.w[i]), int(self.g[i]), bool(self.pre[i])
         avail0 = prof.free0_p if pre else prof.free0_np
@@ -557,8 +565,9 @@ class _Admission:
             else:
                 self.pending.append((pre, w, g, float(self.dur[i])))
             self.why_later.clear()  # a reservation changes the profile
-            dec.waits.append(Wait(j.key, reason, detail, est))
-        else:
+            if self.explain:
+                dec.waits.append(Wait(j.key, reason, detail, est))
+        elif self.explain:
             dec.waits.append(Wait(j.key, reason, detail, None, self.blocked - 1))
 
 
@@ -732,27 +741,26 @@ class _Profile:
         run_end = load.ends
         cap_edges, cap_vals = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
         lo, hi = cap_edges.searchsorted((now, horizon), side="right")
-        times = np.unique(np.concatenate(((now, now + period), cap_edges[lo:hi], run_end)))
+        times = np.concatenate(((now, now + period), cap_edges[lo:hi], run_end))
+        times.sort()
+        keep = np.empty(times.size, dtype=bool)
+        keep[0] = True
+        np.not_equal(times[1:], times[:-1], out=keep[1:])
+        times = times[keep]
         self.times = times
         cap = cap_vals[cap_edges.searchsorted(times, side="right")] * (1.0 - pol.safety_margin)
         self.period_end = now + period
 
         # Load of running work at each step: a job ending at step k counts at
-        # steps [0, k), so the load at step i is the total less what ended by
-        # i. One bincount sums what ends at each step for all three rows.
+        # steps [0, k), so the load at step i is the total less what ended by i.
         n = times.size
         end_idx = times.searchsorted(run_end)
         pre = load.preemptible & pol.preemption
         w_np = np.where(pre, 0.0, load.watts)
         w_p = load.watts - w_np
-        k = end_idx.size
-        offsets = np.repeat((0, n + 1, 2 * (n + 1)), k)
-        ended = np.bincount(
-            np.tile(end_idx, 3) + offsets,
-            np.concatenate((w_np, w_p, load.gpus)),
-            3 * (n + 1),
-        ).reshape(3, n + 1)[:, :n]
-        ended = ended.cumsum(axis=1)
+        ended = np.empty((3, n))
+        for row, weights in enumerate((w_np, w_p, load.gpus)):
+            np.cumsum(np.bincount(end_idx, weights, n + 1)[:n], out=ended[row])
         drop = cap < ecap_now - 1e-6
         far_drop = drop & (times > self.period_end)
         # one row per per-step quantity, so splitting a step is one copy

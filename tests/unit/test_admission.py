@@ -219,8 +219,10 @@ def test_bulk_scan_decides_as_the_one_job_walk(
     snap = dataclasses.replace(snap, policy=dataclasses.replace(snap.policy, backfill=backfill))
     fast = decide(snap, reservations, eager)
     slow = decide(snap, reservations, eager, batch=False)
-    assert fast.admits == slow.admits
-    assert fast.preempts == slow.preempts
+    mute = decide(snap, reservations, eager, explain=False)
+    assert fast.admits == slow.admits == mute.admits
+    assert fast.preempts == slow.preempts == mute.preempts
+    assert not mute.waits
     assert fast.projected_site_watts == slow.projected_site_watts
     assert [(w.key, w.reason, w.message, w.est_start_s) for w in fast.waits] == [
         (w.key, w.reason, w.message, w.est_start_s) for w in slow.waits

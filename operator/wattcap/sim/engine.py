@@ -849,7 +849,8 @@ class _Engine:
                 self.s_gpus[:r], planned, planned, self.s_end[:r], self.s_pre[:r]
             ),
         )
-        dec = admission.decide(snap, estimate_starts=False)  # the replay reads no starts
+        # the replay reads no starts and no waits
+        dec = admission.decide(snap, estimate_starts=False, explain=False)
         self.cycles += 1
         self._last_changed = bool(dec.admits or dec.preempts)
         if self.cfg.decision_log is not None:
