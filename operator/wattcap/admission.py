@@ -323,9 +323,8 @@ def decide(
     max_site_cap = float(prof.cap.max()) if prof.cap.size else ecap_now
 
     # ---------------------------------------------------------------- 3. admit
-    adm = _Admission(dec, prof, fits, ordered, pol, now, max_site_cap - idle_site)
-    adm.total_gpus, adm.node_max_gpus = total_gpus, node_max_gpus
-    adm.explain = explain
+    adm = _Admission(dec, prof, fits, ordered, pol, now, explain)
+    adm.mark_unschedulable(total_gpus, node_max_gpus, max_site_cap - idle_site)
     depth = pol.reservation_depth if max_reservations is None else max_reservations
     adm.run(depth, estimate_starts, batch)
     dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
@@ -354,10 +353,10 @@ class _Admission:
         ordered: list[QueuedJob],
         pol: PowerPolicy,
         now: float,
-        usable_above_idle: float,
+        explain: bool,
     ) -> None:
         self.dec, self.prof, self.fits, self.ordered, self.pol = dec, prof, fits, ordered, pol
-        self.usable_above_idle = usable_above_idle
+        self.explain = explain
         cols = (
             np.array(
                 [
@@ -375,20 +374,24 @@ class _Admission:
         self.pre = (cols[3] > 0) & pol.preemption
         self.dur = np.maximum(cols[4], 1.0)
         self.end = np.minimum(now + self.dur, now + HORIZON_S)
-        self.total_gpus = 0
-        self.node_max_gpus = 0
-        self.explain = True
         self.blocked = 0
         self.reservations = 0
         self.pending: list[tuple[bool, float, float, float]] = []
         self.why_later: dict[int, tuple[str, Callable[[], str]]] = {}  # many trip on one step
 
+    def mark_unschedulable(self, total_gpus: int, node_max_gpus: int, usable_w: float) -> None:
+        """Jobs that can never run here: too wide for the site, or more power
+        above idle than the cap ever leaves. They wait without blocking anyone."""
+        self.total_gpus, self.node_max_gpus, self.usable_above_idle = (
+            total_gpus,
+            node_max_gpus,
+            usable_w,
+        )
+        self.unsched = (self.g > total_gpus) | (self.gpr > node_max_gpus)
+        self.skip = self.unsched | (self.w > usable_w)
+
     def run(self, max_reservations: int, estimate_starts: bool, batch: bool) -> None:
         m = len(self.ordered)
-        unsched = (self.g > self.total_gpus) | (self.gpr > self.node_max_gpus)
-        self.unsched = unsched
-        self.too_big = ~unsched & (self.w > self.usable_above_idle)
-        self.skip = unsched | self.too_big
         i = 0
         chunk = BATCH_MIN
         while i < m:
@@ -721,8 +724,8 @@ class _Profile:
     what a preemptible one may use (unbounded where the cap drops later than
     one period from now: it would be shed there, not planned through).
     Breakpoints are cap edges and the ends of running work; a queued job's
-    end becomes one only when it is admitted or reserved (`split`), so the
-    steps stay few however deep the queue.
+    end becomes one only when it is admitted (`split`), so the steps stay
+    few however deep the queue.
     """
 
     def __init__(
