@@ -32,8 +32,8 @@ skipped when nothing could change its outcome:
 
 Before decide, the queue is trimmed of jobs that cannot start now once the
 first `reservationDepth` surely-blocked jobs (which get reservations) are
-kept; decide then admits and preempts exactly as on the whole queue, and
-only the wait messages of the trimmed jobs are not produced.
+kept; decide then admits and preempts exactly as on the whole queue. The
+replay asks decide for no waits and no estimated starts: it reads neither.
 
 Trace times are seconds after the trace start; the core sees epoch seconds
 (`start_epoch_s + t`), because cap schedules are absolute.
@@ -51,13 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import admission
-from ..admission import (
-    NodeState,
-    QueuedJob,
-    RunningColumns,
-    RunningJob,
-    Snapshot,
-)
+from ..admission import NodeState, QueuedJob, RunningColumns, RunningJob, Snapshot
 from ..forecast import PowerForecast
 from ..model import PowerPolicy
 from .schedulers import JobView, Scheduler
@@ -730,7 +724,6 @@ class _Engine:
         if slot != last:  # keep the running jobs packed: move the last one here
             for arr in self._slot_arrays:
                 arr[slot] = arr[last]
-            self.s_ring[slot] = self.s_ring[last]
             moved = self.slot_job[last]
             self.slot_job[slot] = moved
             self.slot_rj[slot] = self.slot_rj[last]
