@@ -8,11 +8,13 @@ The cap lets about `--power-share` of the GPUs run at the classes' mean power,
 so the site is power-bound, with a two-hour demand-response window each day.
 
     python bench/bench_sim.py [--jobs 100000] [--nodes 64] [--gpus-per-node 8]
+        [--reservation-depth N]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import random
 import statistics
@@ -97,6 +99,7 @@ def main() -> int:
     ap.add_argument("--gpus-per-node", type=int, default=8)
     ap.add_argument("--load", type=float, default=0.6, help="offered load x GPU capacity")
     ap.add_argument("--power-share", type=float, default=0.75)
+    ap.add_argument("--reservation-depth", type=int, default=None, help="default: the policy's")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
     start = parse_time(START, "start")
@@ -106,11 +109,13 @@ def main() -> int:
     )
     gen_s = time.perf_counter() - t
     policy = make_policy(jobs, a.nodes, a.gpus_per_node, a.power_share, start)
+    if a.reservation_depth is not None:
+        policy = dataclasses.replace(policy, reservation_depth=a.reservation_depth)
     span_d = max(j.submit_s for j in jobs) / 86400
     print(
         f"trace: {len(jobs)} jobs from {source} ({gen_s:.1f} s), arrivals over {span_d:.1f} days;"
         f" site {a.nodes} x {a.gpus_per_node} GPUs, cap {policy.cap_watts / 1e3:.0f} kW"
-        f" with {len(policy.cap_schedule)} DR windows"
+        f" with {len(policy.cap_schedule)} DR windows, reservationDepth {policy.reservation_depth}"
     )
     walls = {}
     for name in ("wattcap", "gpu-only"):
