@@ -90,10 +90,10 @@ def main() -> None:
     ap.add_argument("--reservation-depth", type=int, default=None, help="default: the policy's")
     args = ap.parse_args()
     snap = build(args.queued, args.nodes, args.gpus_per_node, seed=1)
-    unbounded = dataclasses.replace(snap.policy, cap_watts=float("inf"), cap_schedule=())
-    base = dataclasses.replace(snap, policy=unbounded)
     if args.reservation_depth is not None:
         snap.policy = dataclasses.replace(snap.policy, reservation_depth=args.reservation_depth)
+    unbounded = dataclasses.replace(snap.policy, cap_watts=float("inf"), cap_schedule=())
+    base = dataclasses.replace(snap, policy=unbounded)
     w_t, w_n = timeit(snap, args.repeat)
     r_t, _ = timeit(snap, args.repeat, render=True)
     g_t, g_n = timeit(base, args.repeat)
