@@ -249,6 +249,28 @@ def test_a_drop_before_the_next_cycle_counts_preemptible_work() -> None:
     assert d.waits[0].reason == WAITING_FOR_CAP_WINDOW
 
 
+def test_a_job_due_to_end_before_the_next_cycle_is_planned_until_then() -> None:
+    """A running job planned to end in one second may overrun, and nobody looks
+    again before the next cycle: until then it still counts, so a drop one
+    second away must leave room for it. A drop after the next cycle need not."""
+
+    def small_admitted(drop_at: float) -> bool:
+        ns = nodes(1)
+        ns[0].gpus_free = 6
+        running = [RunningJob("r", 1, 2, 400.0, 0, False, NOW - 100, NOW + 1, ("n0",))]
+        # idle 800 W + r 600 W = 1400 W; small adds 100 W; the window caps at 1450 W
+        pol = policy(
+            3_000,
+            cap_schedule=(CapWindow(drop_at, drop_at + 600, 1_450, "dr"),),
+            control_period_s=15.0,
+        )
+        d = decide(Snapshot(NOW, pol, ns, running, [q("small", gpus=1, watts=200.0)]))
+        return [a.key for a in d.admits] == ["small"]
+
+    assert not small_admitted(NOW + 1)
+    assert small_admitted(NOW + 20)
+
+
 def test_equal_submission_times_order_by_key() -> None:
     """Jobs applied together share a creation second: the key breaks the tie,
     so the order does not depend on how the caller listed them."""
