@@ -37,11 +37,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import pairwise
 
 import numpy as np
 
-from .model import CapWindow, PowerPolicy, format_time
+from .model import CapWindow, PowerPolicy, cap_steps, format_time
 from .placement import FreeGpus
 
 # Reasons a job waits; they are also the condition reasons users see.
@@ -644,20 +643,8 @@ def _shed(
 
 @lru_cache(maxsize=64)
 def _cap_steps(base_cap: float, schedule: tuple[CapWindow, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The cap as a step function: window edges, and the cap before, between and
-    after them (`caps[k]` holds on [edges[k-1], edges[k])). Built once per schedule."""
-    edges = sorted({e for w in schedule for e in (w.start_s, w.end_s)})
-    probes = [edges[0] - 1.0] if edges else [0.0]
-    probes += [(a + b) / 2 for a, b in pairwise(edges)]
-    if edges:
-        probes.append(edges[-1] + 1.0)
-    caps = []
-    for t in probes:
-        cap = base_cap
-        for w in schedule:
-            if w.start_s <= t < w.end_s and w.cap_watts < cap:
-                cap = w.cap_watts
-        caps.append(cap)
+    """`model.cap_steps` as arrays, built once per schedule."""
+    edges, caps = cap_steps(base_cap, schedule)
     return np.array(edges, dtype=float), np.array(caps, dtype=float)
 
 

@@ -8,6 +8,7 @@ seconds; datetimes exist only at the edges.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -195,11 +196,7 @@ class PowerPolicy:
 
     def cap_at(self, t_s: float) -> float:
         """Cap in force at time t: the lowest of the base cap and every open window."""
-        cap = self.cap_watts
-        for w in self.cap_schedule:
-            if w.start_s <= t_s < w.end_s and w.cap_watts < cap:
-                cap = w.cap_watts
-        return cap
+        return _lowest_cap(self.cap_watts, self.cap_schedule, t_s)
 
     def effective_cap_at(self, t_s: float) -> float:
         """What admission may plan against: the cap less the safety margin."""
@@ -233,6 +230,31 @@ class PowerPolicy:
 
 # Defaults as values: on a slots dataclass, `PowerPolicy.pue` is a slot
 # descriptor, not the default, so parsing (and the CRD tests) read an instance.
+
+
+def _lowest_cap(base_cap: float, schedule: tuple[CapWindow, ...], t_s: float) -> float:
+    cap = base_cap
+    for w in schedule:
+        if w.start_s <= t_s < w.end_s and w.cap_watts < cap:
+            cap = w.cap_watts
+    return cap
+
+
+def cap_steps(
+    base_cap: float, schedule: tuple[CapWindow, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The cap as a step function, for callers that look it up often.
+
+    Returns the sorted window edges and the cap in force before, between and
+    after them: `caps[k]` holds on [edges[k-1], edges[k]), so the cap at t is
+    `caps[bisect_right(edges, t)]`. Between two edges the open windows do not
+    change, so the value at an edge holds until the next one.
+    """
+    edges = tuple(sorted({e for w in schedule for e in (w.start_s, w.end_s)}))
+    caps = tuple(_lowest_cap(base_cap, schedule, t) for t in (-math.inf, *edges))
+    return edges, caps
+
+
 DEFAULTS = PowerPolicy(cap_watts=1.0)
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import pytest
 
 from wattcap.model import (
+    CapWindow,
     ManifestError,
+    PowerPolicy,
+    cap_steps,
     parse_duration,
     parse_power_policy,
     parse_training_job,
@@ -38,6 +43,22 @@ def test_policy_parses_with_defaults_and_cap_schedule() -> None:
     assert p.cap_at(w.start_s) == 300_000
     assert p.cap_at(w.end_s) == 500_000
     assert p.cap_changes(w.start_s - 10, w.end_s + 10) == [w.start_s, w.end_s]
+
+
+def test_cap_steps_give_the_cap_at_every_time() -> None:
+    """The step table the core and the simulator look caps up in agrees with
+    cap_at everywhere: overlapping windows, shared edges, edges themselves."""
+    windows = (
+        CapWindow(100.0, 400.0, 80.0, "a"),
+        CapWindow(200.0, 300.0, 60.0, "b"),  # inside a, lower
+        CapWindow(300.0, 500.0, 90.0, "c"),  # starts where b ends, overlaps a
+        CapWindow(600.0, 700.0, 120.0, "above"),  # above the base cap: no effect
+    )
+    p = PowerPolicy(cap_watts=100.0, cap_schedule=windows)
+    edges, caps = cap_steps(p.cap_watts, p.cap_schedule)
+    for t in [0.0, 99.9, *(e + d for e in edges for d in (-0.5, 0.0, 0.5)), 1e9]:
+        assert caps[bisect_right(edges, t)] == p.cap_at(t), t
+    assert cap_steps(100.0, ()) == ((), (100.0,))
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,18 @@ def test_preempted_job_resumes_and_completes_its_duration():
         assert c.problems == [] and c.preemptions == 1 and c.completed_jobs == 1
 
 
+def test_a_policy_without_cap_windows_replays():
+    """A plain cap, no schedule: the replay runs (it once failed to build its
+    cap lookup for decide when the site had no windows)."""
+    policy = PowerPolicy(cap_watts=20_000.0)
+    jobs = [TraceJob(f"j{i}", 10.0 * i, 600.0, 1, 8, "llm", 0, 400.0) for i in range(5)]
+    for sched in ("wattcap", "static-tdp", "gpu-only"):
+        res = run(jobs, policy, sched, nodes=2, gpn=8)
+        assert res.completed == 5
+        if sched != "gpu-only":
+            assert res.seconds_over_cap == 0.0
+
+
 def test_a_resumed_job_has_no_reading_until_the_meter_sees_it():
     """A job that resumes has samples from its earlier run, but none of this
     run: decide must not get a reading for it, and stopping it before the next

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import itertools
 import math
 from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ import numpy as np
 from .. import admission
 from ..admission import NodeState, QueuedJob, RunningColumns, RunningJob, Snapshot
 from ..forecast import PowerForecast
-from ..model import PowerPolicy
+from ..model import PowerPolicy, cap_steps
 from .schedulers import JobView, Scheduler
 from .trace import TraceJob
 
@@ -277,24 +276,16 @@ class _Engine:
         return self._cap_vals[bisect_right(self._cap_edges, t)]
 
     def _build_cap_lookup(self) -> None:
-        pol, t0 = self.policy, self.t0
-        edges = sorted({e - t0 for w in pol.cap_schedule for e in (w.start_s, w.end_s)})
-        self._cap_edges = edges
-        if not edges:
-            self._cap_vals = [pol.cap_watts]
-            return
-        probes = [edges[0] - 1.0]
-        probes += [(a + b) / 2 for a, b in itertools.pairwise(edges)]
-        probes.append(edges[-1] + 1.0)
-        self._cap_vals = [pol.cap_at(t0 + x) for x in probes]
-        # decide's policy, in absolute time: between two window edges the open windows
-        # do not change, so the value at an edge holds until the next (exact, and no
-        # scan of a long schedule per query)
+        # the site's cap in trace time, and decide's in absolute time: no scan
+        # of a long schedule per query
+        edges, caps = cap_steps(self.policy.cap_watts, self.policy.cap_schedule)
+        self._cap_edges = [e - self.t0 for e in edges]
+        self._cap_vals = list(caps)
         dpol = self.dpol
-        dedges = sorted({e for w in dpol.cap_schedule for e in (w.start_s, w.end_s)})
-        self._dcap_edges = dedges
-        self._dcap_vals = [dpol.cap_at(e) for e in [-math.inf, *dedges]]
-        self._decap_vals = [dpol.effective_cap_at(e) for e in [-math.inf, *dedges]]
+        dedges, dcaps = cap_steps(dpol.cap_watts, dpol.cap_schedule)
+        self._dcap_edges = list(dedges)
+        self._dcap_vals = list(dcaps)
+        self._decap_vals = [c * (1.0 - dpol.safety_margin) for c in dcaps]
 
     def _dcap_at(self, now: float) -> float:
         """dpol.cap_at(now)."""
