@@ -34,6 +34,7 @@ a projected start is an estimate; admission *now* always places for real.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -219,6 +220,8 @@ def order_queue(queued: list[QueuedJob], policy: PowerPolicy, now_s: float) -> l
     m = len(queued)
     if m < 2:
         return list(queued)
+    if m <= SMALL_QUEUE:
+        return sorted(queued, key=_order_key(policy, now_s))
     sub = np.fromiter((j.submitted_s for j in queued), float, m)
     default = policy.max_wait_s
     limit = np.fromiter(
@@ -239,6 +242,26 @@ def order_queue(queued: list[QueuedJob], policy: PowerPolicy, now_s: float) -> l
         for a, b in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
             idx[a : b + 1] = sorted(idx[a : b + 1], key=lambda i: queued[i].key)
     return [queued[i] for i in idx]
+
+
+SMALL_QUEUE = 32  # below this many jobs a Python sort beats numpy's fixed cost
+
+
+def _order_key(policy: PowerPolicy, now_s: float) -> Callable[[QueuedJob], tuple]:
+    """`order_queue`'s order as a sort key, for short queues."""
+    default = policy.max_wait_s
+    by_priority = policy.ordering == "PriorityFIFO"
+
+    def key(j: QueuedJob) -> tuple:
+        limit = default if j.max_delay_s is None else j.max_delay_s
+        return (
+            not now_s - j.submitted_s > limit,
+            -float(j.priority) if by_priority else 0.0,
+            j.submitted_s,
+            j.key,
+        )
+
+    return key
 
 
 def decide(
@@ -369,7 +392,8 @@ class _Admission:
         )
         self.gpr = cols[1]
         self.g = cols[0] * cols[1]
-        self.w = pol.pue * self.g * (cols[2] - pol.gpu_idle_watts)
+        # never below idle: a booking then only takes, which lazy booking relies on
+        self.w = pol.pue * self.g * np.maximum(cols[2] - pol.gpu_idle_watts, 0.0)
         self.pre = (cols[3] > 0) & pol.preemption
         self.dur = np.maximum(cols[4], 1.0)
         self.end = np.minimum(now + self.dur, now + HORIZON_S)
@@ -409,8 +433,9 @@ class _Admission:
         """First job in [lo, hi) that may be admitted now, or `hi`.
 
         Called only once reservations are used up: then a job that cannot
-        start now changes nothing. With reservations pending (lazy mode), any
-        job that passes the check for now is of interest: it books them.
+        start now changes nothing. With reservations pending (lazy mode) and
+        waits to explain, any job that passes the check for now is of
+        interest: it books them, and its wait names the fully booked profile.
         """
         if self.blocked and not self.pol.backfill:
             return hi  # nothing may start once a job ahead is blocked
@@ -418,7 +443,8 @@ class _Admission:
         w, g, pre = self.w[lo:hi], self.g[lo:hi], self.pre[lo:hi]
         free0 = np.where(pre, prof.free0_p, prof.free0_np)
         ok = ~self.skip[lo:hi] & (w <= free0) & (g <= self.fits.total_free)
-        if not self.pending:
+        if not (self.pending and self.explain):
+            # bookings only take: a job that does not fit now never will this cycle
             last = np.maximum(prof.times.searchsorted(self.end[lo:hi]) - 1, 0)
             neg_np, neg_p, neg_g = prof.minima()
             ok &= (np.where(pre, neg_p[last], neg_np[last]) <= -w) & (neg_g[last] <= -g)
@@ -520,6 +546,30 @@ class _Admission:
             cached = self.why_later[bad] = self.prof.explain_future(bad)
         return cached
 
+    def _shortfall_after_bookings(self, pre: bool, w: float, g: int, end_i: int) -> int:
+        """`first_shortfall` once what higher blocked jobs need is booked.
+
+        Pending reservations are booked in order, one at a time. A booking
+        only takes, so a job that does not fit stops the bookings: the rest
+        wait for the next job that might start, and most cycles of a busy
+        queue book one reservation instead of all. When waits are explained
+        every booking is made first, as the wait names the first step the
+        job does not fit in the fully booked profile.
+        """
+        prof = self.prof
+        pending = self.pending
+        if self.explain and pending:
+            for args in pending:
+                prof.reserve(*args)
+            pending.clear()
+            self.why_later.clear()
+        bad = prof.first_shortfall(pre, w, g, end_i)
+        while bad < 0 and pending:
+            prof.reserve(*pending.pop(0))
+            self.why_later.clear()
+            bad = prof.first_shortfall(pre, w, g, end_i)
+        return bad
+
     def _one(self, i: int, max_reservations: int, estimate_starts: bool) -> None:
         """Job i on its own: admit it, or wait it and perhaps book its reservation."""
         j = self.ordered[i]
@@ -533,12 +583,9 @@ class _Admission:
         may_start = self.blocked == 0 or pol.backfill
         detail: str | Callable[[], str]
         if may_start and w <= avail0 and g <= fits.total_free:
-            if self.pending:  # book what higher blocked jobs need before backfilling
-                for args in self.pending:
-                    prof.reserve(*args)
-                self.pending.clear()
-                self.why_later.clear()
-            bad = prof.first_shortfall(pre, w, g, int(prof.times.searchsorted(self.end[i])))
+            bad = self._shortfall_after_bookings(
+                pre, w, g, int(prof.times.searchsorted(self.end[i]))
+            )
             if bad < 0:
                 nodes = fits.place(j.replicas, j.gpus_per_replica)
                 if nodes is not None:
@@ -642,10 +689,33 @@ def _shed(
 
 
 @lru_cache(maxsize=64)
-def _cap_steps(base_cap: float, schedule: tuple[CapWindow, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """`model.cap_steps` as arrays, built once per schedule."""
+def _cap_steps_of(
+    base_cap: float, schedule: tuple[CapWindow, ...]
+) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     edges, caps = cap_steps(base_cap, schedule)
-    return np.array(edges, dtype=float), np.array(caps, dtype=float)
+    return np.array(edges, dtype=float), np.array(caps, dtype=float), edges
+
+
+_last_cap_steps: tuple = (None, None, None)  # (base cap, schedule, steps): one binding
+
+
+def _cap_steps(
+    base_cap: float, schedule: tuple[CapWindow, ...]
+) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """`model.cap_steps` as arrays (and the edges as a tuple, to bisect), built
+    once per schedule.
+
+    A caller that passes the same schedule object cycle after cycle (the
+    simulator) is recognised by identity: hashing two weeks of windows for
+    the cache lookup would cost more than the rest of the cycle's cap work.
+    """
+    global _last_cap_steps
+    base, sched, steps = _last_cap_steps
+    if sched is schedule and base == base_cap:
+        return steps
+    steps = _cap_steps_of(base_cap, schedule)
+    _last_cap_steps = (base_cap, schedule, steps)
+    return steps
 
 
 def _columns(running: list[RunningJob]) -> RunningColumns:
@@ -668,7 +738,7 @@ def _columns(running: list[RunningJob]) -> RunningColumns:
 class _RunningLoad:
     """Running jobs as arrays, built in one pass: every later step is numpy."""
 
-    __slots__ = ("believed", "ends", "gpus", "preemptible", "watts")
+    __slots__ = ("believed", "ends", "gpus", "preemptible", "watts", "watts_np", "watts_p")
 
     def __init__(
         self,
@@ -679,6 +749,7 @@ class _RunningLoad:
     ) -> None:
         if not running:
             self.gpus = self.watts = self.believed = self.ends = np.zeros(0)
+            self.watts_np = self.watts_p = self.gpus
             self.preemptible = np.zeros(0, dtype=bool)
             return
         if cols is None:
@@ -692,9 +763,16 @@ class _RunningLoad:
         np.maximum(ends, now + pol.control_period_s, out=ends)
         self.gpus = gpus
         self.watts = pol.pue * gpus * (cols.gpu_watts - pol.gpu_idle_watts)
-        self.believed = pol.pue * gpus * (cols.believed_gpu_watts - pol.gpu_idle_watts)
+        self.believed = (
+            self.watts
+            if cols.believed_gpu_watts is cols.gpu_watts
+            else pol.pue * gpus * (cols.believed_gpu_watts - pol.gpu_idle_watts)
+        )
         self.ends = ends
         self.preemptible = cols.preemptible
+        # split by what a cap drop can shed: preemptible work only if preemption is on
+        self.watts_np = np.where(cols.preemptible & pol.preemption, 0.0, self.watts)
+        self.watts_p = self.watts - self.watts_np
 
     def subset(self, keep: np.ndarray) -> _RunningLoad:
         out = object.__new__(_RunningLoad)
@@ -729,8 +807,9 @@ class _Profile:
         period = pol.control_period_s
         horizon = now + HORIZON_S
         run_end = load.ends
-        cap_edges, cap_vals = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
-        lo, hi = cap_edges.searchsorted((now, horizon), side="right")
+        cap_edges, cap_vals, edge_list = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
+        lo = bisect_right(edge_list, now)
+        hi = bisect_right(edge_list, horizon)
         times = np.concatenate(((now, now + period), cap_edges[lo:hi], run_end))
         times.sort()
         keep = np.empty(times.size, dtype=bool)
@@ -738,32 +817,40 @@ class _Profile:
         np.not_equal(times[1:], times[:-1], out=keep[1:])
         times = times[keep]
         self.times = times
-        cap = cap_vals[cap_edges.searchsorted(times, side="right")] * (1.0 - pol.safety_margin)
         self.period_end = now + period
+        n = times.size
+        # one row per per-step quantity, so splitting a step is one copy
+        rows = np.empty((7, n))
+        cap, cap_raw = rows[0], rows[1]
+        np.take(cap_vals, cap_edges.searchsorted(times, side="right"), out=cap_raw)
+        np.multiply(cap_raw, 1.0 - pol.safety_margin, out=cap)
 
         # Load of running work at each step: a job ending at step k counts at
         # steps [0, k), so the load at step i is the total less what ended by i.
-        n = times.size
-        end_idx = times.searchsorted(run_end)
-        pre = load.preemptible & pol.preemption
-        w_np = np.where(pre, 0.0, load.watts)
-        w_p = load.watts - w_np
-        ended = np.empty((3, n))
-        for row, weights in enumerate((w_np, w_p, load.gpus)):
-            np.cumsum(np.bincount(end_idx, weights, n + 1)[:n], out=ended[row])
-        drop = cap < ecap_now - 1e-6
-        far_drop = drop & (times > self.period_end)
-        # one row per per-step quantity, so splitting a step is one copy
-        rows = np.empty((7, n))
-        rows[0] = cap
-        rows[1] = cap / (1.0 - pol.safety_margin)
-        rows[2] = drop
-        rows[3] = far_drop
-        rows[4] = cap - idle_site - measured_excess - w_np.sum() + ended[0]  # less load_np
-        rows[5] = rows[4] - w_p.sum() + ended[1]  # less load_p too
-        rows[4] = np.where(far_drop, rows[4], rows[5])
-        rows[5][far_drop] = np.inf
-        rows[6] = gpus_free_now + ended[2]
+        # The three loads (non-preemptible watts, preemptible watts, GPUs) are
+        # binned in one pass: row r's bins are offset by r * (n + 1).
+        load_np, load_p, load_g = load.watts_np, load.watts_p, load.gpus
+        r = load_g.size
+        bins = np.empty(3 * r, dtype=np.int64)
+        bins[:r] = times.searchsorted(run_end)
+        bins[r : 2 * r] = bins[:r] + (n + 1)
+        bins[2 * r :] = bins[:r] + 2 * (n + 1)
+        weights = np.concatenate((load_np, load_p, load_g))
+        ended = np.bincount(bins, weights, 3 * (n + 1)).reshape(3, n + 1)[:, :n].cumsum(axis=1)
+        drop = rows[2]
+        np.less(cap, ecap_now - 1e-6, out=drop)
+        far_drop = rows[3]
+        np.greater(times, self.period_end, out=far_drop)
+        far_drop *= drop
+        free_np, free_p = rows[4], rows[5]
+        np.subtract(cap, idle_site + measured_excess + float(load_np.sum()), out=free_np)
+        free_np += ended[0]  # less load_np
+        np.subtract(free_np, float(load_p.sum()), out=free_p)
+        free_p += ended[1]  # less load_p too
+        far = far_drop > 0
+        np.copyto(free_np, free_p, where=~far)
+        free_p[far] = np.inf
+        np.add(ended[2], gpus_free_now, out=rows[6])
         self._rows = rows
         self._bind()
         self._refresh()
@@ -834,7 +921,7 @@ class _Profile:
         e = max(e, i + 1)
         if preemptible:
             # a preemptible job does not hold power at steps where it would be shed
-            self.free_np[i:e] -= np.where(self.far_drop[i:e] > 0, 0.0, w)
+            self.free_np[i:e] -= w * (1.0 - self.far_drop[i:e])
         else:
             self.free_np[i:e] -= w
         self.free_p[i:e] -= w
@@ -858,7 +945,7 @@ class _Profile:
         # throughout iff no step in [i, end_i) is bad. end_i > i as d > 0.
         n = times.size
         bad = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(~ok, out=bad[1:])
+        (~ok).cumsum(out=bad[1:])
         ends = times.searchsorted(times + max(duration_s, 1.0))
         hit = (bad[ends] == bad[:n]).argmax()
         if hit == 0:  # step 0 never fits (see ok[0]): no start fits

@@ -18,26 +18,19 @@ from collections.abc import Iterable
 class FreeGpus:
     """Free GPUs per node, with tentative placements that can be undone."""
 
-    __slots__ = ("_buckets_", "_free", "_max", "total_free")
+    __slots__ = ("_buckets", "_free", "_max", "total_free")
 
     def __init__(self, free_by_node: Iterable[tuple[str, int]]) -> None:
         free = dict(free_by_node)
         if free and min(free.values()) < 0:  # over-committed by someone else: none free
             free = {name: max(0, v) for name, v in free.items()}
         self._free: dict[str, int] = free
-        self._max = max(self._free.values(), default=0)
-        self.total_free = sum(self._free.values())
-        self._buckets_: list[dict[str, None]] | None = None
-
-    @property
-    def _buckets(self) -> list[dict[str, None]]:
-        # Built on first placement: most decision cycles place nothing.
-        if self._buckets_ is None:
-            # dict-as-ordered-set keeps placement deterministic across runs
-            self._buckets_ = [{} for _ in range(self._max + 1)]
-            for name, free in self._free.items():
-                self._buckets_[free][name] = None
-        return self._buckets_
+        self._max = max(free.values(), default=0)
+        self.total_free = sum(free.values())
+        # dict-as-ordered-set keeps placement deterministic across runs
+        self._buckets: list[dict[str, None]] = [{} for _ in range(self._max + 1)]
+        for name, n in free.items():
+            self._buckets[n][name] = None
 
     def free_on(self, node: str) -> int:
         return self._free.get(node, 0)
@@ -55,10 +48,14 @@ class FreeGpus:
         if replicas * gpus_per_replica > self.total_free or gpus_per_replica > self._max:
             return None
         chosen: list[str] = []
+        buckets = self._buckets
         for _ in range(replicas):
             node = None
             for k in range(gpus_per_replica, self._max + 1):
-                node = next((n for n in self._buckets[k] if n not in chosen), None)
+                for name in buckets[k]:
+                    if name not in chosen:
+                        node = name
+                        break
                 if node is not None:
                     break
             if node is None:

@@ -8,6 +8,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wattcap import admission
 from wattcap.admission import (
     SHEDDING_LOAD,
     UNSCHEDULABLE,
@@ -202,9 +203,13 @@ def test_decide_is_deterministic(snap: Snapshot) -> None:
 @settings(max_examples=200, deadline=None)
 @given(snapshots())
 def test_lazy_reservations_admit_exactly_the_same(snap: Snapshot) -> None:
+    """Lazy bookings (made only when a later job could start, and without
+    waits to explain, only until that job is found not to fit) admit what
+    booking every reservation up front admits."""
     eager, lazy = decide(snap), decide(snap, estimate_starts=False)
-    assert eager.admits == lazy.admits
-    assert eager.preempts == lazy.preempts
+    mute = decide(snap, estimate_starts=False, explain=False)
+    assert eager.admits == lazy.admits == mute.admits
+    assert eager.preempts == lazy.preempts == mute.preempts
     assert [(w.key, w.reason) for w in eager.waits] == [(w.key, w.reason) for w in lazy.waits]
 
 
@@ -277,6 +282,36 @@ def test_equal_submission_times_order_by_key() -> None:
     jobs = [q(k, t=0) for k in ("c", "a", "b")] + [q("z", t=-1)]
     for listed in (jobs, list(reversed(jobs))):
         assert [j.key for j in order_queue(listed, policy(1e9), NOW)] == ["z", "a", "b", "c"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("abcdefgh"),
+            st.integers(0, 3),
+            st.sampled_from([-5000.0, -3000.0, -10.0, 0.0]),
+            st.one_of(st.none(), st.sampled_from([0.0, 100.0, 4000.0])),
+        ),
+        max_size=60,
+    ),
+    st.sampled_from(["PriorityFIFO", "FIFO"]),
+)
+def test_short_and_long_queues_sort_alike(raw: list, ordering: str) -> None:
+    """Short queues are sorted in Python, long ones with numpy: one order."""
+    jobs = [
+        dataclasses.replace(q(f"{k}{i % 3}", prio=p, t=t), max_delay_s=d)
+        for i, (k, p, t, d) in enumerate(raw)
+    ]
+    pol = dataclasses.replace(policy(1e9), ordering=ordering)
+    short = order_queue(jobs, pol, NOW)
+    old = admission.SMALL_QUEUE
+    admission.SMALL_QUEUE = 0
+    try:
+        long = order_queue(jobs, pol, NOW)
+    finally:
+        admission.SMALL_QUEUE = old
+    assert [id(j) for j in short] == [id(j) for j in long]
 
 
 def test_cap_drop_preempts_lowest_priority_first_until_it_fits() -> None:
