@@ -114,7 +114,7 @@ def test_a_resumed_job_has_no_reading_until_the_meter_sees_it():
     eng._measure_ticks(2, 1)  # the meter now reads b alone
     eng._start(a, 35.0, ("node-0",), plan)  # a resumes: no reading of this run yet
     assert a.meas_n == 1
-    assert not eng.s_cnt[a.slot] > eng.s_cnt0[a.slot]
+    assert not eng._read_this_run(a)
     before = eng.meas_site
     eng._stop(a, 40.0)
     assert eng.meas_site == before

@@ -4,13 +4,12 @@ Ground truth and measurement are kept apart:
 
 * the **site model** (FORMAT.md) uses each running job's true `gpu_watts`;
   every metric is integrated from it, exactly, between events;
-* the **meter** is what a live site's Prometheus would show: at every
-  control tick, one sample per running job, truth x (1 + N(0, job_noise))
-  clipped to [gpu idle, TDP], and a site reading built from those samples
-  with the FORMAT formula times (1 + N(0, meter_noise)). Only these reach
-  the scheduler, and only if it asks for measurements. Between ticks, the
-  snapshot carries the last reading less the jobs that ended since. Ticks
-  between events are drawn in blocks (one noise matrix per block).
+* the **meter** (`meter.py`) is what a live site's Prometheus would show:
+  a site meter read at every control tick, and per-job samples, truth x
+  (1 + N(0, job_noise)) clipped to [gpu idle, TDP], one per tick, drawn
+  when something reads them. Only these reach the scheduler, and only if
+  it asks for measurements. Between ticks, the snapshot carries the last
+  site reading less the jobs that ended since.
 * a running job's reservation is re-tightened (`Forecaster.running`, from
   its last RING samples) when its sample count reaches TIGHTEN_AT, then
   every TIGHTEN_EVERY samples.
@@ -53,18 +52,16 @@ from .. import admission
 from ..admission import NodeState, QueuedJob, RunningColumns, RunningJob, Snapshot
 from ..forecast import PowerForecast
 from ..model import PowerPolicy, cap_steps
+from .meter import Meter
 from .schedulers import JobView, Scheduler
 from .trace import TraceJob
 
 EPS_W = 1e-3  # watts: "over the cap" means more than this above it
 RING = 64  # measured samples kept per running job (a Prometheus range query's worth)
-RING_MASK = RING - 1  # RING is a power of two: a ring position is count & RING_MASK
 # Sample counts at which a running job's reservation is re-tightened from its own
 # samples; then every TIGHTEN_EVERY samples (its window of RING samples is full by then).
 TIGHTEN_AT = (4, 16, 64)
 TIGHTEN_EVERY = 960
-BLOCK_ELEMS = 1 << 16  # noise values drawn per block of ticks
-POOL_SIZE = 1 << 16  # normals drawn from the generator at a time
 STARVE_NUDGE_S = 1e-3  # a deadline wakes the loop just after it, when order_queue sees it
 
 QUEUED, RUNNING, DONE, PENDING = 1, 2, 3, 0
@@ -117,8 +114,10 @@ class SimResult:
 
 class _Job:
     __slots__ = (
+        "drawn_to",
         "first_start",
         "idx",
+        "last",
         "meas_n",
         "meas_sum",
         "nodes",
@@ -132,6 +131,8 @@ class _Job:
         "ring",
         "rj",
         "seg_start",
+        "seg_tick",
+        "shape",
         "slot",
         "state",
         "tj",
@@ -152,6 +153,7 @@ class _Job:
             tj.submit_s,
             tj.est_duration_s,
         )
+        self.shape = (tj.workload_class, tj.gpus)  # what the forecast depends on
         self.state = PENDING
         self.remaining = tj.duration_s
         self.ran = 0.0
@@ -167,7 +169,10 @@ class _Job:
         self.slot = -1
         self.meas_sum = 0.0
         self.meas_n = 0
-        self.ring: np.ndarray | None = None  # saved samples while not running
+        self.ring: np.ndarray | None = None  # its last RING samples
+        self.last = 0.0  # its last sample
+        self.seg_tick = 0  # the tick before the meter first read this run
+        self.drawn_to = 0  # the tick up to which its samples are drawn
         self.token = 0
 
 
@@ -188,9 +193,14 @@ class _Engine:
         self.dpol = sched.policy  # what decide plans against
         self.cfg = cfg
         self.t0 = cfg.start_epoch_s
-        self.rng = np.random.default_rng(cfg.seed)
-        self._pool = np.empty(0)  # normals drawn ahead; the next unused is at _pool_pos
-        self._pool_pos = 0
+        self.meter = Meter(
+            cfg.seed,
+            cfg.job_noise,
+            cfg.meter_noise,
+            policy.pue,
+            policy.gpu_idle_watts,
+            policy.gpu_tdp_watts,
+        )
         self.nodes = [
             NodeState(f"node-{i}", cfg.gpus_per_node, cfg.gpus_per_node) for i in range(cfg.nodes)
         ]
@@ -206,6 +216,10 @@ class _Engine:
         self.running: dict[str, _Job] = {}
         self.queue: list[tuple] = []  # sorted order keys (not starving)
         self.starving: list[tuple] = []  # sorted order keys (starving: they go first)
+        # `queue` again, by job shape (class, GPUs): the jobs that might start
+        # now are found without walking a deep queue
+        self.queue_by_shape: dict[tuple[str, int], list[tuple]] = {}
+        self.shape_view: dict[tuple[str, int], JobView] = {}  # one job's view per shape
         self.queued_n = 0
         self.completions: list[tuple[float, int, int, int]] = []  # (t, seq, idx, token)
         self.wakeups: list[tuple[float, int, int]] = []  # (t, kind, idx)
@@ -230,34 +244,15 @@ class _Engine:
         self.series: dict[str, list[float]] = (
             {"t": [], "site_w": [], "cap_w": [], "queue": []} if cfg.record_series else {}
         )
-        # measurement state: running job i sits at slot i < n_act (packed, swap-removed)
+        # decide's columns of the running jobs: running job i sits at slot
+        # i < n_act (packed, swap-removed)
         n = self.total_gpus
         self.n_act = 0
-        self.arange = np.arange(n)
-        self.s_truth = np.zeros(n)
         self.s_gpus = np.zeros(n)
-        self.s_sum = np.zeros(n)
-        self.s_cnt = np.zeros(n, dtype=np.int64)
-        self.s_last = np.zeros(n)
-        self.s_cnt0 = np.zeros(n, dtype=np.int64)  # sample count when the segment began
-        # decide's columns of the running jobs, kept in slot order
         self.s_plan = np.zeros(n)  # planned watts per GPU (re-tightened in place)
         self.s_end = np.zeros(n)  # expected end, epoch seconds
         self.s_pre = np.zeros(n, dtype=bool)
-        self.s_ring = np.zeros((n, RING))
-        self.ring_cols = np.arange(RING)
-        self._slot_arrays = (
-            self.s_truth,
-            self.s_gpus,
-            self.s_sum,
-            self.s_cnt,
-            self.s_cnt0,
-            self.s_last,
-            self.s_plan,
-            self.s_end,
-            self.s_pre,
-            self.s_ring,
-        )
+        self._slot_arrays = (self.s_gpus, self.s_plan, self.s_end, self.s_pre)
         self.slot_job: list[_Job | None] = [None] * n
         self.slot_rj: list[RunningJob | None] = [None] * n  # slot_job[i].rj
         self._last_changed = False
@@ -267,6 +262,8 @@ class _Engine:
         self._pol_valid_until = -math.inf
         self._starving_set: set[tuple] = set()
         self.meas_site: float | None = None  # last meter reading, corrected for jobs gone since
+        self.tick_done = 0  # the last control tick the meter has read
+        self.truth_sq = 0.0  # sum over running jobs of (GPUs x true watts per GPU)^2
         self.over_since: float | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -304,6 +301,7 @@ class _Engine:
         j.queued_since = t
         j.qkey = self._order_key(j)
         insort(self.queue, j.qkey)
+        self._shape_add(j)
         self.queued_n += 1
         view = j.view
         j.qj = QueuedJob(
@@ -324,9 +322,24 @@ class _Engine:
         lst = self.starving if j.qkey in self._starving_set else self.queue
         if lst is self.starving:
             self._starving_set.discard(j.qkey)
+        else:
+            self._shape_remove(j)
         i = bisect_left(lst, j.qkey)
         del lst[i]
         self.queued_n -= 1
+
+    def _shape_add(self, j: _Job) -> None:
+        keys = self.queue_by_shape.get(j.shape)
+        if keys is None:
+            keys = self.queue_by_shape[j.shape] = []
+            self.shape_view[j.shape] = j.view
+        insort(keys, j.qkey)
+
+    def _shape_remove(self, j: _Job) -> None:
+        keys = self.queue_by_shape[j.shape]
+        del keys[bisect_left(keys, j.qkey)]
+        if not keys:
+            del self.queue_by_shape[j.shape]
 
     def _promote_starving(self, now_abs: float) -> None:
         """Move jobs past the max wait to the front list, as order_queue would."""
@@ -346,6 +359,7 @@ class _Engine:
                 break
             heapq.heappop(h)
             del self.queue[bisect_left(self.queue, j.qkey)]
+            self._shape_remove(j)
             insort(self.starving, j.qkey)
             self._starving_set.add(j.qkey)
 
@@ -476,40 +490,19 @@ class _Engine:
 
     # ------------------------------------------------------------------ measurement
 
-    def _normals(self, m: int) -> np.ndarray:
-        """The stream's next m standard normals. They are drawn ahead in chunks
-        (a stream split into draws of any sizes yields the same numbers), so a
-        tick costs no generator call of its own."""
-        p = self._pool_pos
-        pool = self._pool
-        if p + m > pool.size:
-            rest = pool[p:]
-            pool = np.concatenate((rest, self.rng.standard_normal(max(POOL_SIZE, m - rest.size))))
-            self._pool = pool
-            p = 0
-        self._pool_pos = p + m
-        return pool[p : p + m]
-
     def _measure_ticks(self, k0: int, n: int) -> tuple[int, bool]:
-        """Control ticks k0 .. k0+n-1: sample every running job and the site meter.
+        """Control ticks k0 .. k0+n-1: read the site meter; re-forecast running
+        jobs whose checkpoint falls on one.
 
-        Ticks are drawn in blocks (one noise matrix per block); a block ends at
-        the next tightening checkpoint of any running job. Returns how many
-        ticks were consumed and whether the last one needs a decision cycle.
+        Nothing starts or stops between these ticks, so true site power is
+        constant and the readings are drawn in one block up to the next
+        checkpoint. Returns how many ticks were consumed and whether the last
+        one needs a decision cycle (over the cap, or a reservation tightened).
         """
         period = self.dpol.control_period_s
-        r = self.n_act
-        truth = self.s_truth[:r]
-        gpus = self.s_gpus[:r]
-        s_sum = self.s_sum[:r]
-        s_cnt = self.s_cnt[:r]
-        s_last = self.s_last[:r]
-        slots = self.arange[:r]
-        base = self.idle_site - self.pue * self.idle_w * (self.total_gpus - self.free_gpus)
-        pue, jn, mn = self.pue, self.cfg.job_noise, self.cfg.meter_noise
-        idle, tdp = self.idle_w, self.tdp
+        site_w = self.idle_site + self.pue * self.truth_excess
+        sd = self.meter.site_sd(site_w, self.truth_sq)
         cap_edges, cap_vals = self._cap_edges, self._cap_vals
-        block_max = max(1, BLOCK_ELEMS // (r + 1))
         cp = self.cp_heap
         jobs = self.jobs
         done = 0
@@ -524,33 +517,15 @@ class _Engine:
             k = n - done
             if cp and cp[0][0] - kk + 1 < k:
                 k = cp[0][0] - kk + 1
-            if k > block_max:
-                k = block_max
+            cap = cap_vals[bisect_right(cap_edges, kk * period)]
             if k == 1:
-                noise = self._normals(r + 1)
-                row = noise[:r]
-                row *= jn
-                row += 1.0
-                row *= truth
-                np.maximum(row, idle, out=row)  # np.clip(row, idle, tdp), cheaper
-                np.minimum(row, tdp, out=row)
-                site = (base + pue * float(row @ gpus)) * (1.0 + mn * float(noise[r]))
-                first_over = 0 if site > cap_vals[bisect_right(cap_edges, kk * period)] else -1
+                site = site_w + sd * float(self.meter.normals(1)[0])
+                first_over = 0 if site > cap else -1
                 used = 1
-                s_sum += row
-                self.s_ring[slots, s_cnt & RING_MASK] = row
             else:
-                noise = self._normals(k * (r + 1)).reshape(k, r + 1)
-                samples = noise[:, :r]
-                samples *= jn
-                samples += 1.0
-                samples *= truth
-                np.maximum(samples, idle, out=samples)
-                np.minimum(samples, tdp, out=samples)
-                col = s_cnt & RING_MASK
-                sites = (base + pue * (samples @ gpus)) * (1.0 + mn * noise[:, r])
-                caps = self.cap_at(kk * period)
-                if caps != self.cap_at((kk + k - 1) * period):
+                sites = self.meter.site_readings(site_w, sd, k)
+                caps: float | np.ndarray = cap
+                if cap != self.cap_at((kk + k - 1) * period):
                     caps = np.array([self.cap_at((kk + i) * period) for i in range(k)])
                 over = sites > caps
                 first_over = int(over.argmax())
@@ -558,16 +533,8 @@ class _Engine:
                     first_over = -1
                 used = first_over + 1 if first_over >= 0 else k
                 site = float(sites[used - 1])
-                samples = samples[:used]
-                s_sum += samples.sum(axis=0)
-                m = min(used, RING)
-                pos = (col + (used - m))[:, None] + self.ring_cols[:m]
-                pos &= RING_MASK
-                self.s_ring[slots[:, None], pos] = samples[used - m :].T
-                row = samples[used - 1]
-            s_cnt += used
-            s_last[:] = row
             t_tick = (kk + used - 1) * period
+            self.tick_done = kk + used - 1
             self.meas_site = site
             if first_over != 0:
                 self.over_since = None  # a tick within the cap ended any excursion
@@ -585,6 +552,22 @@ class _Engine:
                 return done, True
         return done, False
 
+    def _catch_up(self, j: _Job) -> None:
+        """Draw a running job's samples for the ticks read since its last draw."""
+        m = self.tick_done - j.drawn_to
+        if m <= 0:
+            return
+        j.drawn_to = self.tick_done
+        s = self.meter.job_samples(j.tj.gpu_watts, m)
+        j.meas_sum += float(s.sum())
+        j.meas_n += m
+        j.last = float(s[-1])
+        j.ring = s[-RING:].copy() if j.ring is None else np.concatenate((j.ring, s))[-RING:]
+
+    def _read_this_run(self, j: _Job) -> bool:
+        """Has the meter read this job since it last started?"""
+        return self.tick_done > j.seg_tick
+
     def _push_checkpoint(self, j: _Job, count: int, tick_k: int) -> None:
         """Book j's next tightening at the tick where its sample count reaches a checkpoint."""
         nxt = _next_checkpoint(count)
@@ -599,9 +582,9 @@ class _Engine:
             j = self.jobs[idx]
             if j.state != RUNNING or j.token != token or j.rj is None or j.plan is None:
                 continue
-            c = int(self.s_cnt[j.slot])
-            self._push_checkpoint(j, c, tick_k)
-            new = self.sched.tighten(j.plan, self.s_ring[j.slot, : min(c, RING)].tolist())
+            self._catch_up(j)
+            self._push_checkpoint(j, j.meas_n, tick_k)
+            new = self.sched.tighten(j.plan, self._job_measured(j))
             if new.gpu_watts != j.rj.gpu_watts:
                 self.planned_excess += j.tj.gpus * (new.gpu_watts - j.rj.gpu_watts)
                 j.rj.gpu_watts = new.gpu_watts
@@ -610,9 +593,7 @@ class _Engine:
         return changed
 
     def _job_measured(self, j: _Job) -> list[float]:
-        if j.slot >= 0:
-            n = min(int(self.s_cnt[j.slot]), RING)
-            return self.s_ring[j.slot, :n].tolist()
+        """The job's last RING samples (a Prometheus range query's worth)."""
         return [] if j.ring is None else j.ring.tolist()
 
     # ------------------------------------------------------------------ job life
@@ -651,18 +632,13 @@ class _Engine:
         j.plan = plan
         j.token += 1
         planned_rest = max(j.planned_total - j.ran, self.dpol.control_period_s)
-        # measurement slot
         slot = self.n_act
         self.n_act += 1
         j.slot = slot
         self.slot_job[slot] = j
-        self.s_truth[slot] = j.tj.gpu_watts
         self.s_gpus[slot] = g
-        self.s_sum[slot] = j.meas_sum
-        self.s_cnt[slot] = j.meas_n
-        self.s_cnt0[slot] = j.meas_n  # no reading of this segment yet
-        if j.ring is not None:
-            self.s_ring[slot, : j.ring.size] = j.ring
+        # the meter first reads this run at the next tick
+        j.seg_tick = j.drawn_to = int(t // self.dpol.control_period_s)
         watts = plan.gpu_watts
         if j.meas_n >= 3:  # resumed: its own earlier samples tighten it at once
             watts = self.sched.tighten(plan, self._job_measured(j)).gpu_watts
@@ -683,10 +659,11 @@ class _Engine:
         self.s_pre[slot] = j.tj.preemptible
         self.running[j.view.key] = j
         self.truth_excess += g * (j.tj.gpu_watts - self.idle_w)
+        self.truth_sq += (g * j.tj.gpu_watts) ** 2
         self.planned_excess += g * (watts - self.idle_w)
         heapq.heappush(self.completions, (t + j.remaining, self.seq, j.idx, j.token))
         if self.sched.measures:
-            self._push_checkpoint(j, j.meas_n, int(t // self.dpol.control_period_s))
+            self._push_checkpoint(j, j.meas_n, j.seg_tick)
         self.seq += 1
 
     def _stop(self, j: _Job, t: float) -> float:
@@ -698,19 +675,17 @@ class _Engine:
         self.free_gpus += g
         del self.running[j.view.key]
         self.truth_excess -= g * (j.tj.gpu_watts - self.idle_w)
+        self.truth_sq -= (g * j.tj.gpu_watts) ** 2
         self.planned_excess -= g * (j.rj.gpu_watts - self.idle_w)
         if not self.running:  # re-anchor the sums: no drift over a long replay
             self.truth_excess = 0.0
+            self.truth_sq = 0.0
             self.planned_excess = 0.0
-        slot = j.slot
-        n = int(self.s_cnt[slot])
-        j.meas_n = n
-        j.meas_sum = float(self.s_sum[slot])
-        if n:
-            j.ring = self.s_ring[slot, : min(n, RING)].copy()
-        if n > self.s_cnt0[slot] and self.meas_site is not None:
+        self._catch_up(j)
+        if self._read_this_run(j) and self.meas_site is not None:
             # the meter's last reading included this job; it is gone now
-            self.meas_site -= self.pue * g * (float(self.s_last[slot]) - self.idle_w)
+            self.meas_site -= self.pue * g * (j.last - self.idle_w)
+        slot = j.slot
         last = self.n_act - 1
         if slot != last:  # keep the running jobs packed: move the last one here
             for arr in self._slot_arrays:
@@ -752,38 +727,67 @@ class _Engine:
 
     def _queued_for_decide(self, t: float) -> tuple[list[QueuedJob], bool]:
         """The queue in decide's order, less jobs that can neither start nor reserve;
-        and whether any job in it might start now."""
+        and whether any job in it might start now.
+
+        Every starving job is kept, then the queue in order until
+        `reservationDepth` jobs are surely blocked; after that only jobs that
+        pass the check for now, found through `queue_by_shape`.
+        """
         sched = self.sched
         pue, idle = self.pue, self.idle_w
         free = self.free_gpus
         avail = self._avail_now(t) + 1.0
         ecap_above_idle = self._decap_at(self.t0 + t) - self.idle_site
         period = self.dpol.control_period_s
+        depth = self.dpol.reservation_depth
+        jobs = self.jobs
+        # per shape: (watts per GPU, surely blocked now, may hold a reservation)
+        known: dict[tuple[str, int], tuple[float, bool, bool]] = {}
+
+        def check(shape: tuple[str, int], view: JobView) -> tuple[float, bool, bool]:
+            g = shape[1]
+            watts = sched.forecast(view).gpu_watts
+            w = pue * g * (watts - idle)
+            known[shape] = res = (watts, g > free or w > avail, w <= ecap_above_idle)
+            return res
+
         out: list[QueuedJob] = []
         blocked = 0
         candidate = False
-        hopeless = free == 0 or avail < 0  # then every job is surely blocked
-        depth = self.dpol.reservation_depth
-        jobs = self.jobs
-        for lst in (self.starving, self.queue):
-            for key in lst:
-                if hopeless and blocked >= depth:
+
+        def keep(j: _Job, watts: float) -> None:
+            qj = j.qj
+            qj.gpu_watts = watts
+            total = sched.duration(j.view) if j.first_start is None else j.planned_total
+            qj.duration_s = max(total - j.ran, period)
+            out.append(qj)
+
+        queue = self.queue
+        cut = len(queue)
+        for lst in (self.starving, queue):
+            for pos, key in enumerate(lst):
+                if lst is queue and blocked >= depth:
+                    cut = pos
                     break
                 j = jobs[key[3]]
-                g = j.tj.gpus
-                f = sched.forecast(j.view)
-                w = pue * g * (f.gpu_watts - idle)
-                sure_block = g > free or w > avail
+                watts, sure_block, may_reserve = known.get(j.shape) or check(j.shape, j.view)
                 if sure_block and blocked >= depth:
                     continue
                 candidate = candidate or not sure_block
-                qj = j.qj
-                qj.gpu_watts = f.gpu_watts
-                total = sched.duration(j.view) if j.first_start is None else j.planned_total
-                qj.duration_s = max(total - j.ran, period)
-                out.append(qj)
-                if sure_block and w <= ecap_above_idle:
+                keep(j, watts)
+                if sure_block and may_reserve:
                     blocked += 1
+        if cut < len(queue) and free > 0 and avail >= 0:
+            first = queue[cut]
+            tail: list[tuple] = []
+            for shape, keys in self.queue_by_shape.items():
+                watts, sure_block, _ = known.get(shape) or check(shape, self.shape_view[shape])
+                if not sure_block:
+                    tail.extend(keys[bisect_left(keys, first) :])
+            tail.sort()
+            for key in tail:
+                keep(jobs[key[3]], known[jobs[key[3]].shape][0])
+            candidate = candidate or bool(tail)
         return out, candidate
 
     def _may_shed(self, t: float) -> bool:
@@ -817,9 +821,9 @@ class _Engine:
         r = self.n_act
         running = self.slot_rj[:r]
         if self.sched.measures and may_shed:  # only shedding reads a job's own reading
-            seen = self.s_cnt[:r] > self.s_cnt0[:r]
-            for rj, last, ok in zip(running, self.s_last[:r].tolist(), seen.tolist(), strict=True):
-                rj.measured_gpu_watts = last if ok else None
+            for j in self.slot_job[:r]:
+                self._catch_up(j)
+                j.rj.measured_gpu_watts = j.last if self._read_this_run(j) else None
         planned = self.s_plan[:r]
         snap = Snapshot(
             now_s=now,

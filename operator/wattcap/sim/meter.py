@@ -1,0 +1,80 @@
+"""The simulated instruments: what a live site's Prometheus would show.
+
+Two instruments, as on a real site, each read once per control tick:
+
+* a **site meter** at the feed: true site power x (1 + N(0, meter_noise)),
+  plus the spread the GPUs' own noise gives the sum. It is one draw per
+  tick, whatever runs: the replay reads it every tick to see an excursion
+  over the cap, and a per-job sum there would cost a draw per running job.
+* a **per-job exporter** (DCGM-like): truth x (1 + N(0, job_noise)) per
+  GPU, clipped to [GPU idle, TDP]. A job's samples are drawn only when
+  something reads them (a re-forecast, a shed, the job's end), for every
+  tick passed since its last draw: the samples are independent given the
+  truth, so drawing them late changes no distribution, and a job's truth
+  is never read before it runs.
+
+All draws come from one seeded stream, so a replay is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+POOL_SIZE = 1 << 16  # normals drawn from the generator at a time
+
+
+class Meter:
+    """Noise model and random stream of the site meter and job exporters."""
+
+    def __init__(
+        self,
+        seed: int,
+        job_noise: float,
+        meter_noise: float,
+        pue: float,
+        gpu_idle_watts: float,
+        gpu_tdp_watts: float,
+    ) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.job_noise, self.meter_noise = job_noise, meter_noise
+        self.pue, self.idle, self.tdp = pue, gpu_idle_watts, gpu_tdp_watts
+        self._pool = np.empty(0)  # normals drawn ahead; the next unused is at _pos
+        self._pos = 0
+
+    def normals(self, m: int) -> np.ndarray:
+        """The stream's next m standard normals. They are drawn ahead in chunks
+        (a stream split into draws of any sizes yields the same numbers), so
+        one reading costs no generator call of its own."""
+        p = self._pos
+        pool = self._pool
+        if p + m > pool.size:
+            rest = pool[p:]
+            pool = np.concatenate((rest, self.rng.standard_normal(max(POOL_SIZE, m - rest.size))))
+            self._pool = pool
+            p = 0
+        self._pos = p + m
+        return pool[p : p + m]
+
+    def site_sd(self, site_w: float, job_sq_w2: float) -> float:
+        """Spread of one site reading: the meter's own, and the GPUs' noise
+        summed over jobs (`job_sq_w2` = sum over running jobs of
+        (GPUs x true watts per GPU)^2)."""
+        gpu = self.pue * self.job_noise
+        return math.sqrt(gpu * gpu * job_sq_w2 + (self.meter_noise * site_w) ** 2)
+
+    def site_readings(self, site_w: float, sd: float, k: int) -> np.ndarray:
+        """k consecutive site readings while true site power is `site_w`."""
+        out = self.normals(k) * sd
+        out += site_w
+        return out
+
+    def job_samples(self, gpu_watts: float, m: int) -> np.ndarray:
+        """m consecutive per-GPU samples of a job whose true draw is `gpu_watts`."""
+        s = self.normals(m) * self.job_noise
+        s += 1.0
+        s *= gpu_watts
+        np.maximum(s, self.idle, out=s)  # np.clip(s, idle, tdp), cheaper
+        np.minimum(s, self.tdp, out=s)
+        return s

@@ -1,0 +1,63 @@
+"""The simulated instruments: readings have the stated noise, and a job's
+samples, drawn late, are one per tick it ran through."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from wattcap.model import PowerPolicy
+from wattcap.sim.engine import SimConfig, _Engine
+from wattcap.sim.meter import Meter
+from wattcap.sim.schedulers import make_scheduler
+from wattcap.sim.trace import TraceJob
+
+T0 = 1_782_864_000.0
+
+
+def meter(seed: int = 0) -> Meter:
+    return Meter(seed, 0.03, 0.002, 1.2, 70.0, 700.0)
+
+
+def test_site_readings_spread_as_the_jobs_and_the_meter_add_up() -> None:
+    m = meter()
+    jobs = [(8, 600.0), (4, 300.0), (16, 450.0)]  # (GPUs, true watts per GPU)
+    site = 100_000.0
+    sd = m.site_sd(site, sum((g * w) ** 2 for g, w in jobs))
+    expected = math.sqrt(sum((1.2 * 0.03 * g * w) ** 2 for g, w in jobs) + (0.002 * site) ** 2)
+    assert math.isclose(sd, expected)
+    r = m.site_readings(site, sd, 50_000)
+    assert abs(r.mean() - site) < 4 * sd / math.sqrt(r.size)
+    assert abs(r.std() / sd - 1) < 0.02
+
+
+def test_job_samples_are_noisy_truth_clipped_to_the_gpu_range() -> None:
+    m = meter()
+    s = m.job_samples(500.0, 20_000)
+    assert abs(s.mean() - 500.0) < 4 * 15.0 / math.sqrt(s.size)
+    assert abs(s.std() / 15.0 - 1) < 0.03
+    near_tdp = m.job_samples(695.0, 1000)
+    assert near_tdp.max() == 700.0 and near_tdp.min() >= 70.0
+
+
+def test_same_seed_same_readings() -> None:
+    a, b = meter(3), meter(3)
+    assert np.array_equal(a.site_readings(1e5, 50.0, 7), b.site_readings(1e5, 50.0, 7))
+    assert np.array_equal(a.job_samples(400.0, 70_000), b.job_samples(400.0, 70_000))
+
+
+def test_a_job_has_one_sample_per_tick_it_ran_through() -> None:
+    """Samples are drawn only when read, but as many as the meter's ticks saw:
+    a job started at 10 s and stopped at 100 s ran through ticks 15 .. 90."""
+    policy = PowerPolicy(cap_watts=1e6)
+    jobs = [TraceJob("a", 0.0, 1000.0, 1, 4, "llm", 0, 600.0)]
+    eng = _Engine(jobs, policy, make_scheduler("wattcap", policy), SimConfig(1, 8, T0))
+    (a,) = eng.jobs
+    eng._start(a, 10.0, ("node-0",), eng.sched.forecast(a.view))
+    assert eng._measure_ticks(1, 6) == (6, False)
+    assert a.meas_n == 4  # drawn up to its first re-forecast, at its fourth tick
+    eng._stop(a, 100.0)
+    assert a.meas_n == 6
+    assert a.ring is not None and a.ring.size == 6
+    assert 600.0 * 0.85 < a.meas_sum / a.meas_n < 600.0 * 1.15
