@@ -62,7 +62,7 @@ class Meter:
         summed over jobs (`job_sq_w2` = sum over running jobs of
         (GPUs x true watts per GPU)^2)."""
         gpu = self.pue * self.job_noise
-        return math.sqrt(gpu * gpu * job_sq_w2 + (self.meter_noise * site_w) ** 2)
+        return math.sqrt(max(gpu * gpu * job_sq_w2, 0.0) + (self.meter_noise * site_w) ** 2)
 
     def site_readings(self, site_w: float, sd: float, k: int) -> np.ndarray:
         """k consecutive site readings while true site power is `site_w`."""
