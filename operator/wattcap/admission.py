@@ -589,8 +589,9 @@ class _Admission:
             if bad < 0:
                 nodes = fits.place(j.replicas, j.gpus_per_replica)
                 if nodes is not None:
-                    prof.take(0, prof.split(float(self.end[i])), w, g, pre)
-                    self.why_later.clear()
+                    if i + 1 < len(self.ordered):  # the last job's booking has no reader
+                        prof.take(0, prof.split(float(self.end[i])), w, g, pre)
+                        self.why_later.clear()
                     dec.admits.append(Admit(j.key, nodes, w))
                     return
                 reason, detail = WAITING_FOR_GPUS, _fragmented(fits.total_free, j)
