@@ -10,9 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wattcap.admission import Snapshot, decide
 from wattcap.model import CapWindow, PowerPolicy, parse_time
+from wattcap.placement import FreeGpus
 from wattcap.sim.check import ScheduleRow, check
-from wattcap.sim.engine import SimConfig, _Engine, simulate
+from wattcap.sim.engine import RUNNING, SimConfig, _Engine, simulate
 from wattcap.sim.report import summarize
 from wattcap.sim.run import load_policy
 from wattcap.sim.schedulers import JobView, make_scheduler
@@ -175,6 +177,45 @@ def test_every_schedule_passes_the_checker_and_agrees_with_it(jobs, scheduler, s
         base = dataclasses.replace(policy, cap_schedule=())
         c0 = check(jobs, rows(res), base, nodes=4, gpus_per_node=8, start_epoch_s=T0)
         assert c0.seconds_over_cap == 0.0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    jobs=st.lists(job_st, min_size=2, max_size=40, unique_by=lambda j: j.job_id),
+    n_running=st.integers(0, 6),
+    depth=st.integers(0, 3),
+    cap=st.sampled_from([9000.0, 16000.0]),
+)
+def test_the_trimmed_queue_admits_what_the_whole_queue_admits(jobs, n_running, depth, cap):
+    """The engine hands decide only the jobs that can start now or hold a
+    reservation (found through its by-shape index); decide must admit the
+    same jobs on the same nodes as it would from the whole queue."""
+    policy = PowerPolicy(
+        cap_watts=cap,
+        cap_schedule=(CapWindow(T0 + 3600, T0 + 7200, cap * 0.7, "dr"),),
+        reservation_depth=depth,
+    )
+    eng = _Engine(jobs, policy, make_scheduler("wattcap", policy), SimConfig(4, 8, T0))
+    for j in eng.jobs[:n_running]:
+        fits = FreeGpus((n.name, n.gpus_free) for n in eng.nodes)
+        nodes = fits.place(j.tj.replicas, j.tj.gpus_per_replica)
+        if nodes is not None:
+            eng._start(j, 0.0, nodes, eng.sched.forecast(j.view))
+    for j in eng.jobs:
+        if j.state != RUNNING:
+            eng._enqueue(j, 0.0)
+    trimmed, _ = eng._queued_for_decide(10.0)
+    trimmed = list(trimmed)
+    eng.dpol = dataclasses.replace(policy, reservation_depth=10**6)
+    whole, _ = eng._queued_for_decide(10.0)
+    eng.dpol = policy
+    assert len(whole) == eng.queued_n
+
+    def admits(queued):
+        snap = Snapshot(T0 + 10.0, policy, eng.nodes, eng.slot_rj[: eng.n_act], list(queued))
+        return decide(snap, estimate_starts=False, explain=False).admits
+
+    assert admits(trimmed) == admits(whole)
 
 
 def test_checker_catches_an_overfull_node():
