@@ -208,7 +208,7 @@ class _Engine:
         self.total_gpus = cfg.nodes * cfg.gpus_per_node
         self.free_gpus = self.total_gpus
         p = policy
-        self.pue, self.idle_w, self.tdp = p.pue, p.gpu_idle_watts, p.gpu_tdp_watts
+        self.pue, self.idle_w = p.pue, p.gpu_idle_watts
         self.idle_site = p.idle_site_watts(cfg.nodes, self.total_gpus)
         self.jobs = [_Job(i, tj) for i, tj in enumerate(jobs)]
         self.by_key = {j.tj.job_id: j for j in self.jobs}
