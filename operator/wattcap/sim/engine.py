@@ -219,7 +219,6 @@ class _Engine:
         # `queue` again, by job shape (class, GPUs): the jobs that might start
         # now are found without walking a deep queue
         self.queue_by_shape: dict[tuple[str, int], list[tuple]] = {}
-        self.shape_view: dict[tuple[str, int], JobView] = {}  # one job's view per shape
         self.queued_n = 0
         self.completions: list[tuple[float, int, int, int]] = []  # (t, seq, idx, token)
         self.wakeups: list[tuple[float, int, int]] = []  # (t, kind, idx)
@@ -332,7 +331,6 @@ class _Engine:
         keys = self.queue_by_shape.get(j.shape)
         if keys is None:
             keys = self.queue_by_shape[j.shape] = []
-            self.shape_view[j.shape] = j.view
         insort(keys, j.qkey)
 
     def _shape_remove(self, j: _Job) -> None:
@@ -729,9 +727,10 @@ class _Engine:
         """The queue in decide's order, less jobs that can neither start nor reserve;
         and whether any job in it might start now.
 
-        Every starving job is kept, then the queue in order until
+        Starving jobs, then the queue in order, are kept until
         `reservationDepth` jobs are surely blocked; after that only jobs that
-        pass the check for now, found through `queue_by_shape`.
+        pass the check for now are kept (in the queue, found through
+        `queue_by_shape`).
         """
         sched = self.sched
         pue, idle = self.pue, self.idle_w
@@ -781,7 +780,8 @@ class _Engine:
             first = queue[cut]
             tail: list[tuple] = []
             for shape, keys in self.queue_by_shape.items():
-                watts, sure_block, _ = known.get(shape) or check(shape, self.shape_view[shape])
+                view = jobs[keys[0][3]].view  # any job of the shape: its forecast is theirs
+                watts, sure_block, _ = known.get(shape) or check(shape, view)
                 if not sure_block:
                     tail.extend(keys[bisect_left(keys, first) :])
             tail.sort()
