@@ -34,7 +34,7 @@ a projected start is an estimate; admission *now* always places for real.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -338,19 +338,80 @@ def decide(
             )
         return dec
 
-    # ---------------------------------------------------------------- 2. plan
     names, free = [n.name for n in snap.nodes], [n.gpus_free for n in snap.nodes]
     fits = FreeGpus(zip(names, free, strict=True))
-    prof = _Profile(snap, load, idle_site, ecap_now, measured_excess, fits.total_free)
+    gpus_free_now = fits.total_free
+    head: list[tuple[float, float, int, bool]] = []
+    if batch:
+        drawn = idle_site + measured_excess + load.positive_sum()
+        head = _admit_clear_head(dec, ordered, pol, now, fits, idle_site, drawn)
+    if len(head) == len(ordered):
+        dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
+        return dec
+
+    # ---------------------------------------------------------------- 2. plan
+    prof = _Profile(snap, load, idle_site, ecap_now, measured_excess, gpus_free_now)
+    for end, w, g, pre in head:  # what the walk below would have taken for them
+        prof.take(0, prof.split(end), w, g, pre)
     max_site_cap = float(prof.cap.max()) if prof.cap.size else ecap_now
 
     # ---------------------------------------------------------------- 3. admit
     adm = _Admission(dec, prof, fits, ordered, pol, now, explain)
     adm.mark_unschedulable(total_gpus, node_max_gpus, max_site_cap - idle_site)
     depth = pol.reservation_depth if max_reservations is None else max_reservations
-    adm.run(depth, estimate_starts, batch)
+    adm.run(depth, estimate_starts, batch, start=len(head))
     dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
     return dec
+
+
+def _admit_clear_head(
+    dec: Decision,
+    ordered: list[QueuedJob],
+    pol: PowerPolicy,
+    now: float,
+    fits: FreeGpus,
+    idle_site: float,
+    drawn: float,
+) -> list[tuple[float, float, int, bool]]:
+    """Admit the jobs at the head of the queue that fit without the profile;
+    return (end, watts, GPUs, preemptible) of each, in order.
+
+    Running work only ends later, so the free power at any step a job runs
+    through is at least the lowest cap over those steps less everything
+    drawn now (`drawn`: idle, running work and measured excess) and less
+    what this cycle admitted before it. A job under that bound, with GPUs
+    free and a placement, is one the profile walk would admit too, in the
+    same nodes. The common cycle, a short queue on a site with headroom,
+    then builds no profile; the first job not clearly admitted hands over
+    to the walk. Preemptible jobs skip steps where they would be shed, as
+    in `_Profile`; a tiny slack keeps the bound below the walk's arithmetic.
+    """
+    _, _, edges, caps = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
+    keep = 1.0 - pol.safety_margin
+    pue, idle = pol.pue, pol.gpu_idle_watts
+    i0 = bisect_right(edges, now)
+    ecap_now = caps[i0] * keep
+    slack = 1e-9 * abs(ecap_now) + 1e-6
+    period_end = now + pol.control_period_s
+    head: list[tuple[float, float, int, bool]] = []
+    for j in ordered:
+        g = j.replicas * j.gpus_per_replica
+        w = pue * g * max(j.gpu_watts - idle, 0.0)
+        end = min(now + max(j.duration_s, 1.0), now + HORIZON_S)
+        pre = j.preemptible and pol.preemption
+        if pre and end > period_end:  # steps after the next cycle count only if not a drop
+            low = min(min(caps[i0 : bisect_right(edges, period_end) + 1]) * keep, ecap_now - 1e-6)
+        else:  # the steps that start in [now, end)
+            low = min(caps[i0 : bisect_left(edges, end) + 1]) * keep
+        if g > fits.total_free or w > low - drawn - slack or w > ecap_now - idle_site:
+            break
+        nodes = fits.place(j.replicas, j.gpus_per_replica)
+        if nodes is None:
+            break
+        dec.admits.append(Admit(j.key, nodes, w))
+        head.append((end, w, g, pre))
+        drawn += w
+    return head
 
 
 BATCH_MIN = 64  # jobs scanned per numpy pass at first; doubles while none is of interest
@@ -413,9 +474,12 @@ class _Admission:
         self.unsched = (self.g > total_gpus) | (self.gpr > node_max_gpus)
         self.skip = self.unsched | (self.w > usable_w)
 
-    def run(self, max_reservations: int, estimate_starts: bool, batch: bool) -> None:
+    def run(
+        self, max_reservations: int, estimate_starts: bool, batch: bool, start: int = 0
+    ) -> None:
+        """Walk jobs [start, m): those before `start` are admitted already."""
         m = len(self.ordered)
-        i = 0
+        i = start
         chunk = BATCH_MIN
         while i < m:
             if batch and self.reservations >= max_reservations:
@@ -689,22 +753,21 @@ def _shed(
     return out
 
 
+_CapSteps = tuple[np.ndarray, np.ndarray, tuple[float, ...], tuple[float, ...]]
+
+
 @lru_cache(maxsize=64)
-def _cap_steps_of(
-    base_cap: float, schedule: tuple[CapWindow, ...]
-) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+def _cap_steps_of(base_cap: float, schedule: tuple[CapWindow, ...]) -> _CapSteps:
     edges, caps = cap_steps(base_cap, schedule)
-    return np.array(edges, dtype=float), np.array(caps, dtype=float), edges
+    return np.array(edges, dtype=float), np.array(caps, dtype=float), edges, caps
 
 
 _last_cap_steps: tuple = (None, None, None)  # (base cap, schedule, steps): one binding
 
 
-def _cap_steps(
-    base_cap: float, schedule: tuple[CapWindow, ...]
-) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """`model.cap_steps` as arrays (and the edges as a tuple, to bisect), built
-    once per schedule.
+def _cap_steps(base_cap: float, schedule: tuple[CapWindow, ...]) -> _CapSteps:
+    """`model.cap_steps` as arrays (and as tuples, to bisect and index from
+    Python), built once per schedule.
 
     A caller that passes the same schedule object cycle after cycle (the
     simulator) is recognised by identity: hashing two weeks of windows for
@@ -775,6 +838,14 @@ class _RunningLoad:
         self.watts_np = np.where(cols.preemptible & pol.preemption, 0.0, self.watts)
         self.watts_p = self.watts - self.watts_np
 
+    def positive_sum(self) -> float:
+        """The most running work can draw at any later step (each job only ends)."""
+        w = self.watts
+        if not w.size:
+            return 0.0
+        total = float(w.sum())
+        return total if float(w.min()) >= 0.0 else float(w[w > 0.0].sum())
+
     def subset(self, keep: np.ndarray) -> _RunningLoad:
         out = object.__new__(_RunningLoad)
         for name in self.__slots__:
@@ -808,7 +879,7 @@ class _Profile:
         period = pol.control_period_s
         horizon = now + HORIZON_S
         run_end = load.ends
-        cap_edges, cap_vals, edge_list = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
+        cap_edges, cap_vals, edge_list, _ = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
         lo = bisect_right(edge_list, now)
         hi = bisect_right(edge_list, horizon)
         times = np.concatenate(((now, now + period), cap_edges[lo:hi], run_end))

@@ -218,9 +218,10 @@ def test_lazy_reservations_admit_exactly_the_same(snap: Snapshot) -> None:
 def test_bulk_scan_decides_as_the_one_job_walk(
     snap: Snapshot, reservations: int, eager: bool, backfill: bool
 ) -> None:
-    """The numpy scan that skips jobs which change nothing must decide, and
-    explain, exactly what walking the queue one job at a time does. Few
-    reservations make the scan start early in these small queues."""
+    """The numpy scan that skips jobs which change nothing, and the head of
+    the queue admitted without a profile, must decide, and explain, exactly
+    what walking the queue one job at a time does. Few reservations make the
+    scan start early in these small queues."""
     snap = dataclasses.replace(snap, policy=dataclasses.replace(snap.policy, backfill=backfill))
     fast = decide(snap, reservations, eager)
     slow = decide(snap, reservations, eager, batch=False)
