@@ -244,7 +244,7 @@ def order_queue(queued: list[QueuedJob], policy: PowerPolicy, now_s: float) -> l
     return [queued[i] for i in idx]
 
 
-SMALL_QUEUE = 32  # below this many jobs a Python sort beats numpy's fixed cost
+SMALL_QUEUE = 64  # below this many jobs a Python sort beats numpy's fixed cost
 
 
 def _order_key(policy: PowerPolicy, now_s: float) -> Callable[[QueuedJob], tuple]:
@@ -645,7 +645,9 @@ class _Admission:
         w, g, pre = float(self.w[i]), int(self.g[i]), bool(self.pre[i])
         avail0 = prof.free0_p if pre else prof.free0_np
         may_start = self.blocked == 0 or pol.backfill
-        detail: str | Callable[[], str]
+        explain = self.explain
+        reason: str = ""  # a wait's reason and detail are worked out only to explain it
+        detail: str | Callable[[], str] = ""
         if may_start and w <= avail0 and g <= fits.total_free:
             bad = self._shortfall_after_bookings(
                 pre, w, g, int(prof.times.searchsorted(self.end[i]))
@@ -658,30 +660,32 @@ class _Admission:
                         self.why_later.clear()
                     dec.admits.append(Admit(j.key, nodes, w))
                     return
-                reason, detail = WAITING_FOR_GPUS, _fragmented(fits.total_free, j)
-            else:
+                if explain:
+                    reason, detail = WAITING_FOR_GPUS, _fragmented(fits.total_free, j)
+            elif explain:
                 reason, detail = self._why_later(bad)
-        elif not may_start:
-            reason, detail = WAITING_FOR_HIGHER_PRIORITY, BACKFILL_OFF
-        elif w > avail0:
-            reason = WAITING_FOR_POWER
-            detail = _short_of_power(
-                dec.effective_cap_watts - avail0, w, dec.cap_watts, pol.safety_margin
-            )
-        else:
-            reason, detail = WAITING_FOR_GPUS, _needs_gpus(g, fits.total_free)
+        elif explain:
+            if not may_start:
+                reason, detail = WAITING_FOR_HIGHER_PRIORITY, BACKFILL_OFF
+            elif w > avail0:
+                reason = WAITING_FOR_POWER
+                detail = _short_of_power(
+                    dec.effective_cap_watts - avail0, w, dec.cap_watts, pol.safety_margin
+                )
+            else:
+                reason, detail = WAITING_FOR_GPUS, _needs_gpus(g, fits.total_free)
         self.blocked += 1
         est = None
         if self.reservations < max_reservations:
             self.reservations += 1
             if estimate_starts:
                 est = prof.reserve(pre, w, g, float(self.dur[i]))
+                self.why_later.clear()  # a reservation changes the profile
             else:
                 self.pending.append((pre, w, g, float(self.dur[i])))
-            self.why_later.clear()  # a reservation changes the profile
-            if self.explain:
+            if explain:
                 dec.waits.append(Wait(j.key, reason, detail, est))
-        elif self.explain:
+        elif explain:
             dec.waits.append(Wait(j.key, reason, detail, None, self.blocked - 1))
 
 

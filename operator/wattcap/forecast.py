@@ -20,6 +20,7 @@ what a live site could observe; nothing reads a job's ground truth.
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -53,16 +54,27 @@ class _ClassHistory:
     stats: tuple[int, float, float] | None = None
 
 
-def _stats(samples: deque[float] | list[float]) -> tuple[int, float, float]:
-    """Count, mean and spread of the samples (the spread floored, see MIN_REL_SPREAD)."""
+def moments(samples: deque[float] | list[float]) -> tuple[int, float, float]:
+    """Count, mean and sample variance (n - 1; 0 for one sample)."""
     n = len(samples)
     mean = sum(samples) / n
-    if n >= 2:
-        var = sum((x - mean) ** 2 for x in samples) / (n - 1)
-        sd = max(math.sqrt(var), MIN_REL_SPREAD * mean)
-    else:
-        sd = PRIOR_REL_SPREAD * mean
-    return n, mean, sd
+    if n < 2:
+        return n, mean, 0.0
+    dev = [x - mean for x in samples]
+    return n, mean, sum(map(operator.mul, dev, dev)) / (n - 1)  # a generator costs twice this
+
+
+def _spread(n: int, mean: float, var: float) -> float:
+    """The spread to plan with: floored (see MIN_REL_SPREAD), assumed below two samples."""
+    if n < 2:
+        return PRIOR_REL_SPREAD * mean
+    return max(math.sqrt(var), MIN_REL_SPREAD * mean)
+
+
+def _stats(samples: deque[float] | list[float]) -> tuple[int, float, float]:
+    """Count, mean and spread of the samples."""
+    n, mean, var = moments(samples)
+    return n, mean, _spread(n, mean, var)
 
 
 @lru_cache(maxsize=256)
@@ -78,11 +90,6 @@ def _bound(stats: tuple[int, float, float], level: float) -> float:
     # Cornish-Fisher style widening of z toward Student's t for small samples.
     t = z + (z**3 + z) / (4 * df)
     return mean + t * sd * math.sqrt(1 + 1 / n)
-
-
-def _upper_bound(samples: deque[float] | list[float], level: float) -> float:
-    """Upper prediction bound for one new draw at `level` from the samples."""
-    return _bound(_stats(samples), level)
 
 
 class Forecaster:
@@ -128,10 +135,19 @@ class Forecaster:
         """
         if len(measured_samples) < 3:
             return admitted
-        bound = _upper_bound(measured_samples, self.level)
+        return self.running_moments(admitted, *moments(measured_samples))
+
+    def running_moments(
+        self, admitted: PowerForecast, n: int, mean: float, var: float
+    ) -> PowerForecast:
+        """`running` from the samples' count, mean and variance (`moments`):
+        the simulator keeps these as running sums instead of the samples."""
+        if n < 3:
+            return admitted
+        bound = _bound((n, mean, _spread(n, mean, var)), self.level)
         if bound >= admitted.gpu_watts:
             return admitted
-        return PowerForecast(self._clamp(bound), self.level, "measured", len(measured_samples))
+        return PowerForecast(self._clamp(bound), self.level, "measured", n)
 
     def observe(
         self,

@@ -1,5 +1,5 @@
 """The simulated instruments: readings have the stated noise, and a job's
-samples, drawn late, are one per tick it ran through."""
+samples are one per tick it ran through."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from wattcap.model import PowerPolicy
 from wattcap.sim.engine import SimConfig, _Engine
-from wattcap.sim.meter import Meter
+from wattcap.sim.meter import JobSamples, Meter
 from wattcap.sim.schedulers import make_scheduler
 from wattcap.sim.trace import TraceJob
 
@@ -59,5 +59,22 @@ def test_a_job_has_one_sample_per_tick_it_ran_through() -> None:
     assert a.meas_n == 4  # drawn up to its first re-forecast, at its fourth tick
     eng._stop(a, 100.0)
     assert a.meas_n == 6
-    assert a.ring is not None and a.ring.size == 6
-    assert 600.0 * 0.85 < a.meas_sum / a.meas_n < 600.0 * 1.15
+    assert a.samples is not None
+    n, mean, _ = a.samples.moments(0, a.meas_n)
+    assert n == 6 and 600.0 * 0.85 < mean < 600.0 * 1.15
+
+
+def test_window_moments_are_those_of_the_samples() -> None:
+    """A re-forecast reads count, mean and variance from prefix sums: they must
+    be the window's own, also after the block grew for a resumed run."""
+    js = JobSamples(meter(5), 450.0, 40)
+    first = js.x.copy()
+    js.ensure(100)  # runs through more ticks than its block had
+    assert js.x.size >= 100 and np.array_equal(js.x[:40], first)
+    for lo, hi in ((0, 1), (0, 4), (3, 19), (36, 100), (0, 100)):
+        n, mean, var = js.moments(lo, hi)
+        window = js.x[lo:hi]
+        assert n == window.size
+        assert math.isclose(mean, window.mean(), rel_tol=1e-12)
+        expected = window.var(ddof=1) if n > 1 else 0.0
+        assert math.isclose(var, expected, rel_tol=1e-9, abs_tol=1e-9)

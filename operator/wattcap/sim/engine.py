@@ -6,9 +6,11 @@ Ground truth and measurement are kept apart:
   every metric is integrated from it, exactly, between events;
 * the **meter** (`meter.py`) is what a live site's Prometheus would show:
   a site meter read at every control tick, and per-job samples, truth x
-  (1 + N(0, job_noise)) clipped to [gpu idle, TDP], one per tick, drawn
-  when something reads them. Only these reach the scheduler, and only if
-  it asks for measurements. Between ticks, the snapshot carries the last
+  (1 + N(0, job_noise)) clipped to [gpu idle, TDP], one per tick the job
+  ran through. A job's sample count moves up to the last tick when
+  something reads it (a re-forecast, a shed, its stop); nothing reads a
+  sample past that count. Only these reach the scheduler, and only if it
+  asks for measurements. Between ticks, the snapshot carries the last
   site reading less the jobs that ended since.
 * a running job's reservation is re-tightened (`Forecaster.running`, from
   its last RING samples) when its sample count reaches TIGHTEN_AT, then
@@ -52,7 +54,7 @@ from .. import admission
 from ..admission import NodeState, QueuedJob, RunningColumns, RunningJob, Snapshot
 from ..forecast import PowerForecast
 from ..model import PowerPolicy, cap_steps
-from .meter import Meter
+from .meter import JobSamples, Meter
 from .schedulers import JobView, Scheduler
 from .trace import TraceJob
 
@@ -117,9 +119,7 @@ class _Job:
         "drawn_to",
         "first_start",
         "idx",
-        "last",
         "meas_n",
-        "meas_sum",
         "nodes",
         "plan",
         "planned_total",
@@ -128,8 +128,8 @@ class _Job:
         "queued_since",
         "ran",
         "remaining",
-        "ring",
         "rj",
+        "samples",
         "seg_start",
         "seg_tick",
         "shape",
@@ -167,12 +167,10 @@ class _Job:
         self.qj: QueuedJob | None = None
         self.qkey: tuple | None = None
         self.slot = -1
-        self.meas_sum = 0.0
-        self.meas_n = 0
-        self.ring: np.ndarray | None = None  # its last RING samples
-        self.last = 0.0  # its last sample
+        self.meas_n = 0  # samples the meter took of it: one per tick it ran through
+        self.samples: JobSamples | None = None  # drawn when first read
         self.seg_tick = 0  # the tick before the meter first read this run
-        self.drawn_to = 0  # the tick up to which its samples are drawn
+        self.drawn_to = 0  # the tick up to which meas_n counts
         self.token = 0
 
 
@@ -556,11 +554,24 @@ class _Engine:
         if m <= 0:
             return
         j.drawn_to = self.tick_done
-        s = self.meter.job_samples(j.tj.gpu_watts, m)
-        j.meas_sum += float(s.sum())
         j.meas_n += m
-        j.last = float(s[-1])
-        j.ring = s[-RING:].copy() if j.ring is None else np.concatenate((j.ring, s))[-RING:]
+        if j.samples is None:  # its whole run's worth at once
+            period = self.dpol.control_period_s
+            span = math.ceil(j.tj.duration_s / period) + 2
+            j.samples = JobSamples(self.meter, j.tj.gpu_watts, max(j.meas_n, span))
+        else:
+            j.samples.ensure(j.meas_n)
+
+    def _last_sample(self, j: _Job) -> float:
+        assert j.samples is not None
+        return j.samples.at(j.meas_n - 1)
+
+    def _job_moments(self, j: _Job) -> tuple[int, float, float]:
+        """Count, mean and variance of its last RING samples (a Prometheus
+        range query's worth); no samples yet: (0, 0, 0)."""
+        if j.samples is None or not j.meas_n:
+            return 0, 0.0, 0.0
+        return j.samples.moments(max(0, j.meas_n - RING), j.meas_n)
 
     def _read_this_run(self, j: _Job) -> bool:
         """Has the meter read this job since it last started?"""
@@ -582,17 +593,13 @@ class _Engine:
                 continue
             self._catch_up(j)
             self._push_checkpoint(j, j.meas_n, tick_k)
-            new = self.sched.tighten(j.plan, self._job_measured(j))
+            new = self.sched.tighten(j.plan, *self._job_moments(j))
             if new.gpu_watts != j.rj.gpu_watts:
                 self.planned_excess += j.tj.gpus * (new.gpu_watts - j.rj.gpu_watts)
                 j.rj.gpu_watts = new.gpu_watts
                 self.s_plan[j.slot] = new.gpu_watts
                 changed = True
         return changed
-
-    def _job_measured(self, j: _Job) -> list[float]:
-        """The job's last RING samples (a Prometheus range query's worth)."""
-        return [] if j.ring is None else j.ring.tolist()
 
     # ------------------------------------------------------------------ job life
 
@@ -639,7 +646,7 @@ class _Engine:
         j.seg_tick = j.drawn_to = int(t // self.dpol.control_period_s)
         watts = plan.gpu_watts
         if j.meas_n >= 3:  # resumed: its own earlier samples tighten it at once
-            watts = self.sched.tighten(plan, self._job_measured(j)).gpu_watts
+            watts = self.sched.tighten(plan, *self._job_moments(j)).gpu_watts
         j.rj = RunningJob(
             key=j.view.key,
             replicas=j.tj.replicas,
@@ -682,7 +689,7 @@ class _Engine:
         self._catch_up(j)
         if self._read_this_run(j) and self.meas_site is not None:
             # the meter's last reading included this job; it is gone now
-            self.meas_site -= self.pue * g * (j.last - self.idle_w)
+            self.meas_site -= self.pue * g * (self._last_sample(j) - self.idle_w)
         slot = j.slot
         last = self.n_act - 1
         if slot != last:  # keep the running jobs packed: move the last one here
@@ -708,10 +715,10 @@ class _Engine:
         j.state = DONE
         self.completed += 1
         self.segments.append(Segment(j.view.key, j.seg_start, t, j.nodes, "completed"))
-        mean = j.meas_sum / j.meas_n if j.meas_n else None
+        mean = j.samples.moments(0, j.meas_n)[1] if j.samples is not None and j.meas_n else None
         assert j.plan is not None
         self.sched.completed(j.view, mean, j.ran, j.plan)
-        j.ring = None
+        j.samples = None
         j.rj = None
 
     def _preempt(self, j: _Job, t: float) -> None:
@@ -823,7 +830,7 @@ class _Engine:
         if self.sched.measures and may_shed:  # only shedding reads a job's own reading
             for j in self.slot_job[:r]:
                 self._catch_up(j)
-                j.rj.measured_gpu_watts = j.last if self._read_this_run(j) else None
+                j.rj.measured_gpu_watts = self._last_sample(j) if self._read_this_run(j) else None
         planned = self.s_plan[:r]
         snap = Snapshot(
             now_s=now,

@@ -7,11 +7,13 @@ Two instruments, as on a real site, each read once per control tick:
   tick, whatever runs: the replay reads it every tick to see an excursion
   over the cap, and a per-job sum there would cost a draw per running job.
 * a **per-job exporter** (DCGM-like): truth x (1 + N(0, job_noise)) per
-  GPU, clipped to [GPU idle, TDP]. A job's samples are drawn only when
-  something reads them (a re-forecast, a shed, the job's end), for every
-  tick passed since its last draw: the samples are independent given the
-  truth, so drawing them late changes no distribution, and a job's truth
-  is never read before it runs.
+  GPU, clipped to [GPU idle, TDP], one sample per tick the job runs
+  through. A job's samples (`JobSamples`) are drawn as one block when
+  something first reads them, for every tick its whole run spans, and
+  grown if it runs through more (a preempted job resumes). The engine
+  counts the ticks a job has run through and reads no sample beyond that
+  count, so drawing ahead shows the scheduler nothing early; the samples
+  are independent given the truth, so the block changes no distribution.
 
 All draws come from one seeded stream, so a replay is reproducible.
 """
@@ -78,3 +80,48 @@ class Meter:
         np.maximum(s, self.idle, out=s)  # np.clip(s, idle, tdp), cheaper
         np.minimum(s, self.tdp, out=s)
         return s
+
+
+class JobSamples:
+    """One job's exporter samples: sample i is its reading at the i-th tick it
+    ran through.
+
+    A re-forecast reads the count, mean and variance of a window of samples;
+    prefix sums of the deviations from truth make that a few float
+    operations rather than a pass over the window, and the deviations are
+    small, so the sums lose no precision that matters.
+    """
+
+    __slots__ = ("_c1", "_c2", "_meter", "truth", "x")
+
+    def __init__(self, meter: Meter, truth: float, m: int) -> None:
+        self._meter, self.truth = meter, truth
+        self.x = meter.job_samples(truth, m)
+        self._c1: np.ndarray | None = None
+        self._c2: np.ndarray | None = None
+
+    def ensure(self, m: int) -> None:
+        """Have at least m samples (drawing the next ones from the stream)."""
+        have = self.x.size
+        if m > have:
+            more = self._meter.job_samples(self.truth, max(m - have, 16))
+            self.x = np.concatenate((self.x, more))
+            self._c1 = self._c2 = None
+
+    def at(self, i: int) -> float:
+        return float(self.x[i])
+
+    def moments(self, lo: int, hi: int) -> tuple[int, float, float]:
+        """Count, mean and sample variance (n - 1) of samples [lo, hi)."""
+        if self._c1 is None or self._c2 is None:
+            y = self.x - self.truth
+            self._c1 = np.concatenate(((0.0,), y.cumsum()))
+            y *= y
+            self._c2 = np.concatenate(((0.0,), y.cumsum()))
+        n = hi - lo
+        s1 = float(self._c1[hi] - self._c1[lo])
+        mean = self.truth + s1 / n
+        if n < 2:
+            return n, mean, 0.0
+        s2 = float(self._c2[hi] - self._c2[lo])
+        return n, mean, max(s2 - s1 * s1 / n, 0.0) / (n - 1)

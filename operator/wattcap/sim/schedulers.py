@@ -61,8 +61,9 @@ class Scheduler:
         """Seconds to plan the job's whole run for."""
         return job.est_duration_s if job.est_duration_s else self.policy.default_duration_s
 
-    def tighten(self, admitted: PowerForecast, samples: list[float]) -> PowerForecast:
-        """A running job's reservation after its own samples were seen."""
+    def tighten(self, admitted: PowerForecast, n: int, mean: float, var: float) -> PowerForecast:
+        """A running job's reservation after n of its own samples were seen
+        (their mean and variance)."""
         return admitted
 
     def completed(
@@ -106,8 +107,8 @@ class WattcapScheduler(Scheduler):
             )
         return d
 
-    def tighten(self, admitted: PowerForecast, samples: list[float]) -> PowerForecast:
-        return self.forecaster.running(admitted, samples)
+    def tighten(self, admitted: PowerForecast, n: int, mean: float, var: float) -> PowerForecast:
+        return self.forecaster.running_moments(admitted, n, mean, var)
 
     def completed(
         self, job: JobView, mean_measured_w: float | None, run_s: float, admitted: PowerForecast
