@@ -1015,19 +1015,22 @@ class _Profile:
         avail = self.free_p if preemptible else self.free_np
         ok = (avail >= w) & (self.free_g >= g)
         ok[0] = False
-        if not ok.any():
-            return None
-        # bad[i]: steps before i that do not fit; a start at step i fits
-        # throughout iff no step in [i, end_i) is bad. end_i > i as d > 0.
-        n = times.size
-        bad = np.zeros(n + 1, dtype=np.int64)
-        (~ok).cumsum(out=bad[1:])
-        ends = times.searchsorted(times + max(duration_s, 1.0))
-        hit = (bad[ends] == bad[:n]).argmax()
-        if hit == 0:  # step 0 never fits (see ok[0]): no start fits
-            return None
-        self.take(int(hit), int(ends[hit]), w, g, preemptible)
-        return float(times[hit])
+        # A start at step i fits iff no bad step lies in [i, end_i), and end_i
+        # grows with i: within a run of good steps only its first can fit, so
+        # the runs are tried in order, each from the bad step before it.
+        bad = np.flatnonzero(~ok).tolist()  # bad[0] == 0
+        n, nb = times.size, len(bad)
+        d = max(duration_s, 1.0)
+        for k in range(nb):
+            i = bad[k] + 1
+            run_end = bad[k + 1] if k + 1 < nb else n
+            if i >= run_end:
+                continue
+            end = int(times.searchsorted(times[i] + d))
+            if end <= run_end:
+                self.take(i, end, w, g, preemptible)
+                return float(times[i])
+        return None
 
     def explain_future(self, step: int) -> tuple[str, Callable[[], str]]:
         """Why a job that fits now cannot run through its whole duration.

@@ -97,8 +97,8 @@ class JobSamples:
     def __init__(self, meter: Meter, truth: float, m: int) -> None:
         self._meter, self.truth = meter, truth
         self.x = meter.job_samples(truth, m)
-        self._c1: np.ndarray | None = None
-        self._c2: np.ndarray | None = None
+        self._c1: list[float] | None = None  # prefix sums, as Python floats to read fast
+        self._c2: list[float] | None = None
 
     def ensure(self, m: int) -> None:
         """Have at least m samples (drawing the next ones from the stream)."""
@@ -113,15 +113,17 @@ class JobSamples:
 
     def moments(self, lo: int, hi: int) -> tuple[int, float, float]:
         """Count, mean and sample variance (n - 1) of samples [lo, hi)."""
-        if self._c1 is None or self._c2 is None:
+        c1, c2 = self._c1, self._c2
+        if c1 is None or c2 is None:
             y = self.x - self.truth
-            self._c1 = np.concatenate(((0.0,), y.cumsum()))
+            c = np.zeros((2, y.size + 1))
+            np.cumsum(y, out=c[0, 1:])
             y *= y
-            self._c2 = np.concatenate(((0.0,), y.cumsum()))
+            np.cumsum(y, out=c[1, 1:])
+            c1, c2 = self._c1, self._c2 = c.tolist()
         n = hi - lo
-        s1 = float(self._c1[hi] - self._c1[lo])
+        s1 = c1[hi] - c1[lo]
         mean = self.truth + s1 / n
         if n < 2:
             return n, mean, 0.0
-        s2 = float(self._c2[hi] - self._c2[lo])
-        return n, mean, max(s2 - s1 * s1 / n, 0.0) / (n - 1)
+        return n, mean, max(c2[hi] - c2[lo] - s1 * s1 / n, 0.0) / (n - 1)
