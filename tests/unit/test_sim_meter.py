@@ -65,8 +65,9 @@ def test_a_job_has_one_sample_per_tick_it_ran_through() -> None:
 
 
 def test_window_moments_are_those_of_the_samples() -> None:
-    """A re-forecast reads count, mean and variance from prefix sums: they must
-    be the window's own, also after the block grew for a resumed run."""
+    """A re-forecast reads count, mean and variance summed as deviations from
+    truth: they must be the window's own, also after the block grew for a
+    resumed run."""
     js = JobSamples(meter(5), 450.0, 40)
     first = js.x.copy()
     js.ensure(100)  # runs through more ticks than its block had

@@ -84,21 +84,13 @@ class Meter:
 
 class JobSamples:
     """One job's exporter samples: sample i is its reading at the i-th tick it
-    ran through.
+    ran through."""
 
-    A re-forecast reads the count, mean and variance of a window of samples;
-    prefix sums of the deviations from truth make that a few float
-    operations rather than a pass over the window, and the deviations are
-    small, so the sums lose no precision that matters.
-    """
-
-    __slots__ = ("_c1", "_c2", "_meter", "truth", "x")
+    __slots__ = ("_meter", "truth", "x")
 
     def __init__(self, meter: Meter, truth: float, m: int) -> None:
         self._meter, self.truth = meter, truth
         self.x = meter.job_samples(truth, m)
-        self._c1: list[float] | None = None  # prefix sums, as Python floats to read fast
-        self._c2: list[float] | None = None
 
     def ensure(self, m: int) -> None:
         """Have at least m samples (drawing the next ones from the stream)."""
@@ -106,24 +98,20 @@ class JobSamples:
         if m > have:
             more = self._meter.job_samples(self.truth, max(m - have, 16))
             self.x = np.concatenate((self.x, more))
-            self._c1 = self._c2 = None
 
     def at(self, i: int) -> float:
         return float(self.x[i])
 
     def moments(self, lo: int, hi: int) -> tuple[int, float, float]:
-        """Count, mean and sample variance (n - 1) of samples [lo, hi)."""
-        c1, c2 = self._c1, self._c2
-        if c1 is None or c2 is None:
-            y = self.x - self.truth
-            c = np.zeros((2, y.size + 1))
-            np.cumsum(y, out=c[0, 1:])
-            y *= y
-            np.cumsum(y, out=c[1, 1:])
-            c1, c2 = self._c1, self._c2 = c.tolist()
+        """Count, mean and sample variance (n - 1) of samples [lo, hi).
+
+        Summed as deviations from truth, which are small: one pass, and the
+        sum of squares loses no precision that matters.
+        """
+        y = self.x[lo:hi] - self.truth
         n = hi - lo
-        s1 = c1[hi] - c1[lo]
+        s1 = float(np.add.reduce(y))
         mean = self.truth + s1 / n
         if n < 2:
             return n, mean, 0.0
-        return n, mean, max(c2[hi] - c2[lo] - s1 * s1 / n, 0.0) / (n - 1)
+        return n, mean, max(float(np.dot(y, y)) - s1 * s1 / n, 0.0) / (n - 1)
