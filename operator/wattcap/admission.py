@@ -42,7 +42,7 @@ from functools import lru_cache
 import numpy as np
 
 from .model import CapWindow, PowerPolicy, cap_steps, format_time
-from .placement import FreeGpus
+from .placement import FreeGpus, NodeOrderIndex
 
 # Reasons a job waits; they are also the condition reasons users see.
 WAITING_FOR_POWER = "WaitingForPower"
@@ -138,6 +138,7 @@ class Snapshot:
     measured_site_watts: float | None = None
     over_cap_since_s: float | None = None
     running_columns: RunningColumns | None = None  # if given: the same jobs, as arrays
+    free_index: NodeOrderIndex | None = None  # if given: the same nodes' free GPUs
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,8 +339,10 @@ def decide(
             )
         return dec
 
-    names, free = [n.name for n in snap.nodes], [n.gpus_free for n in snap.nodes]
-    fits = FreeGpus(zip(names, free, strict=True))
+    if snap.free_index is not None:
+        fits = snap.free_index.fits()
+    else:
+        fits = FreeGpus([(n.name, n.gpus_free) for n in snap.nodes])
     gpus_free_now = fits.total_free
     head: list[tuple[float, float, int, bool]] = []
     if batch:

@@ -12,6 +12,7 @@ places thousands of jobs per cycle.
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Iterable
 
 
@@ -70,3 +71,52 @@ class FreeGpus:
         for node in nodes:
             if node in self._free:
                 self._move(node, gpus_per_replica)
+
+
+class NodeOrderIndex:
+    """Free GPUs per node, kept by a caller across cycles (the simulator).
+
+    `fits()` gives the `FreeGpus` that building one from the nodes, in node
+    order, would give, without the build: each bucket is kept in node order
+    as GPUs are taken and released. Decide copies it and works on the copy.
+    """
+
+    __slots__ = ("_buckets", "_free", "_rank")
+
+    def __init__(self, free_by_node: Iterable[tuple[str, int]]) -> None:
+        self._free = {name: max(0, n) for name, n in free_by_node}
+        self._rank = {name: i for i, name in enumerate(self._free)}
+        self._buckets: list[list[str]] = [
+            [] for _ in range(max(self._free.values(), default=0) + 1)
+        ]
+        for name, n in self._free.items():
+            self._buckets[n].append(name)
+
+    def _move(self, node: str, delta: int) -> None:
+        old = self._free[node]
+        new = old + delta
+        self._buckets[old].remove(node)
+        if new >= len(self._buckets):
+            self._buckets.extend([] for _ in range(new + 1 - len(self._buckets)))
+        insort(self._buckets[new], node, key=self._rank.__getitem__)
+        self._free[node] = new
+
+    def take(self, nodes: Iterable[str], gpus_per_replica: int) -> None:
+        for node in nodes:
+            self._move(node, -gpus_per_replica)
+
+    def release(self, nodes: Iterable[str], gpus_per_replica: int) -> None:
+        for node in nodes:
+            self._move(node, gpus_per_replica)
+
+    def fits(self) -> FreeGpus:
+        out = object.__new__(FreeGpus)
+        out._free = dict(self._free)
+        buckets = self._buckets
+        top = len(buckets) - 1
+        while top > 0 and not buckets[top]:
+            top -= 1
+        out._max = top
+        out._buckets = [dict.fromkeys(b) for b in buckets[: top + 1]]
+        out.total_free = sum(n * len(b) for n, b in enumerate(buckets))
+        return out

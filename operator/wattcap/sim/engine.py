@@ -54,6 +54,7 @@ from .. import admission
 from ..admission import NodeState, QueuedJob, RunningColumns, RunningJob, Snapshot
 from ..forecast import PowerForecast
 from ..model import PowerPolicy, cap_steps
+from ..placement import NodeOrderIndex
 from .meter import JobSamples, Meter
 from .schedulers import JobView, Scheduler
 from .trace import TraceJob
@@ -203,6 +204,7 @@ class _Engine:
             NodeState(f"node-{i}", cfg.gpus_per_node, cfg.gpus_per_node) for i in range(cfg.nodes)
         ]
         self.node_by_name = {n.name: n for n in self.nodes}
+        self.free_index = NodeOrderIndex((n.name, n.gpus_free) for n in self.nodes)
         self.total_gpus = cfg.nodes * cfg.gpus_per_node
         self.free_gpus = self.total_gpus
         p = policy
@@ -626,6 +628,7 @@ class _Engine:
         gpr = j.tj.gpus_per_replica
         for name in nodes:
             self.node_by_name[name].gpus_free -= gpr
+        self.free_index.take(nodes, gpr)
         g = j.tj.gpus
         self.free_gpus -= g
         if j.first_start is None:
@@ -676,6 +679,7 @@ class _Engine:
         gpr = j.tj.gpus_per_replica
         for name in j.nodes:
             self.node_by_name[name].gpus_free += gpr
+        self.free_index.release(j.nodes, gpr)
         g = j.tj.gpus
         self.free_gpus += g
         del self.running[j.view.key]
@@ -843,6 +847,7 @@ class _Engine:
             running_columns=RunningColumns(
                 self.s_gpus[:r], planned, planned, self.s_end[:r], self.s_pre[:r]
             ),
+            free_index=self.free_index,
         )
         # the replay reads no starts and no waits
         dec = admission.decide(snap, estimate_starts=False, explain=False)
