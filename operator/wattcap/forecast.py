@@ -141,7 +141,7 @@ class Forecaster:
         self, admitted: PowerForecast, n: int, mean: float, var: float
     ) -> PowerForecast:
         """`running` from the samples' count, mean and variance (`moments`):
-        the simulator keeps these as running sums instead of the samples."""
+        the simulator sums its samples itself rather than list them."""
         if n < 3:
             return admitted
         bound = _bound((n, mean, _spread(n, mean, var)), self.level)
