@@ -7,7 +7,9 @@ set plus anti-affinity between the pods). Best fit (the node with the
 fewest free GPUs that still fits) keeps whole nodes free for wide jobs, so
 fragmentation delays them less. Nodes sit in buckets by free-GPU count, which
 makes a lookup cost O(GPUs per node) rather than O(nodes): the decision core
-places thousands of jobs per cycle.
+places thousands of jobs per cycle. Among equally free nodes the first in
+node order wins (then the one that reached that count first), so placement
+is deterministic across runs.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ class FreeGpus:
         self._free: dict[str, int] = free
         self._max = max(free.values(), default=0)
         self.total_free = sum(free.values())
-        # dict-as-ordered-set keeps placement deterministic across runs
-        self._buckets: list[dict[str, None]] = [{} for _ in range(self._max + 1)]
+        # nodes by free count, each bucket in arrival order: placement is
+        # deterministic across runs (lists: a site's buckets are short)
+        self._buckets: list[list[str]] = [[] for _ in range(self._max + 1)]
         for name, n in free.items():
-            self._buckets[n][name] = None
+            self._buckets[n].append(name)
 
     def free_on(self, node: str) -> int:
         return self._free.get(node, 0)
@@ -39,8 +42,8 @@ class FreeGpus:
     def _move(self, node: str, delta: int) -> None:
         old = self._free[node]
         new = old + delta
-        del self._buckets[old][node]
-        self._buckets[new][node] = None
+        self._buckets[old].remove(node)
+        self._buckets[new].append(node)
         self._free[node] = new
         self.total_free += delta
 
@@ -117,6 +120,6 @@ class NodeOrderIndex:
         while top > 0 and not buckets[top]:
             top -= 1
         out._max = top
-        out._buckets = [dict.fromkeys(b) for b in buckets[: top + 1]]
+        out._buckets = [b.copy() for b in buckets[: top + 1]]
         out.total_free = sum(n * len(b) for n, b in enumerate(buckets))
         return out
