@@ -290,8 +290,10 @@ def decide(
     total_gpus = sum(node_gpus)
     node_max_gpus = max(node_gpus, default=0)
     idle_site = pol.idle_site_watts(len(snap.nodes), total_gpus)
-    cap_now = pol.cap_at(now)
+    _, _, cap_edges, caps = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
+    cap_now = caps[bisect_right(cap_edges, now)]  # pol.cap_at(now), without a scan
     ecap_now = cap_now * (1.0 - pol.safety_margin)
+    soon_ecap = caps[bisect_right(cap_edges, now + period)] * (1.0 - pol.safety_margin)
     dec = Decision(
         cap_watts=cap_now,
         effective_cap_watts=ecap_now,
@@ -301,20 +303,20 @@ def decide(
 
     running = list(snap.running)
     load = _RunningLoad(running, pol, now, snap.running_columns)
-    projected = idle_site + float(load.watts.sum())
+    projected = idle_site + load.total
 
     # ---------------------------------------------------------------- 1. shed
     if pol.preemption:
-        believed = idle_site + float(load.believed.sum())
-        shed = _shed(snap, running, believed, ecap_now, cap_now)
+        believed = idle_site + load.believed_total()
+        shed = _shed(snap, running, believed, ecap_now, cap_now, soon_ecap)
         if shed:
             gone = {p.key for p in shed}
             dec.preempts = shed
             keep = np.array([j.key not in gone for j in running], dtype=bool)
             running = [j for j in running if j.key not in gone]
             load = load.subset(keep)
-            projected = idle_site + float(load.watts.sum())
-    soon_cap = min(ecap_now, pol.effective_cap_at(now + period))
+            projected = idle_site + load.total
+    soon_cap = min(ecap_now, soon_ecap)
     if projected > soon_cap:
         dec.notes.append(
             f"projected {fmt_watts(projected)} exceeds the usable cap {fmt_watts(soon_cap)} "
@@ -707,14 +709,19 @@ def _short_of_power(used: float, w: float, cap: float, margin: float) -> Callabl
 
 
 def _shed(
-    snap: Snapshot, running: list[RunningJob], projected: float, ecap_now: float, cap_now: float
+    snap: Snapshot,
+    running: list[RunningJob],
+    projected: float,
+    ecap_now: float,
+    cap_now: float,
+    soon_ecap: float,
 ) -> list[Preempt]:
-    """Preemptions needed now: for a coming cap, or measured power past its grace."""
+    """Preemptions needed now: for a coming cap (`soon_ecap`, the usable cap one
+    control period from now), or measured power past its grace."""
     pol = snap.policy
     now = snap.now_s
     pue, idle_w = pol.pue, pol.gpu_idle_watts
-    soon = pol.effective_cap_at(now + pol.control_period_s)
-    target = min(ecap_now, soon)
+    target = min(ecap_now, soon_ecap)
     excess_plan = projected - target
     excess_meas = 0.0
     meas = snap.measured_site_watts
@@ -804,7 +811,16 @@ def _columns(running: list[RunningJob]) -> RunningColumns:
 class _RunningLoad:
     """Running jobs as arrays, built in one pass: every later step is numpy."""
 
-    __slots__ = ("believed", "ends", "gpus", "preemptible", "watts", "watts_np", "watts_p")
+    __slots__ = (
+        "believed",
+        "ends",
+        "gpus",
+        "preemptible",
+        "total",
+        "watts",
+        "watts_np",
+        "watts_p",
+    )
 
     def __init__(
         self,
@@ -817,6 +833,7 @@ class _RunningLoad:
             self.gpus = self.watts = self.believed = self.ends = np.zeros(0)
             self.watts_np = self.watts_p = self.gpus
             self.preemptible = np.zeros(0, dtype=bool)
+            self.total = 0.0
             return
         if cols is None:
             cols = _columns(running)
@@ -830,6 +847,7 @@ class _RunningLoad:
         np.maximum(ends, now + pol.control_period_s, out=ends)
         self.gpus = gpus
         self.watts = pol.pue * gpus * (cols.gpu_watts - pol.gpu_idle_watts)
+        self.total = float(self.watts.sum())
         self.believed = (
             self.watts
             if cols.believed_gpu_watts is cols.gpu_watts
@@ -838,21 +856,28 @@ class _RunningLoad:
         self.ends = ends
         self.preemptible = cols.preemptible
         # split by what a cap drop can shed: preemptible work only if preemption is on
-        self.watts_np = np.where(cols.preemptible & pol.preemption, 0.0, self.watts)
-        self.watts_p = self.watts - self.watts_np
+        if pol.preemption:
+            self.watts_p = self.watts * cols.preemptible
+            self.watts_np = self.watts - self.watts_p
+        else:
+            self.watts_np, self.watts_p = self.watts, np.zeros_like(self.watts)
+
+    def believed_total(self) -> float:
+        return self.total if self.believed is self.watts else float(self.believed.sum())
 
     def positive_sum(self) -> float:
         """The most running work can draw at any later step (each job only ends)."""
         w = self.watts
-        if not w.size:
-            return 0.0
-        total = float(w.sum())
-        return total if float(w.min()) >= 0.0 else float(w[w > 0.0].sum())
+        if not w.size or float(w.min()) >= 0.0:
+            return self.total
+        return float(w[w > 0.0].sum())
 
     def subset(self, keep: np.ndarray) -> _RunningLoad:
         out = object.__new__(_RunningLoad)
         for name in self.__slots__:
-            setattr(out, name, getattr(self, name)[keep])
+            if name != "total":
+                setattr(out, name, getattr(self, name)[keep])
+        out.total = float(out.watts.sum())
         return out
 
 
