@@ -79,3 +79,4 @@ def test_window_moments_are_those_of_the_samples() -> None:
         assert math.isclose(mean, window.mean(), rel_tol=1e-12)
         expected = window.var(ddof=1) if n > 1 else 0.0
         assert math.isclose(var, expected, rel_tol=1e-9, abs_tol=1e-9)
+    assert math.isclose(js.mean(100), js.x[:100].mean(), rel_tol=1e-12)

@@ -719,7 +719,7 @@ class _Engine:
         j.state = DONE
         self.completed += 1
         self.segments.append(Segment(j.view.key, j.seg_start, t, j.nodes, "completed"))
-        mean = j.samples.moments(0, j.meas_n)[1] if j.samples is not None and j.meas_n else None
+        mean = j.samples.mean(j.meas_n) if j.samples is not None and j.meas_n else None
         assert j.plan is not None
         self.sched.completed(j.view, mean, j.ran, j.plan)
         j.samples = None

@@ -102,6 +102,10 @@ class JobSamples:
     def at(self, i: int) -> float:
         return float(self.x[i])
 
+    def mean(self, hi: int) -> float:
+        """Mean of samples [0, hi): what a finished job reports."""
+        return float(np.add.reduce(self.x[:hi])) / hi
+
     def moments(self, lo: int, hi: int) -> tuple[int, float, float]:
         """Count, mean and sample variance (n - 1) of samples [lo, hi).
 
