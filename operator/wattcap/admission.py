@@ -23,7 +23,10 @@ How one cycle decides:
    window must fit under that window's cap) and its replicas can be placed.
    Only a few jobs of a deep queue change anything (those admitted and those
    that book a reservation); numpy passes find them, and the jobs between
-   get their waits in bulk.
+   get their waits in bulk. Jobs at the head that fit under a lower bound
+   of free power (the lowest cap over their run less all drawn now) are
+   admitted before the profile is built: on a site with headroom most
+   cycles end there, with the admissions the walk would make.
    A job that does not fit gets a reservation at its earliest feasible start
    in the same profile; later jobs are admitted only around those
    reservations, so backfill never delays a higher job's projected start.
