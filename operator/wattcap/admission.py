@@ -812,17 +812,24 @@ def _columns(running: list[RunningJob]) -> RunningColumns:
 
 
 class _RunningLoad:
-    """Running jobs as arrays, built in one pass: every later step is numpy."""
+    """Running jobs as arrays, built in one pass: every later step is numpy.
+
+    What only the profile reads (planned ends, the split by what a cap drop
+    can shed) is worked out when first asked: a cycle that admits its whole
+    queue without a profile never needs it.
+    """
 
     __slots__ = (
+        "_end_s",
+        "_now",
+        "_period",
+        "_preemption",
+        "_split",
         "believed",
-        "ends",
         "gpus",
         "preemptible",
         "total",
         "watts",
-        "watts_np",
-        "watts_p",
     )
 
     def __init__(
@@ -832,23 +839,16 @@ class _RunningLoad:
         now: float,
         cols: RunningColumns | None = None,
     ) -> None:
+        self._now, self._period, self._preemption = now, pol.control_period_s, pol.preemption
+        self._split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if not running:
-            self.gpus = self.watts = self.believed = self.ends = np.zeros(0)
-            self.watts_np = self.watts_p = self.gpus
+            self.gpus = self.watts = self.believed = self._end_s = np.zeros(0)
             self.preemptible = np.zeros(0, dtype=bool)
             self.total = 0.0
             return
         if cols is None:
             cols = _columns(running)
-        horizon = now + HORIZON_S
-        gpus = cols.gpus
-        # A job past its planned end has an unknown end: plan as if it keeps
-        # running, or work admitted around it could meet a cap drop together.
-        # One due to end sooner than the next cycle may overrun until then.
-        ends = np.minimum(cols.expected_end_s, horizon)
-        ends[ends <= now] = horizon
-        np.maximum(ends, now + pol.control_period_s, out=ends)
-        self.gpus = gpus
+        self.gpus = gpus = cols.gpus
         self.watts = pol.pue * gpus * (cols.gpu_watts - pol.gpu_idle_watts)
         self.total = float(self.watts.sum())
         self.believed = (
@@ -856,14 +856,28 @@ class _RunningLoad:
             if cols.believed_gpu_watts is cols.gpu_watts
             else pol.pue * gpus * (cols.believed_gpu_watts - pol.gpu_idle_watts)
         )
-        self.ends = ends
+        self._end_s = cols.expected_end_s
         self.preemptible = cols.preemptible
-        # split by what a cap drop can shed: preemptible work only if preemption is on
-        if pol.preemption:
-            self.watts_p = self.watts * cols.preemptible
-            self.watts_np = self.watts - self.watts_p
-        else:
-            self.watts_np, self.watts_p = self.watts, np.zeros_like(self.watts)
+
+    def for_profile(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Planned ends, and watts split into what a cap drop cannot shed and
+        what it can (preemptible work, if preemption is on)."""
+        if self._split is None:
+            now = self._now
+            horizon = now + HORIZON_S
+            # A job past its planned end has an unknown end: plan as if it keeps
+            # running, or work admitted around it could meet a cap drop together.
+            # One due to end sooner than the next cycle may overrun until then.
+            ends = np.minimum(self._end_s, horizon)
+            ends[ends <= now] = horizon
+            np.maximum(ends, now + self._period, out=ends)
+            if self._preemption:
+                watts_p = self.watts * self.preemptible
+                watts_np = self.watts - watts_p
+            else:
+                watts_np, watts_p = self.watts, np.zeros_like(self.watts)
+            self._split = (ends, watts_np, watts_p)
+        return self._split
 
     def believed_total(self) -> float:
         return self.total if self.believed is self.watts else float(self.believed.sum())
@@ -877,9 +891,12 @@ class _RunningLoad:
 
     def subset(self, keep: np.ndarray) -> _RunningLoad:
         out = object.__new__(_RunningLoad)
-        for name in self.__slots__:
-            if name != "total":
-                setattr(out, name, getattr(self, name)[keep])
+        out._now, out._period, out._preemption = self._now, self._period, self._preemption
+        out._split = None
+        for name in ("_end_s", "believed", "gpus", "preemptible", "watts"):
+            setattr(out, name, getattr(self, name)[keep])
+        if self.believed is self.watts:
+            out.believed = out.watts
         out.total = float(out.watts.sum())
         return out
 
@@ -909,7 +926,7 @@ class _Profile:
         now = snap.now_s
         period = pol.control_period_s
         horizon = now + HORIZON_S
-        run_end = load.ends
+        run_end, load_np, load_p = load.for_profile()
         cap_edges, cap_vals, edge_list, _ = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
         lo = bisect_right(edge_list, now)
         hi = bisect_right(edge_list, horizon)
@@ -932,7 +949,7 @@ class _Profile:
         # steps [0, k), so the load at step i is the total less what ended by i.
         # The three loads (non-preemptible watts, preemptible watts, GPUs) are
         # binned in one pass: row r's bins are offset by r * (n + 1).
-        load_np, load_p, load_g = load.watts_np, load.watts_p, load.gpus
+        load_g = load.gpus
         r = load_g.size
         bins = np.empty(3 * r, dtype=np.int64)
         bins[:r] = times.searchsorted(run_end)

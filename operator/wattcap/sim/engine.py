@@ -791,6 +791,8 @@ class _Engine:
             first = queue[cut]
             tail: list[tuple] = []
             for shape, keys in self.queue_by_shape.items():
+                if shape[1] > free:
+                    continue  # surely blocked, whatever its forecast
                 view = jobs[keys[0][3]].view  # any job of the shape: its forecast is theirs
                 watts, sure_block, _ = known.get(shape) or check(shape, view)
                 if not sure_block:
