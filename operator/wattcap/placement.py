@@ -105,14 +105,17 @@ class NodeOrderIndex:
         self._free[node] = new
 
     def take(self, nodes: Iterable[str], gpus_per_replica: int) -> None:
+        """A job started on these nodes (one entry per replica)."""
         for node in nodes:
             self._move(node, -gpus_per_replica)
 
     def release(self, nodes: Iterable[str], gpus_per_replica: int) -> None:
+        """A job on these nodes stopped."""
         for node in nodes:
             self._move(node, gpus_per_replica)
 
     def fits(self) -> FreeGpus:
+        """A fresh FreeGpus, equal to one built from the nodes in node order."""
         out = object.__new__(FreeGpus)
         out._free = dict(self._free)
         buckets = self._buckets
