@@ -15,7 +15,9 @@ faster must show 0.
 
 `--against` is the other checkout's `operator/` folder (e.g. made with
 `git worktree add ../old <rev>`); its `wattcap` package is loaded under
-another name next to this one.
+another name next to this one. What is compared is `admission`: the
+snapshots are this checkout's objects, so both sides place through this
+checkout's free-GPU index and read this checkout's policy model.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import bench_sim
 from wattcap import admission
@@ -43,7 +46,7 @@ from wattcap.sim.schedulers import make_scheduler
 OTHER = "wattcap_other"
 
 
-def load_other(operator_dir: Path, into: Path):
+def load_other(operator_dir: Path, into: Path) -> ModuleType:
     """The other checkout's `admission` module, as package `wattcap_other`."""
     src = operator_dir / "wattcap"
     if not (src / "admission.py").is_file():
@@ -62,7 +65,7 @@ def capture(jobs: int, share: float, seed: int) -> list[Snapshot]:
     snaps: list[Snapshot] = []
     real = admission.decide
 
-    def sampling(snap: Snapshot, **kw: object):
+    def sampling(snap: Snapshot, **kw: bool) -> admission.Decision:
         if rng.random() < share:
             snaps.append(copy.deepcopy(snap))
         return real(snap, **kw)
