@@ -526,8 +526,6 @@ class _Admission:
         w, g, pre = self.w[lo:hi], self.g[lo:hi], self.pre[lo:hi]
         free0 = np.where(pre, prof.free0_p, prof.free0_np)
         ok = ~self.skip[lo:hi] & (w <= free0) & (g <= self.fits.total_free)
-        if not ok.any():
-            return hi
         if not (self.pending and self.explain):
             # bookings only take: a job that does not fit now never will this cycle
             last = np.maximum(prof.times.searchsorted(self.end[lo:hi]) - 1, 0)
