@@ -284,8 +284,7 @@ def decide(
     backfilled around: the admissions are the same, waits carry no start.
     `batch=False` walks the queue one job at a time; it decides the same and
     exists so tests can hold the fast path to it. `explain=False` leaves
-    `waits` empty (the simulator reads only admits and preempts), and then
-    no profile is built in a cycle where nothing left could start now.
+    `waits` empty (the simulator reads only admits and preempts).
     """
     pol = snap.policy
     now = snap.now_s
