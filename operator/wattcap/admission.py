@@ -357,17 +357,6 @@ def decide(
         dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
         return dec
 
-    adm = _Admission(dec, fits, ordered, pol, now, explain)
-    if not explain:
-        # What is free at step 0 needs no profile. A job over it cannot start
-        # now, and then waits with nothing to book: if no job left is under
-        # it, nothing else changes this cycle. (With waits to explain, their
-        # reasons and starts read the profile.)
-        free0 = ecap_now - idle_site - measured_excess - load.total - sum(h[1] for h in head)
-        if not adm.may_start_now(len(head), free0 + 1e-9 * abs(ecap_now) + 1e-6):
-            dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
-            return dec
-
     # ---------------------------------------------------------------- 2. plan
     prof = _Profile(snap, load, idle_site, ecap_now, measured_excess, gpus_free_now)
     for end, w, g, pre in head:  # what the walk below would have taken for them
@@ -375,7 +364,8 @@ def decide(
     max_site_cap = float(prof.cap.max()) if prof.cap.size else ecap_now
 
     # ---------------------------------------------------------------- 3. admit
-    adm.plan(prof, total_gpus, node_max_gpus, max_site_cap - idle_site)
+    adm = _Admission(dec, prof, fits, ordered, pol, now, explain)
+    adm.mark_unschedulable(total_gpus, node_max_gpus, max_site_cap - idle_site)
     depth = pol.reservation_depth if max_reservations is None else max_reservations
     adm.run(depth, estimate_starts, batch, start=len(head))
     dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
@@ -449,13 +439,14 @@ class _Admission:
     def __init__(
         self,
         dec: Decision,
+        prof: _Profile,
         fits: FreeGpus,
         ordered: list[QueuedJob],
         pol: PowerPolicy,
         now: float,
         explain: bool,
     ) -> None:
-        self.dec, self.fits, self.ordered, self.pol = dec, fits, ordered, pol
+        self.dec, self.prof, self.fits, self.ordered, self.pol = dec, prof, fits, ordered, pol
         self.explain = explain
         flat = [  # a flat list converts faster than a list of tuples
             x
@@ -475,15 +466,9 @@ class _Admission:
         self.pending: list[tuple[bool, float, float, float]] = []
         self.why_later: dict[int, tuple[str, Callable[[], str]]] = {}  # many trip on one step
 
-    def may_start_now(self, lo: int, free0: float) -> bool:
-        """Could any job from `lo` on start now, with `free0` watts free at step 0?"""
-        return bool(((self.w[lo:] <= free0) & (self.g[lo:] <= self.fits.total_free)).any())
-
-    def plan(self, prof: _Profile, total_gpus: int, node_max_gpus: int, usable_w: float) -> None:
-        """Walk against `prof`. Jobs that can never run here (too wide for the
-        site, or more power above idle than the cap ever leaves) wait without
-        blocking anyone."""
-        self.prof = prof
+    def mark_unschedulable(self, total_gpus: int, node_max_gpus: int, usable_w: float) -> None:
+        """Jobs that can never run here: too wide for the site, or more power
+        above idle than the cap ever leaves. They wait without blocking anyone."""
         self.total_gpus, self.node_max_gpus, self.usable_above_idle = (
             total_gpus,
             node_max_gpus,

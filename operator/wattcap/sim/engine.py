@@ -220,9 +220,6 @@ class _Engine:
         # now are found without walking a deep queue
         self.queue_by_shape: dict[tuple[str, int], list[tuple]] = {}
         self.queued_n = 0
-        # per shape: (forecast watts per GPU, the job's site watts above idle),
-        # kept until the scheduler learns from a finished job
-        self.shape_forecasts: dict[tuple[str, int], tuple[float, float]] = {}
         self.completions: list[tuple[float, int, int, int]] = []  # (t, seq, idx, token)
         self.wakeups: list[tuple[float, int, int]] = []  # (t, kind, idx)
         self.starve_heap: list[tuple[float, int]] = []
@@ -725,7 +722,6 @@ class _Engine:
         mean = j.samples.mean(j.meas_n) if j.samples is not None and j.meas_n else None
         assert j.plan is not None
         self.sched.completed(j.view, mean, j.ran, j.plan)
-        self.shape_forecasts.clear()  # the scheduler learned: its forecasts move
         j.samples = None
         j.rj = None
 
@@ -758,15 +754,11 @@ class _Engine:
         # per shape: (watts per GPU, surely blocked now, may hold a reservation)
         known: dict[tuple[str, int], tuple[float, bool, bool]] = {}
 
-        forecasts = self.shape_forecasts
-
         def check(shape: tuple[str, int], view: JobView) -> tuple[float, bool, bool]:
-            f = forecasts.get(shape)
-            if f is None:
-                watts = sched.forecast(view).gpu_watts
-                f = forecasts[shape] = (watts, pue * shape[1] * (watts - idle))
-            watts, w = f
-            known[shape] = res = (watts, shape[1] > free or w > avail, w <= ecap_above_idle)
+            g = shape[1]
+            watts = sched.forecast(view).gpu_watts
+            w = pue * g * (watts - idle)
+            known[shape] = res = (watts, g > free or w > avail, w <= ecap_above_idle)
             return res
 
         out: list[QueuedJob] = []
