@@ -27,6 +27,8 @@ from wattcap.sim.schedulers import make_scheduler
 from wattcap.sim.trace import TraceJob
 
 START = "2026-07-01T00:00:00Z"
+# the default site and load (compare_decide.py replays the same)
+NODES, GPUS_PER_NODE, LOAD, POWER_SHARE = 64, 8, 0.6, 0.75
 
 
 def local_trace(
@@ -95,10 +97,10 @@ def make_policy(jobs: list[TraceJob], nodes: int, gpn: int, share: float, start:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--jobs", type=int, default=100_000)
-    ap.add_argument("--nodes", type=int, default=64)
-    ap.add_argument("--gpus-per-node", type=int, default=8)
-    ap.add_argument("--load", type=float, default=0.6, help="offered load x GPU capacity")
-    ap.add_argument("--power-share", type=float, default=0.75)
+    ap.add_argument("--nodes", type=int, default=NODES)
+    ap.add_argument("--gpus-per-node", type=int, default=GPUS_PER_NODE)
+    ap.add_argument("--load", type=float, default=LOAD, help="offered load x GPU capacity")
+    ap.add_argument("--power-share", type=float, default=POWER_SHARE)
     ap.add_argument("--reservation-depth", type=int, default=None, help="default: the policy's")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()

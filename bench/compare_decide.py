@@ -60,8 +60,11 @@ def load_other(operator_dir: Path, into: Path) -> ModuleType:
 def capture(jobs: int, share: float, seed: int) -> list[Snapshot]:
     """Snapshots of `share` of the decision cycles of a wattcap replay."""
     start = parse_time(bench_sim.START, "start")
-    _, trace = bench_sim.make_trace(jobs, seed=seed, nodes=64, gpus_per_node=8, load=0.6)
-    policy = bench_sim.make_policy(trace, 64, 8, 0.75, start)
+    nodes, gpn = bench_sim.NODES, bench_sim.GPUS_PER_NODE
+    _, trace = bench_sim.make_trace(
+        jobs, seed=seed, nodes=nodes, gpus_per_node=gpn, load=bench_sim.LOAD
+    )
+    policy = bench_sim.make_policy(trace, nodes, gpn, bench_sim.POWER_SHARE, start)
     rng = random.Random(seed)
     snaps: list[Snapshot] = []
     real = admission.decide
@@ -73,7 +76,7 @@ def capture(jobs: int, share: float, seed: int) -> list[Snapshot]:
 
     engine.admission.decide = sampling  # type: ignore[assignment]
     try:
-        simulate(trace, policy, make_scheduler("wattcap", policy), SimConfig(64, 8, start))
+        simulate(trace, policy, make_scheduler("wattcap", policy), SimConfig(nodes, gpn, start))
     finally:
         engine.admission.decide = real
     # Copies would each carry their own window schedule; the replay hands over
