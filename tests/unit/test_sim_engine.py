@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wattcap.admission import Snapshot, decide
+from wattcap.forecast import PowerForecast
 from wattcap.model import CapWindow, PowerPolicy, parse_time
 from wattcap.placement import FreeGpus
 from wattcap.sim.check import ScheduleRow, check
@@ -237,3 +238,94 @@ def test_same_seed_same_schedule():
     policy = load_policy(DATA / "sim_policy.yaml")
     a, b = run(jobs, policy, seed=7), run(jobs, policy, seed=7)
     assert a.segments == b.segments and a.energy_j == b.energy_j
+
+
+def _acts(jobs, policy, scheduler, every, seed=3, nodes=4):
+    log: list = []
+    cfg = SimConfig(nodes, 8, T0, seed=seed, decision_log=log, every_tick=every)
+    res = simulate(jobs, policy, make_scheduler(scheduler, policy), cfg)
+    return [x for x in log if x[1] or x[2]], res.segments
+
+
+@pytest.mark.parametrize("scheduler", ["wattcap", "static-tdp", "gpu-only"])
+def test_the_replay_decides_as_deciding_at_every_tick_would(scheduler):
+    """The replay runs a cycle only where something could change its outcome
+    and trims the queue; the operator decides every control period on the
+    whole queue. Doing that (`every_tick`) must admit and preempt the same jobs
+    at the same moments: each skip is exact, including at the ticks where a
+    running job passes its planned end or measured power rises above the plan."""
+    jobs = load_trace(DATA / "sim_trace.csv")
+    policy = load_policy(DATA / "sim_policy.yaml")
+    event, every = _acts(jobs, policy, scheduler, False), _acts(jobs, policy, scheduler, True)
+    assert event[0], "the trace admits nothing: the comparison would be empty"
+    assert event == every
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    jobs=st.lists(job_st, min_size=2, max_size=30, unique_by=lambda j: j.job_id),
+    seed=st.integers(0, 3),
+)
+def test_random_replays_decide_as_deciding_at_every_tick_would(jobs, seed):
+    policy = PowerPolicy(
+        cap_watts=12000.0,
+        cap_schedule=(CapWindow(T0 + 7200, T0 + 10800, 9000.0, "dr"),),
+        max_wait_s=4 * 3600.0,
+        reservation_depth=2,
+    )
+    assert _acts(jobs, policy, "wattcap", False, seed) == _acts(jobs, policy, "wattcap", True, seed)
+
+
+def test_a_job_shed_for_its_draw_is_planned_at_its_draw_when_it_waits_again():
+    """`high` draws seven times what its class's only finished job did, so it
+    is admitted on a forecast far too low, runs the site over the cap, and is
+    shed. As the operator does, it must then be planned at its own measured
+    draw, which this cap never leaves room for: it waits. Planned at its
+    class's forecast again, it was readmitted and shed every other period."""
+    policy = PowerPolicy(cap_watts=9000.0)
+    jobs = [
+        TraceJob("low", 0.0, 1240.0, 1, 2, "a", 2, 81.0),
+        TraceJob("high", 1.0, 5422.0, 2, 4, "a", 2, 570.0, preemptible=True),
+    ]
+    res = run(jobs, policy, seed=3)
+    assert res.preemptions == 1
+    assert [s.outcome for s in res.segments if s.job_id == "high"] == ["preempted", "unfinished"]
+
+
+@pytest.mark.parametrize("scheduler", ["wattcap", "gpu-only"])
+def test_an_arrival_that_takes_the_last_reservation_is_a_cycle(scheduler):
+    """`n` cannot start when it arrives, but it goes first and takes the only
+    reservation (depth 1) from `h`, whose booking kept `c` out. Without `h`'s
+    booking, `c` ends before `n` can start, so `c` starts when `n` arrives,
+    as a replay deciding every period does; not when `r1` ends."""
+    policy = PowerPolicy(cap_watts=1e6, reservation_depth=1)
+    jobs = [
+        TraceJob("r1", 0.0, 1000.0, 1, 8, "x", 0, 300.0, est_duration_s=1000.0),
+        TraceJob("r2", 0.0, 5000.0, 1, 4, "x", 0, 300.0, est_duration_s=5000.0),
+        TraceJob("h", 10.0, 1000.0, 2, 5, "x", 0, 300.0, est_duration_s=1000.0),
+        TraceJob("c", 20.0, 3000.0, 1, 4, "x", 0, 300.0, est_duration_s=3000.0),
+        TraceJob("n", 30.0, 100.0, 2, 8, "x", 2, 300.0, est_duration_s=100.0),
+    ]
+    event, every = (
+        _acts(jobs, policy, scheduler, False, nodes=2),
+        _acts(jobs, policy, scheduler, True, nodes=2),
+    )
+    assert (30.0, (("c", ("node-1",)),), ()) in event[0]
+    assert event == every
+
+
+def test_a_reading_above_the_plan_is_a_cycle_while_jobs_wait():
+    """decide plans with measured power above its own plan, so with jobs
+    waiting a tick whose reading is above the plan can change what it
+    admits; with nobody waiting only the cap matters."""
+    policy = PowerPolicy(cap_watts=1e6)
+    jobs = [
+        TraceJob("a", 0.0, 10000.0, 1, 4, "llm", 0, 600.0),
+        TraceJob("b", 0.0, 100.0, 1, 4, "llm", 0, 600.0),
+    ]
+    eng = _Engine(jobs, policy, make_scheduler("wattcap", policy), SimConfig(1, 8, T0))
+    a, b = eng.jobs
+    eng._start(a, 0.0, ("node-0",), PowerForecast(100.0, 0.95, "history", 5))  # draws 600
+    assert eng._measure_ticks(1, 3) == (3, False)
+    eng._enqueue(b, 50.0)
+    assert eng._measure_ticks(4, 3) == (1, True)

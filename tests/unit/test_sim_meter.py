@@ -47,9 +47,21 @@ def test_same_seed_same_readings() -> None:
     assert np.array_equal(a.job_samples(400.0, 70_000), b.job_samples(400.0, 70_000))
 
 
+def test_site_readings_are_the_stream_in_order_however_drawn() -> None:
+    """Readings drawn in a block and partly given back (the replay stops at the
+    first tick that needs a cycle) continue where the used ones ended: the
+    stream is spent as if read tick by tick."""
+    a, b = meter(6), meter(6)
+    block = a.site_readings(1e5, 50.0, 10)
+    a.unread(6)  # only 4 were used
+    rest = a.site_readings(1e5, 50.0, 8)
+    one_by_one = np.concatenate([b.site_readings(1e5, 50.0, 1) for _ in range(12)])
+    assert np.array_equal(np.concatenate((block[:4], rest)), one_by_one)
+
+
 def test_a_job_has_one_sample_per_tick_it_ran_through() -> None:
-    """Samples are drawn only when read, but as many as the meter's ticks saw:
-    a job started at 10 s and stopped at 100 s ran through ticks 15 .. 90."""
+    """A job has read only as many samples as the meter's ticks saw: started
+    at 10 s and stopped at 100 s, it ran through ticks 15 .. 90."""
     policy = PowerPolicy(cap_watts=1e6)
     jobs = [TraceJob("a", 0.0, 1000.0, 1, 4, "llm", 0, 600.0)]
     eng = _Engine(jobs, policy, make_scheduler("wattcap", policy), SimConfig(1, 8, T0))

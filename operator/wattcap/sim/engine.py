@@ -16,20 +16,40 @@ Ground truth and measurement are kept apart:
   its last RING samples) when its sample count reaches TIGHTEN_AT, then
   every TIGHTEN_EVERY samples.
 
-Decision cycles run at events (arrivals, completions, cap-window edges and
-one control period before each, starvation deadlines, the period after a
-shed) and at control ticks where something measured changed (a running job's
-reservation was tightened, or measured power is over the cap). A cycle is
-skipped when nothing could change its outcome:
+The operator decides every control period. The replay runs a decision
+cycle only where its outcome could differ from the last one's:
+
+* at events: arrivals, completions, cap-window edges and one control period
+  before each, starvation deadlines, the period after a shed;
+* at the two ticks where decide's view of a running job's planned end moves
+  (the first a period or less before it, when decide plans it to end a
+  period on, and the first at or past it, when decide plans it to the
+  horizon): a later end can move a blocked job's reservation later and let
+  another job start before it;
+* at control ticks where something measured changed: a running job's
+  reservation was tightened, measured power is over the cap, or, with jobs
+  queued, a reading above the plan (decide plans with the excess) or the
+  first reading after a cycle that saw one.
+
+Between these, time passing cannot let a job start: a queued job's run only
+reaches further into the plan, and a reservation either stays where it was
+or moves along with now (one from the next period on). The one exception is
+the planning horizon (14 days), which moves too: a booking that reaches it
+may move with it, and the replay sees that at its next cycle, not at the
+tick; no test trace has shown it. A cycle is skipped when nothing could
+change its outcome:
 
 * an arrival alone, whose job cannot fit the GPUs or power free right now
-  (a new job only adds demand; decide would wait it);
+  and lands behind the first `reservationDepth` surely blocked jobs: decide
+  would wait it, and it takes no reservation (one that did would leave the
+  job it displaced without one, and another might start in its place);
 * a completion with nobody queued;
-* a tick where nothing was tightened (or nobody is queued) and measured
-  power is within the cap;
 * any cycle where no queued job passes that necessary check and no shed is
   possible (projected power within the cap one period ahead, no measured
   excursion past the grace period): decide could neither admit nor preempt.
+
+`SimConfig.every_tick` decides at every tick and event on the whole queue,
+as the operator does; the tests hold the replay to it, so each skip is exact.
 
 Before decide, the queue is trimmed of jobs that cannot start now once the
 first `reservationDepth` surely-blocked jobs (which get reservations) are
@@ -80,6 +100,10 @@ class SimConfig:
     meter_noise: float = 0.002  # relative sd of the site meter
     record_series: bool = False
     decision_log: list | None = None  # if a list: (t, admits, preempts) per cycle
+    # Decide at every control tick and event, on the whole queue, skipping no
+    # cycle: what the operator does. Slow; it exists so tests can hold the
+    # replay's skipped cycles and trimmed queue to it.
+    every_tick: bool = False
 
 
 @dataclass(slots=True)
@@ -119,6 +143,7 @@ class _Job:
     __slots__ = (
         "drawn_to",
         "first_start",
+        "floor",
         "idx",
         "meas_n",
         "nodes",
@@ -163,13 +188,15 @@ class _Job:
         self.nodes: tuple[str, ...] = ()
         self.queued_since = tj.submit_s
         self.plan: PowerForecast | None = None
+        # preempted after its own draw was seen: plan it at no less than that
+        self.floor: PowerForecast | None = None
         self.planned_total = 0.0
         self.rj: RunningJob | None = None
         self.qj: QueuedJob | None = None
         self.qkey: tuple | None = None
         self.slot = -1
         self.meas_n = 0  # samples the meter took of it: one per tick it ran through
-        self.samples: JobSamples | None = None  # drawn when first read
+        self.samples: JobSamples | None = None  # drawn when a run starts (if measured)
         self.seg_tick = 0  # the tick before the meter first read this run
         self.drawn_to = 0  # the tick up to which meas_n counts
         self.token = 0
@@ -221,7 +248,7 @@ class _Engine:
         self.queue_by_shape: dict[tuple[str, int], list[tuple]] = {}
         self.queued_n = 0
         self.completions: list[tuple[float, int, int, int]] = []  # (t, seq, idx, token)
-        self.wakeups: list[tuple[float, int, int]] = []  # (t, kind, idx)
+        self.wakeups: list[tuple[float, int, int, int]] = []  # (t, kind, idx, token)
         self.starve_heap: list[tuple[float, int]] = []
         self.seq = 0
         self.segments: list[Segment] = []
@@ -264,6 +291,8 @@ class _Engine:
         self.tick_done = 0  # the last control tick the meter has read
         self.truth_sq = 0.0  # sum over running jobs of (GPUs x true watts per GPU)^2
         self.over_since: float | None = None
+        # the last cycle saw measured power above the plan: decide planned with the excess
+        self.excess_seen = False
 
     # ------------------------------------------------------------------ helpers
 
@@ -315,7 +344,7 @@ class _Engine:
         )
         deadline = t + self.dpol.max_wait_s
         heapq.heappush(self.starve_heap, (deadline, j.idx))
-        heapq.heappush(self.wakeups, (deadline + STARVE_NUDGE_S, 1, j.idx))
+        heapq.heappush(self.wakeups, (deadline + STARVE_NUDGE_S, 1, j.idx, 0))
 
     def _dequeue(self, j: _Job) -> None:
         lst = self.starving if j.qkey in self._starving_set else self.queue
@@ -374,8 +403,9 @@ class _Engine:
                 edges.add(e - self.t0 - period)
         for e in edges:
             if e >= 0:
-                heapq.heappush(self.wakeups, (e, 0, -1))
+                heapq.heappush(self.wakeups, (e, 0, -1, 0))
         measures = self.sched.measures
+        every = self.cfg.every_tick
         tick_k = 1
         arr_i = 0
         n_arr = len(self.arrivals)
@@ -394,7 +424,17 @@ class _Engine:
                 t_event = self.wakeups[0][0]
             t = t_event
             need = False
-            if measures and self.running:
+            event = False  # every_tick: a tick, or something happened (not a stale entry)
+            if every:
+                if tick_k * period <= t_prev:
+                    tick_k = int(t_prev // period) + 1
+                if tick_k * period <= t_event:  # one tick at a time, each a cycle
+                    if measures and self.running:
+                        self._measure_ticks(tick_k, 1)
+                    t = tick_k * period
+                    tick_k += 1
+                    event = True
+            elif measures and self.running:
                 # control ticks up to the next event, measured in bulk; stop at the
                 # first one that needs a cycle (over the cap, or a reservation tightened)
                 if tick_k * period <= t_prev:
@@ -418,7 +458,7 @@ class _Engine:
                 if j.state != RUNNING or j.token != token:
                     continue
                 self._finish(j, t)
-                activity = True
+                activity = event = True
                 if self.queued_n:
                     need = True
             # arrivals
@@ -426,18 +466,26 @@ class _Engine:
                 j = self.arrivals[arr_i]
                 arr_i += 1
                 self._enqueue(j, t)
-                activity = True
-                if not need and self._could_start(j, t):
+                activity = event = True
+                if not need and (self._could_start(j, t) or self._takes_reservation(j, t)):
                     need = True
             # wakeups: cap edges, starvation deadlines, follow-ups after a shed
             while self.wakeups and self.wakeups[0][0] <= t:
-                _, kind, idx = heapq.heappop(self.wakeups)
-                if kind != 1 or self.jobs[idx].state == QUEUED:
-                    need = True
-            if need and (self.queued_n or self.running):
+                _, kind, idx, token = heapq.heappop(self.wakeups)
+                if kind >= 3:  # a running job's planned end, as decide sees it, moved
+                    j = self.jobs[idx]
+                    if j.state == RUNNING and j.token == token:
+                        event = True
+                        if self.queued_n:
+                            need = True
+                        if kind == 3:
+                            self._push_end_wakeup(j, past=True)
+                elif kind != 1 or self.jobs[idx].state == QUEUED:
+                    need = event = True
+            if (need or (every and event)) and (self.queued_n or self.running):
                 if self._cycle(t):
                     # a shed admits nothing: look again one period later
-                    heapq.heappush(self.wakeups, (t + period, 2, -1))
+                    heapq.heappush(self.wakeups, (t + period, 2, -1, 0))
                 activity = activity or self._last_changed
             else:
                 self.skipped += 1
@@ -495,12 +543,18 @@ class _Engine:
         Nothing starts or stops between these ticks, so true site power is
         constant and the readings are drawn in one block up to the next
         checkpoint. Returns how many ticks were consumed and whether the last
-        one needs a decision cycle (over the cap, or a reservation tightened).
+        one needs a decision cycle: over the cap, a reservation tightened, or,
+        with jobs queued, a reading that may change what decide adds to its
+        plan for power measured above it (a reading above the plan, or the
+        first after a cycle that saw one).
         """
         period = self.dpol.control_period_s
         site_w = self.idle_site + self.pue * self.truth_excess
         sd = self.meter.site_sd(site_w, self.truth_sq)
         cap_edges, cap_vals = self._cap_edges, self._cap_vals
+        # a reading above this (less a watt of slack for the engine's running
+        # sums) may add to decide's plan; nothing changes the plan in this block
+        planned = self.idle_site + self.pue * self.planned_excess - 1.0
         cp = self.cp_heap
         jobs = self.jobs
         done = 0
@@ -515,22 +569,27 @@ class _Engine:
             k = n - done
             if cp and cp[0][0] - kk + 1 < k:
                 k = cp[0][0] - kk + 1
+            if self.excess_seen and self.queued_n:
+                k = 1  # the excess decide planned with changes at the next reading
             cap = cap_vals[bisect_right(cap_edges, kk * period)]
             if k == 1:
                 site = site_w + sd * float(self.meter.normals(1)[0])
-                first_over = 0 if site > cap else -1
+                limit = min(cap, planned) if self.queued_n else cap
+                first_over = 0 if site > limit or (self.excess_seen and self.queued_n) else -1
                 used = 1
             else:
                 sites = self.meter.site_readings(site_w, sd, k)
                 caps: float | np.ndarray = cap
                 if cap != self.cap_at((kk + k - 1) * period):
                     caps = np.array([self.cap_at((kk + i) * period) for i in range(k)])
-                over = sites > caps
+                limits = np.minimum(caps, planned) if self.queued_n else caps
+                over = sites > limits
                 first_over = int(over.argmax())
                 if not over[first_over]:
                     first_over = -1
                 used = first_over + 1 if first_over >= 0 else k
                 site = float(sites[used - 1])
+                self.meter.unread(k - used)  # the ticks after this one are read later
             t_tick = (kk + used - 1) * period
             self.tick_done = kk + used - 1
             self.meas_site = site
@@ -557,12 +616,10 @@ class _Engine:
             return
         j.drawn_to = self.tick_done
         j.meas_n += m
-        if j.samples is None:  # its whole run's worth at once
-            period = self.dpol.control_period_s
-            span = math.ceil(j.tj.duration_s / period) + 2
-            j.samples = JobSamples(self.meter, j.tj.gpu_watts, max(j.meas_n, span))
+        if j.samples is None:
+            j.samples = JobSamples(self.meter, j.tj.gpu_watts, j.meas_n)
         else:
-            j.samples.ensure(j.meas_n)
+            j.samples.ensure(j.meas_n)  # drawn when the run started: nothing to draw
 
     def _last_sample(self, j: _Job) -> float:
         assert j.samples is not None
@@ -605,13 +662,53 @@ class _Engine:
 
     # ------------------------------------------------------------------ job life
 
+    def _queued_forecast(self, j: _Job) -> PowerForecast:
+        """What a queued job is planned at: its class's forecast, or its own
+        measured draw if it was preempted drawing more."""
+        f = self.sched.forecast(j.view)
+        if j.floor is not None and j.floor.gpu_watts > f.gpu_watts:
+            return j.floor
+        return f
+
     def _could_start(self, j: _Job, t: float) -> bool:
         """Necessary condition for decide to start this job now (it may still not)."""
         if j.tj.gpus > self.free_gpus:
             return False
-        f = self.sched.forecast(j.view)
+        f = self._queued_forecast(j)
         w = self.pue * j.tj.gpus * (f.gpu_watts - self.idle_w)
         return w <= self._avail_now(t) + 1.0
+
+    def _takes_reservation(self, j: _Job, t: float) -> bool:
+        """Might a job that cannot start now take one of the first
+        `reservationDepth` reservations? Then the job that held the last one
+        holds none, and another may start where it would have run.
+
+        Counts the jobs ahead of it that are surely blocked (those take
+        reservations whatever else happens): a lower bound of what decide
+        counts, so a True here may be needless, a False never wrong.
+        """
+        pue, idle, free = self.pue, self.idle_w, self.free_gpus
+        avail = self._avail_now(t) + 1.0
+        usable = self._decap_at(self.t0 + t) - self.idle_site
+        depth = self.dpol.reservation_depth
+
+        def reserves(job: _Job) -> bool:  # surely blocked, and not beyond the cap
+            g = job.tj.gpus
+            w = pue * g * (self._queued_forecast(job).gpu_watts - idle)
+            return (g > free or w > avail) and w <= usable
+
+        if not reserves(j):
+            return False  # it never fits under this cap: decide passes over it
+        blocked = 0
+        for lst in (self.starving, self.queue):
+            for key in lst:
+                if key == j.qkey:
+                    return blocked < depth
+                if blocked >= depth:
+                    return False
+                if reserves(self.jobs[key[3]]):
+                    blocked += 1
+        return blocked < depth
 
     def _avail_now(self, t: float) -> float:
         ecap = self._decap_at(self.t0 + t)
@@ -670,9 +767,32 @@ class _Engine:
         self.truth_sq += (g * j.tj.gpu_watts) ** 2
         self.planned_excess += g * (watts - self.idle_w)
         heapq.heappush(self.completions, (t + j.remaining, self.seq, j.idx, j.token))
+        self._push_end_wakeup(j)
         if self.sched.measures:
             self._push_checkpoint(j, j.meas_n, j.seg_tick)
+            # this run's samples, drawn now: one per tick it can run through
+            span = j.meas_n + math.ceil(j.remaining / self.dpol.control_period_s) + 1
+            if j.samples is None:
+                j.samples = JobSamples(self.meter, j.tj.gpu_watts, span)
+            else:
+                j.samples.ensure(span)
         self.seq += 1
+
+    def _push_end_wakeup(self, j: _Job, past: bool = False) -> None:
+        """Wake at the next tick where decide's view of this run's planned end
+        moves: the first a period or less before it (decide then plans the job
+        to end a period on) and, once that came, the first at or past it (then
+        to the horizon: its end is unknown). Either can move a blocked job's
+        reservation later and so let a later job start; the operator, deciding
+        every period, would."""
+        period = self.dpol.control_period_s
+        t0 = self.t0
+        end = j.rj.expected_end_s
+        k = max(int((end - t0) // period) - 2, 0)
+        while t0 + k * period + (0.0 if past else period) < end:  # decide's arithmetic
+            k += 1
+        kind = 4 if past else 3
+        heapq.heappush(self.wakeups, (k * period, kind, j.idx, j.token))
 
     def _stop(self, j: _Job, t: float) -> float:
         """Take a running job off the site; return how long this segment ran."""
@@ -727,6 +847,12 @@ class _Engine:
 
     def _preempt(self, j: _Job, t: float) -> None:
         self._stop(j, t)
+        if self.sched.measures:
+            n, mean, var = self._job_moments(j)
+            if n >= 3:
+                # as the operator does: what it drew beats what its class says, or a
+                # job that draws more than its class is readmitted and shed again
+                j.floor = self.sched.measured_floor(n, mean, var)
         self.preemptions += 1
         self.segments.append(Segment(j.view.key, j.seg_start, t, j.nodes, "preempted"))
         j.rj = None
@@ -734,7 +860,7 @@ class _Engine:
 
     # ------------------------------------------------------------------ one cycle
 
-    def _queued_for_decide(self, t: float) -> tuple[list[QueuedJob], bool]:
+    def _queued_for_decide(self, t: float, whole: bool = False) -> tuple[list[QueuedJob], bool]:
         """The queue in decide's order, less jobs that can neither start nor reserve;
         and whether any job in it might start now.
 
@@ -749,16 +875,17 @@ class _Engine:
         avail = self._avail_now(t) + 1.0
         ecap_above_idle = self._decap_at(self.t0 + t) - self.idle_site
         period = self.dpol.control_period_s
-        depth = self.dpol.reservation_depth
+        depth = math.inf if whole else self.dpol.reservation_depth
         jobs = self.jobs
         # per shape: (watts per GPU, surely blocked now, may hold a reservation)
         known: dict[tuple[str, int], tuple[float, bool, bool]] = {}
 
-        def check(shape: tuple[str, int], view: JobView) -> tuple[float, bool, bool]:
-            g = shape[1]
-            watts = sched.forecast(view).gpu_watts
+        def judge(g: int, watts: float) -> tuple[float, bool, bool]:
             w = pue * g * (watts - idle)
-            known[shape] = res = (watts, g > free or w > avail, w <= ecap_above_idle)
+            return watts, g > free or w > avail, w <= ecap_above_idle
+
+        def check(shape: tuple[str, int], view: JobView) -> tuple[float, bool, bool]:
+            known[shape] = res = judge(shape[1], sched.forecast(view).gpu_watts)
             return res
 
         out: list[QueuedJob] = []
@@ -780,7 +907,10 @@ class _Engine:
                     cut = pos
                     break
                 j = jobs[key[3]]
-                watts, sure_block, may_reserve = known.get(j.shape) or check(j.shape, j.view)
+                res = known.get(j.shape) or check(j.shape, j.view)
+                if j.floor is not None and j.floor.gpu_watts > res[0]:
+                    res = judge(j.shape[1], j.floor.gpu_watts)
+                watts, sure_block, may_reserve = res
                 if sure_block and blocked >= depth:
                     continue
                 candidate = candidate or not sure_block
@@ -793,13 +923,15 @@ class _Engine:
             for shape, keys in self.queue_by_shape.items():
                 if shape[1] > free:
                     continue  # surely blocked, whatever its forecast
-                view = jobs[keys[0][3]].view  # any job of the shape: its forecast is theirs
+                view = jobs[keys[0][3]].view  # any job of the shape: its class forecast is theirs
                 watts, sure_block, _ = known.get(shape) or check(shape, view)
-                if not sure_block:
+                if not sure_block:  # (one planned higher, at its own draw, may still be)
                     tail.extend(keys[bisect_left(keys, first) :])
             tail.sort()
             for key in tail:
-                keep(jobs[key[3]], known[jobs[key[3]].shape][0])
+                j = jobs[key[3]]
+                watts = known[j.shape][0]
+                keep(j, watts if j.floor is None else max(watts, j.floor.gpu_watts))
             candidate = candidate or bool(tail)
         return out, candidate
 
@@ -824,9 +956,13 @@ class _Engine:
         """Run decide on the current state and apply it; True if it shed load."""
         now = self.t0 + t
         self._promote_starving(now)
-        queued, candidate = self._queued_for_decide(t) if self.queued_n else ([], False)
+        meas = self.meas_site if self.sched.measures else None
+        planned = self.idle_site + self.pue * self.planned_excess - 1.0
+        self.excess_seen = meas is not None and meas > planned
+        every = self.cfg.every_tick
+        queued, candidate = self._queued_for_decide(t, every) if self.queued_n else ([], False)
         may_shed = self._may_shed(t)
-        if not candidate and not may_shed:
+        if not candidate and not may_shed and not every:
             # decide could neither admit nor preempt: skip it (its waits are not needed)
             self._last_changed = False
             self.skipped += 1
@@ -863,7 +999,7 @@ class _Engine:
             self._preempt(self.by_key[p.key], t)
         for a in dec.admits:
             j = self.by_key[a.key]
-            plan = self.sched.forecast(j.view)
+            plan = self._queued_forecast(j)
             self._dequeue(j)
             self._start(j, t, a.nodes, plan)
         return bool(dec.preempts)

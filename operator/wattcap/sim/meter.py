@@ -8,14 +8,18 @@ Two instruments, as on a real site, each read once per control tick:
   over the cap, and a per-job sum there would cost a draw per running job.
 * a **per-job exporter** (DCGM-like): truth x (1 + N(0, job_noise)) per
   GPU, clipped to [GPU idle, TDP], one sample per tick the job runs
-  through. A job's samples (`JobSamples`) are drawn as one block when
-  something first reads them, for every tick its whole run spans, and
-  grown if it runs through more (a preempted job resumes). The engine
+  through. A job's samples (`JobSamples`) are drawn as one block when its
+  run starts, one per tick the run can pass through, and grown when a
+  preempted job resumes. The engine
   counts the ticks a job has run through and reads no sample beyond that
   count, so drawing ahead shows the scheduler nothing early; the samples
   are independent given the truth, so the block changes no distribution.
 
-All draws come from one seeded stream, so a replay is reproducible.
+All draws come from one seeded stream, so a replay is reproducible. The
+engine draws a run's samples when it starts and the site readings tick by
+tick (a block drawn ahead gives back what it did not use), so the stream is
+spent in the same order by a replay that decides at other moments but
+starts the same jobs at the same times (`SimConfig.every_tick`).
 """
 
 from __future__ import annotations
@@ -58,6 +62,12 @@ class Meter:
             p = 0
         self._pos = p + m
         return pool[p : p + m]
+
+    def unread(self, m: int) -> None:
+        """Put back the last m normals drawn: they were not used, and the next
+        draw returns them. So the site meter's k-th reading is the stream's
+        k-th normal, however the ticks were drawn in blocks."""
+        self._pos -= m
 
     def site_sd(self, site_w: float, job_sq_w2: float) -> float:
         """Spread of one site reading: the meter's own, and the GPUs' noise

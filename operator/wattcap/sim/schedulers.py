@@ -66,6 +66,11 @@ class Scheduler:
         (their mean and variance)."""
         return admitted
 
+    def measured_floor(self, n: int, mean: float, var: float) -> PowerForecast | None:
+        """What a preempted job is planned at, at least, once n of its own
+        samples were seen: nothing, for a scheduler that measures nothing."""
+        return None
+
     def completed(
         self, job: JobView, mean_measured_w: float | None, run_s: float, admitted: PowerForecast
     ) -> None:
@@ -90,6 +95,7 @@ class WattcapScheduler(Scheduler):
         # class share a forecast, and a deep queue asks for it every cycle.
         self._power: dict[str, PowerForecast] = {}
         self._duration: dict[str, float] = {}
+        self._tdp = PowerForecast(policy.gpu_tdp_watts, 1.0, "prior", 0)
 
     def forecast(self, job: JobView) -> PowerForecast:
         f = self._power.get(job.workload_class)
@@ -109,6 +115,10 @@ class WattcapScheduler(Scheduler):
 
     def tighten(self, admitted: PowerForecast, n: int, mean: float, var: float) -> PowerForecast:
         return self.forecaster.running_moments(admitted, n, mean, var)
+
+    def measured_floor(self, n: int, mean: float, var: float) -> PowerForecast | None:
+        # the operator's rule for a job preempted after running (controller.py)
+        return self.forecaster.running_moments(self._tdp, n, mean, var)
 
     def completed(
         self, job: JobView, mean_measured_w: float | None, run_s: float, admitted: PowerForecast
