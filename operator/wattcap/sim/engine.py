@@ -543,7 +543,7 @@ class _Engine:
         Nothing starts or stops between these ticks, so true site power is
         constant and the readings are drawn in one block up to the next
         checkpoint. Returns how many ticks were consumed and whether the last
-        one needs a decision cycle: over the cap, a reservation tightened, or,
+        one needs a decision cycle: over the cap, a reservation re-forecast, or,
         with jobs queued, a reading that may change what decide adds to its
         plan for power measured above it (a reading above the plan, or the
         first after a cycle that saw one).
@@ -603,8 +603,9 @@ class _Engine:
             )
             done += used
             hit = first_over >= 0
-            if cp and cp[0][0] == kk + used - 1 and self._tighten(kk + used - 1) and self.queued_n:
-                hit = True
+            if cp and cp[0][0] == kk + used - 1 and self._tighten(kk + used - 1):
+                # a plan moved: a waiting job may fit, or (a plan can rise) a shed be due
+                hit = hit or bool(self.queued_n) or self._may_shed(t_tick)
             if hit:
                 return done, True
         return done, False
@@ -692,14 +693,12 @@ class _Engine:
         usable = self._decap_at(self.t0 + t) - self.idle_site
         depth = self.dpol.reservation_depth
 
-        def reserves(job: _Job) -> bool:  # surely blocked, and not beyond the cap
+        def reserves(job: _Job) -> bool:  # surely blocked, and within the cap now
             g = job.tj.gpus
             w = pue * g * (self._queued_forecast(job).gpu_watts - idle)
             return (g > free or w > avail) and w <= usable
 
-        if not reserves(j):
-            return False  # it never fits under this cap: decide passes over it
-        blocked = 0
+        blocked = 0  # (j itself may reserve even above the cap now: a later one may be higher)
         for lst in (self.starving, self.queue):
             for key in lst:
                 if key == j.qkey:
