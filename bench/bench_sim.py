@@ -94,6 +94,14 @@ def make_policy(jobs: list[TraceJob], nodes: int, gpn: int, share: float, start:
     return PowerPolicy(cap_watts=cap, cap_schedule=windows, pue=pue, node_base_watts=base)
 
 
+def default_replay(jobs: int, seed: int) -> tuple[list[TraceJob], PowerPolicy, float]:
+    """The default site's trace, policy and start (epoch s), for the benches
+    that replay it as this one does by default."""
+    start = parse_time(START, "start")
+    _, trace = make_trace(jobs, seed=seed, nodes=NODES, gpus_per_node=GPUS_PER_NODE, load=LOAD)
+    return trace, make_policy(trace, NODES, GPUS_PER_NODE, POWER_SHARE, start), start
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--jobs", type=int, default=100_000)

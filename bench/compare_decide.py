@@ -39,7 +39,7 @@ from types import ModuleType
 import bench_sim
 from wattcap import admission
 from wattcap.admission import Snapshot
-from wattcap.model import PowerPolicy, parse_time
+from wattcap.model import PowerPolicy
 from wattcap.sim import engine
 from wattcap.sim.engine import SimConfig, simulate
 from wattcap.sim.schedulers import make_scheduler
@@ -59,12 +59,8 @@ def load_other(operator_dir: Path, into: Path) -> ModuleType:
 
 def capture(jobs: int, share: float, seed: int) -> list[Snapshot]:
     """Snapshots of `share` of the decision cycles of a wattcap replay."""
-    start = parse_time(bench_sim.START, "start")
+    trace, policy, start = bench_sim.default_replay(jobs, seed)
     nodes, gpn = bench_sim.NODES, bench_sim.GPUS_PER_NODE
-    _, trace = bench_sim.make_trace(
-        jobs, seed=seed, nodes=nodes, gpus_per_node=gpn, load=bench_sim.LOAD
-    )
-    policy = bench_sim.make_policy(trace, nodes, gpn, bench_sim.POWER_SHARE, start)
     rng = random.Random(seed)
     snaps: list[Snapshot] = []
     real = admission.decide

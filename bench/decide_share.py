@@ -19,7 +19,6 @@ from collections.abc import Iterator
 import bench_sim
 from wattcap import admission
 from wattcap.admission import Decision, Snapshot
-from wattcap.model import parse_time
 from wattcap.sim import engine
 from wattcap.sim.engine import SimConfig, SimResult, simulate
 from wattcap.sim.schedulers import make_scheduler
@@ -30,12 +29,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
-    start = parse_time(bench_sim.START, "start")
+    trace, policy, start = bench_sim.default_replay(a.jobs, a.seed)
     nodes, gpn = bench_sim.NODES, bench_sim.GPUS_PER_NODE
-    _, trace = bench_sim.make_trace(
-        a.jobs, seed=a.seed, nodes=nodes, gpus_per_node=gpn, load=bench_sim.LOAD
-    )
-    policy = bench_sim.make_policy(trace, nodes, gpn, bench_sim.POWER_SHARE, start)
 
     def replay() -> tuple[float, SimResult]:
         cfg = SimConfig(nodes, gpn, start, seed=a.seed)

@@ -65,8 +65,8 @@ class Meter:
 
     def unread(self, m: int) -> None:
         """Put back the last m normals drawn: they were not used, and the next
-        draw returns them. So the site meter's k-th reading is the stream's
-        k-th normal, however the ticks were drawn in blocks."""
+        draw returns them. So the stream is spent as if each tick were read on
+        its own, however the ticks were drawn in blocks."""
         self._pos -= m
 
     def site_sd(self, site_w: float, job_sq_w2: float) -> float:
