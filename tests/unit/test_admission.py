@@ -467,3 +467,37 @@ def test_priority_order_then_fifo() -> None:
     jobs = [q("late-high", prio=2, t=5), q("early-low", prio=0, t=0), q("early-high", prio=2, t=1)]
     d = decide(Snapshot(NOW, policy(1e9), nodes(2), [], jobs))
     assert [a.key for a in d.admits] == ["early-high", "late-high"]
+
+
+def test_a_cycle_admits_what_the_next_one_would_once_its_admissions_run():
+    """A reservation holds exactly its run, as an admission does. Held to the
+    end of the step its run ended in, `h2`'s booking (from 2000 s, where
+    nothing else ends) kept `c` out this cycle, and the next cycle, with `a`
+    running and its end a step edge, admitted `c`: the replay, deciding only
+    at events, then started `c` later than the operator."""
+    pol = policy(1e9)
+    running = [
+        RunningJob("r1", 1, 8, 300.0, 0, False, NOW - 100, NOW + 1000, ("n0",)),
+        RunningJob("r2", 1, 4, 300.0, 0, False, NOW - 100, NOW + 5000, ("n1",)),
+    ]
+    site = [NodeState("n0", 8, 0), NodeState("n1", 8, 4)]
+    queued = [
+        q("h1", gpus=8, prio=3, dur=100.0),  # waits for r1's GPUs: reserved from 1000 s
+        q("a", gpus=2, prio=2, dur=2000.0),
+        q("h2", gpus=4, prio=1, dur=100.0),
+        q("c", gpus=2, prio=0, dur=3000.0),
+    ]
+    for lazy in (False, True):
+        dec = decide(
+            Snapshot(NOW, pol, site, running, queued), estimate_starts=not lazy, explain=not lazy
+        )
+        assert [x.key for x in dec.admits] == ["a", "c"]
+    # the next cycle, with a and c running, admits nothing more
+    after = [NodeState("n0", 8, 0), NodeState("n1", 8, 0)]
+    started = [
+        RunningJob(j.key, 1, j.gpus_per_replica, 300.0, 0, False, NOW, NOW + j.duration_s, ("n1",))
+        for j in queued
+        if j.key in ("a", "c")
+    ]
+    waiting = [j for j in queued if j.key in ("h1", "h2")]
+    assert decide(Snapshot(NOW + 15, pol, after, running + started, waiting)).admits == []
