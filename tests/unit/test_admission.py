@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from wattcap import admission
 from wattcap.admission import (
+    HORIZON_S,
     SHEDDING_LOAD,
     UNSCHEDULABLE,
     WAITING_FOR_CAP_WINDOW,
@@ -501,3 +502,44 @@ def test_a_cycle_admits_what_the_next_one_would_once_its_admissions_run():
     ]
     waiting = [j for j in queued if j.key in ("h1", "h2")]
     assert decide(Snapshot(NOW + 15, pol, after, running + started, waiting)).admits == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(snap=snapshots())
+def test_deciding_again_once_the_admissions_run_admits_nothing_more(snap: Snapshot):
+    """What one cycle leaves waiting, the next, with that cycle's admissions
+    running (their planned ends and nodes), leaves waiting too: otherwise a
+    replay deciding only at events starts jobs later than the operator."""
+    snap = dataclasses.replace(snap, measured_site_watts=None)  # a new reading would differ
+    dec = decide(snap, estimate_starts=False, explain=False)
+    if not dec.admits or dec.preempts:
+        return
+    by_key = {j.key: j for j in snap.queued}
+    free = {n.name: n.gpus_free for n in snap.nodes}
+    running = list(snap.running)
+    for a in dec.admits:
+        j = by_key[a.key]
+        for name in a.nodes:
+            free[name] -= j.gpus_per_replica
+        end = snap.now_s + min(max(j.duration_s, 1.0), HORIZON_S)
+        running.append(
+            RunningJob(
+                j.key,
+                j.replicas,
+                j.gpus_per_replica,
+                j.gpu_watts,
+                j.priority,
+                j.preemptible,
+                snap.now_s,
+                end,
+                a.nodes,
+            )
+        )
+    admitted = {a.key for a in dec.admits}
+    after = dataclasses.replace(
+        snap,
+        nodes=[NodeState(n.name, n.gpus_total, free[n.name]) for n in snap.nodes],
+        running=running,
+        queued=[j for j in snap.queued if j.key not in admitted],
+    )
+    assert decide(after, estimate_starts=False, explain=False).admits == []
