@@ -425,9 +425,9 @@ class _Engine:
             t = t_event
             need = False
             event = False  # every_tick: a tick, or something happened (not a stale entry)
+            if tick_k * period <= t_prev:
+                tick_k = int(t_prev // period) + 1  # the first tick after the last event
             if every:
-                if tick_k * period <= t_prev:
-                    tick_k = int(t_prev // period) + 1
                 if tick_k * period <= t_event:  # one tick at a time, each a cycle
                     if measures and self.running:
                         self._measure_ticks(tick_k, 1)
@@ -437,8 +437,6 @@ class _Engine:
             elif measures and self.running:
                 # control ticks up to the next event, measured in bulk; stop at the
                 # first one that needs a cycle (over the cap, or a reservation tightened)
-                if tick_k * period <= t_prev:
-                    tick_k = int(t_prev // period) + 1
                 n = int(t_event // period) - tick_k + 1
                 if n > 0:
                     used, hit = self._measure_ticks(tick_k, n)
@@ -555,6 +553,8 @@ class _Engine:
         # a reading above this (less a watt of slack for the engine's running
         # sums) may add to decide's plan; nothing changes the plan in this block
         planned = self.idle_site + self.pue * self.planned_excess - 1.0
+        waiting = self.queued_n > 0
+        force = self.excess_seen and waiting  # the excess decide planned with changes now
         cp = self.cp_heap
         jobs = self.jobs
         done = 0
@@ -569,20 +569,20 @@ class _Engine:
             k = n - done
             if cp and cp[0][0] - kk + 1 < k:
                 k = cp[0][0] - kk + 1
-            if self.excess_seen and self.queued_n:
-                k = 1  # the excess decide planned with changes at the next reading
+            if force:
+                k = 1
             cap = cap_vals[bisect_right(cap_edges, kk * period)]
             if k == 1:
                 site = site_w + sd * float(self.meter.normals(1)[0])
-                limit = min(cap, planned) if self.queued_n else cap
-                first_over = 0 if site > limit or (self.excess_seen and self.queued_n) else -1
+                limit = min(cap, planned) if waiting else cap
+                first_over = 0 if site > limit or force else -1
                 used = 1
             else:
                 sites = self.meter.site_readings(site_w, sd, k)
                 caps: float | np.ndarray = cap
                 if cap != self.cap_at((kk + k - 1) * period):
                     caps = np.array([self.cap_at((kk + i) * period) for i in range(k)])
-                limits = np.minimum(caps, planned) if self.queued_n else caps
+                limits = np.minimum(caps, planned) if waiting else caps
                 over = sites > limits
                 first_over = int(over.argmax())
                 if not over[first_over]:
@@ -605,7 +605,7 @@ class _Engine:
             hit = first_over >= 0
             if cp and cp[0][0] == kk + used - 1 and self._tighten(kk + used - 1):
                 # a plan moved: a waiting job may fit, or (a plan can rise) a shed be due
-                hit = hit or bool(self.queued_n) or self._may_shed(t_tick)
+                hit = hit or waiting or self._may_shed(t_tick)
             if hit:
                 return done, True
         return done, False
@@ -617,10 +617,8 @@ class _Engine:
             return
         j.drawn_to = self.tick_done
         j.meas_n += m
-        if j.samples is None:
-            j.samples = JobSamples(self.meter, j.tj.gpu_watts, j.meas_n)
-        else:
-            j.samples.ensure(j.meas_n)  # drawn when the run started: nothing to draw
+        assert j.samples is not None  # drawn when the run started (the meter reads it)
+        j.samples.ensure(j.meas_n)  # as many as the run can pass through: nothing to draw
 
     def _last_sample(self, j: _Job) -> float:
         assert j.samples is not None
