@@ -1052,10 +1052,8 @@ class _Profile:
         """Book the earliest later start where the job fits throughout; return it.
 
         Never step 0: a job reserved is one that was not admitted now. The
-        booking ends where its run does, with a new step there, as an
-        admission's does. (Held to the end of the step its run ends in, it
-        kept out jobs that a cycle just after admits: one where a job this
-        cycle admitted runs, and its end is a step edge already.)
+        booking holds whole steps, to the end of the step its run ends in: a
+        little longer than the job needs, never shorter, and no new step.
         """
         times = self.times
         avail = self.free_p if preemptible else self.free_np
@@ -1072,10 +1070,10 @@ class _Profile:
             run_end = bad[k + 1] if k + 1 < nb else n
             if i >= run_end:
                 continue
-            start = float(times[i])
-            if int(times.searchsorted(start + d)) <= run_end:
-                self.take(i, self.split(start + d), w, g, preemptible)
-                return start
+            end = int(times.searchsorted(times[i] + d))
+            if end <= run_end:
+                self.take(i, end, w, g, preemptible)
+                return float(times[i])
         return None
 
     def explain_future(self, step: int) -> tuple[str, Callable[[], str]]:

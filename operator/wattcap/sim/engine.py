@@ -33,11 +33,15 @@ cycle only where its outcome could differ from the last one's:
 
 Between these, time passing cannot let a job start: a queued job's run only
 reaches further into the plan, and a reservation either stays where it was
-or moves along with now (one from the next period on). The one exception is
+or moves along with now (one from the next period on). One exception is
 the planning horizon (14 days), which moves too: a booking that reaches it
 may move with it, and the replay sees that at its next cycle, not at the
-tick; no test trace has shown it. A cycle is skipped when nothing could
-change its outcome:
+tick; no test trace has shown it. The other is decide itself: a reservation
+holds to the end of the step its run ends in, so the cycle just after one
+that admitted can admit more (its admissions' ends are step edges then);
+the replay sees that at its next event. One synthetic trace in about 25
+showed it (`bench/replay_reference.py --jobs 800 --nodes 4 --seed 52`).
+A cycle is skipped when nothing could change its outcome:
 
 * an arrival alone, whose job cannot fit the GPUs or power free right now
   and lands behind the first `reservationDepth` surely blocked jobs: decide
@@ -49,7 +53,7 @@ change its outcome:
   excursion past the grace period): decide could neither admit nor preempt.
 
 `SimConfig.every_tick` decides at every tick and event on the whole queue,
-as the operator does; the tests hold the replay to it, so each skip is exact.
+as the operator does; the tests hold the replay to it.
 
 Before decide, the queue is trimmed of jobs that cannot start now once the
 first `reservationDepth` surely-blocked jobs (which get reservations) are
