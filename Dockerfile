@@ -3,9 +3,10 @@
 # Runs `wattcap operator` by default; the Helm chart passes
 # `operator --all-namespaces --metrics-port 8080`.
 
-FROM python:3.11-slim AS build
+# The full image has the C compiler that builds wattcap.profile (Cython).
+FROM python:3.11 AS build
 WORKDIR /src
-# .dockerignore lets through only pyproject.toml, README.md, LICENSE and operator/.
+# .dockerignore lets through only pyproject.toml, setup.py, README.md, LICENSE and operator/.
 COPY . .
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

@@ -46,6 +46,7 @@ import numpy as np
 
 from .model import CapWindow, PowerPolicy, cap_steps, format_time
 from .placement import FreeGpus, NodeOrderIndex
+from .profile import Profile
 
 # Reasons a job waits; they are also the condition reasons users see.
 WAITING_FOR_POWER = "WaitingForPower"
@@ -358,10 +359,10 @@ def decide(
         return dec
 
     # ---------------------------------------------------------------- 2. plan
-    prof = _Profile(snap, load, idle_site, ecap_now, measured_excess, gpus_free_now)
+    prof = _profile(snap, load, idle_site, ecap_now, measured_excess, gpus_free_now)
     for end, w, g, pre in head:  # what the walk below would have taken for them
         prof.take(0, prof.split(end), w, g, pre)
-    max_site_cap = float(prof.cap.max()) if prof.cap.size else ecap_now
+    max_site_cap = prof.max_cap()
 
     # ---------------------------------------------------------------- 3. admit
     adm = _Admission(dec, prof, fits, ordered, pol, now, explain)
@@ -392,7 +393,7 @@ def _admit_clear_head(
     same nodes. The common cycle, a short queue on a site with headroom,
     then builds no profile; the first job not clearly admitted hands over
     to the walk. Preemptible jobs skip steps where they would be shed, as
-    in `_Profile`; a tiny slack keeps the bound below the walk's arithmetic.
+    in the profile; a tiny slack keeps the bound below the walk's arithmetic.
     """
     _, _, edges, caps = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
     keep = 1.0 - pol.safety_margin
@@ -439,7 +440,7 @@ class _Admission:
     def __init__(
         self,
         dec: Decision,
-        prof: _Profile,
+        prof: Profile,
         fits: FreeGpus,
         ordered: list[QueuedJob],
         pol: PowerPolicy,
@@ -610,7 +611,7 @@ class _Admission:
         """Why a job that fits now but not at step `bad` waits (shared per step)."""
         cached = self.why_later.get(bad)
         if cached is None:
-            cached = self.why_later[bad] = self.prof.explain_future(bad)
+            cached = self.why_later[bad] = _explain_future(self.prof, bad)
         return cached
 
     def _shortfall_after_bookings(self, pre: bool, w: float, g: int, end_i: int) -> int:
@@ -652,9 +653,7 @@ class _Admission:
         reason: str = ""  # a wait's reason and detail are worked out only to explain it
         detail: str | Callable[[], str] = ""
         if may_start and w <= avail0 and g <= fits.total_free:
-            bad = self._shortfall_after_bookings(
-                pre, w, g, int(prof.times.searchsorted(self.end[i]))
-            )
+            bad = self._shortfall_after_bookings(pre, w, g, prof.end_index(float(self.end[i])))
             if bad < 0:
                 nodes = fits.place(j.replicas, j.gpus_per_replica)
                 if nodes is not None:
@@ -901,201 +900,68 @@ class _RunningLoad:
         return out
 
 
-class _Profile:
-    """Free power and GPUs as step functions over future time.
+def _profile(
+    snap: Snapshot,
+    load: _RunningLoad,
+    idle_site: float,
+    ecap_now: float,
+    measured_excess: float,
+    gpus_free_now: float,
+) -> Profile:
+    """Step 2 of `decide`: the profile of free power and GPUs (`profile.py`).
 
-    Step i covers [times[i], times[i+1]); the last step lasts forever.
-    `free_np` is what a non-preemptible job may use at each step, `free_p`
-    what a preemptible one may use (unbounded where the cap drops later than
-    one period from now: it would be shed there, not planned through).
     Breakpoints are cap edges and the ends of running work; a queued job's
-    end becomes one only when it is admitted (`split`), so the steps stay
-    few however deep the queue.
+    end becomes one only when it is admitted (`Profile.split`), so the steps
+    stay few however deep the queue. `free_p` is unbounded where the cap
+    drops later than one period from now: preemptible work would be shed
+    there, not planned through.
     """
+    pol = snap.policy
+    now = snap.now_s
+    period = pol.control_period_s
+    horizon = now + HORIZON_S
+    run_end, load_np, load_p = load.for_profile()
+    cap_edges, cap_vals, edge_list, _ = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
+    lo = bisect_right(edge_list, now)
+    hi = bisect_right(edge_list, horizon)
+    times = np.concatenate(((now, now + period), cap_edges[lo:hi], run_end))
+    times.sort()
+    keep = np.empty(times.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(times[1:], times[:-1], out=keep[1:])
+    return Profile(
+        times[keep],
+        run_end,
+        load_np,
+        load_p,
+        load.gpus,
+        cap_edges,
+        cap_vals,
+        1.0 - pol.safety_margin,
+        ecap_now,
+        now + period,
+        idle_site + measured_excess + float(load_np.sum()),
+        float(load_p.sum()),
+        gpus_free_now,
+    )
 
-    def __init__(
-        self,
-        snap: Snapshot,
-        load: _RunningLoad,
-        idle_site: float,
-        ecap_now: float,
-        measured_excess: float,
-        gpus_free_now: float,
-    ) -> None:
-        pol = snap.policy
-        now = snap.now_s
-        period = pol.control_period_s
-        horizon = now + HORIZON_S
-        run_end, load_np, load_p = load.for_profile()
-        cap_edges, cap_vals, edge_list, _ = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
-        lo = bisect_right(edge_list, now)
-        hi = bisect_right(edge_list, horizon)
-        times = np.concatenate(((now, now + period), cap_edges[lo:hi], run_end))
-        times.sort()
-        keep = np.empty(times.size, dtype=bool)
-        keep[0] = True
-        np.not_equal(times[1:], times[:-1], out=keep[1:])
-        times = times[keep]
-        self.times = times
-        self.period_end = now + period
-        n = times.size
-        # one row per per-step quantity, so splitting a step is one copy
-        rows = np.empty((7, n))
-        cap, cap_raw = rows[0], rows[1]
-        np.take(cap_vals, cap_edges.searchsorted(times, side="right"), out=cap_raw)
-        np.multiply(cap_raw, 1.0 - pol.safety_margin, out=cap)
 
-        # Load of running work at each step: a job ending at step k counts at
-        # steps [0, k), so the load at step i is the total less what ended by i.
-        # The three loads (non-preemptible watts, preemptible watts, GPUs) are
-        # binned in one pass: row r's bins are offset by r * (n + 1).
-        load_g = load.gpus
-        r = load_g.size
-        bins = np.empty(3 * r, dtype=np.int64)
-        bins[:r] = times.searchsorted(run_end)
-        bins[r : 2 * r] = bins[:r] + (n + 1)
-        bins[2 * r :] = bins[:r] + 2 * (n + 1)
-        weights = np.concatenate((load_np, load_p, load_g))
-        ended = np.bincount(bins, weights, 3 * (n + 1)).reshape(3, n + 1)[:, :n].cumsum(axis=1)
-        drop = rows[2]
-        np.less(cap, ecap_now - 1e-6, out=drop)
-        far_drop = rows[3]
-        np.greater(times, self.period_end, out=far_drop)
-        far_drop *= drop
-        free_np, free_p = rows[4], rows[5]
-        np.subtract(cap, idle_site + measured_excess + float(load_np.sum()), out=free_np)
-        free_np += ended[0]  # less load_np
-        np.subtract(free_np, float(load_p.sum()), out=free_p)
-        free_p += ended[1]  # less load_p too
-        far = far_drop > 0
-        np.copyto(free_np, free_p, where=~far)
-        free_p[far] = np.inf
-        np.add(ended[2], gpus_free_now, out=rows[6])
-        self._rows = rows
-        self._bind()
-        self._refresh()
+def _explain_future(prof: Profile, step: int) -> tuple[str, Callable[[], str]]:
+    """Why a job that fits now cannot run through its whole duration.
 
-    def _bind(self) -> None:
-        rows = self._rows
-        # drop: the cap is below today's; far_drop: and the step starts after the
-        # next cycle, so preemptible work can be shed before it (1.0 or 0.0)
-        self.cap, self.cap_raw, self.drop, self.far_drop = rows[0], rows[1], rows[2], rows[3]
-        self.free_np, self.free_p, self.free_g = rows[4], rows[5], rows[6]
-
-    def _refresh(self) -> None:
-        self.free0_np = float(self.free_np[0])
-        self.free0_p = float(self.free_p[0])
-        self._minima: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    def minima(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Running minima of free power (non-preemptible, preemptible) and GPUs.
-
-        A job that runs through steps [0, k) fits iff the minimum at k-1
-        covers it; minima are non-increasing, so the first step that does not
-        fit is a binary search away. Negated, so searchsorted sees ascending
-        arrays. Computed when first asked after a change: bookings in a row
-        do not need them.
-        """
-        if self._minima is None:
-            neg = -np.minimum.accumulate(self._rows[4:7], axis=1)
-            self._minima = (neg[0], neg[1], neg[2])
-        return self._minima
-
-    def split(self, t: float) -> int:
-        """The index of the step that starts at t, splitting the step around t."""
-        times = self.times
-        k = int(times.searchsorted(t))
-        if k < times.size and times[k] == t:
-            return k
-        # t > now, so it falls inside step k-1: both halves keep its values
-        n = times.size
-        new_times = np.empty(n + 1)
-        new_times[:k] = times[:k]
-        new_times[k] = t
-        new_times[k + 1 :] = times[k:]
-        self.times = new_times
-        rows = np.empty((self._rows.shape[0], n + 1))
-        rows[:, :k] = self._rows[:, :k]
-        rows[:, k:] = self._rows[:, k - 1 :]
-        self._rows = rows
-        self._bind()
-        self._minima = None
-        return k
-
-    def first_shortfall(self, preemptible: bool, w: float, g: int, end_i: int) -> int:
-        """First step in [0, end_i) where the job does not fit, or -1."""
-        last = end_i - 1 if end_i > 0 else 0
-        neg_np, neg_p, neg_g = self.minima()
-        neg = neg_p if preemptible else neg_np
-        power_ok = neg[last] <= -w
-        gpus_ok = neg_g[last] <= -g
-        if power_ok and gpus_ok:
-            return -1
-        if gpus_ok:
-            return int(neg.searchsorted(-w, side="right"))
-        by_gpus = int(neg_g.searchsorted(-g, side="right"))
-        return by_gpus if power_ok else min(by_gpus, int(neg.searchsorted(-w, side="right")))
-
-    def take(self, i: int, e: int, w: float, g: int, preemptible: bool) -> None:
-        """Hold w watts and g GPUs over steps [i, e)."""
-        e = max(e, i + 1)
-        if preemptible:
-            # a preemptible job does not hold power at steps where it would be shed
-            self.free_np[i:e] -= w * (1.0 - self.far_drop[i:e])
-        else:
-            self.free_np[i:e] -= w
-        self.free_p[i:e] -= w
-        self.free_g[i:e] -= g
-        self._refresh()
-
-    def reserve(self, preemptible: bool, w: float, g: int, duration_s: float) -> float | None:
-        """Book the earliest later start where the job fits throughout; return it.
-
-        Never step 0: a job reserved is one that was not admitted now. The
-        booking holds whole steps, to the end of the step its run ends in: a
-        little longer than the job needs, never shorter, and no new step.
-        """
-        times = self.times
-        avail = self.free_p if preemptible else self.free_np
-        ok = (avail >= w) & (self.free_g >= g)
-        ok[0] = False
-        # A start at step i fits iff no bad step lies in [i, end_i), and end_i
-        # grows with i: within a run of good steps only its first can fit, so
-        # the runs are tried in order, each from the bad step before it.
-        bad = np.flatnonzero(~ok).tolist()  # bad[0] == 0
-        n, nb = times.size, len(bad)
-        d = max(duration_s, 1.0)
-        for k in range(nb):
-            i = bad[k] + 1
-            run_end = bad[k + 1] if k + 1 < nb else n
-            if i >= run_end:
-                continue
-            end = int(times.searchsorted(times[i] + d))
-            if end <= run_end:
-                self.take(i, end, w, g, preemptible)
-                return float(times[i])
-        return None
-
-    def explain_future(self, step: int) -> tuple[str, Callable[[], str]]:
-        """Why a job that fits now cannot run through its whole duration.
-
-        Many jobs share one answer, so its text is rendered once, on demand.
-        """
-        k = min(step, self.times.size - 1)
-        when = float(self.times[k])
-        if self.drop[k]:
-            cap = float(self.cap_raw[k])
-            return WAITING_FOR_CAP_WINDOW, _once(
-                lambda: (
-                    f"would still run when the cap drops to {fmt_watts(cap)} at "
-                    f"{format_time(when)}; it fits only after the window"
-                )
-            )
-        return WAITING_FOR_HIGHER_PRIORITY, _once(
+    Many jobs share one answer, so its text is rendered once, on demand.
+    """
+    when, drop, cap = prof.step(min(step, prof.n - 1))
+    if drop:
+        return WAITING_FOR_CAP_WINDOW, _once(
             lambda: (
-                f"starting now would delay a higher-priority job reserved from {format_time(when)}"
+                f"would still run when the cap drops to {fmt_watts(cap)} at "
+                f"{format_time(when)}; it fits only after the window"
             )
         )
+    return WAITING_FOR_HIGHER_PRIORITY, _once(
+        lambda: f"starting now would delay a higher-priority job reserved from {format_time(when)}"
+    )
 
 
 def _once(render: Callable[[], str]) -> Callable[[], str]:

@@ -1,0 +1,37 @@
+"""Build hook: compile `wattcap/profile.py` (Cython pure-Python mode) when a C
+compiler is at hand; pyproject.toml holds everything else.
+
+The module runs as plain Python too, with the same results, so a failed
+compile is a warning, not a failed install: `wattcap.profile.COMPILED`
+and `wattcap version` say which one runs.
+"""
+
+from Cython.Build import cythonize
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+
+class OptionalBuildExt(build_ext):
+    """Build the extension if possible; fall back to the pure-Python module."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as err:  # any compiler failure: it runs as Python
+            print(f"warning: wattcap.profile not compiled ({err}); it runs as Python")
+
+    def build_extension(self, ext) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as err:
+            print(f"warning: {ext.name} not compiled ({err}); it runs as Python")
+
+
+setup(
+    ext_modules=cythonize(
+        ["operator/wattcap/profile.py"],
+        compiler_directives={"language_level": "3"},
+        quiet=True,
+    ),
+    cmdclass={"build_ext": OptionalBuildExt},
+)

@@ -1,0 +1,174 @@
+"""The profile (`wattcap.profile`): its operations, and the compiled module
+held to its own source run as plain Python."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import wattcap.profile as compiled
+from wattcap.profile import Profile
+
+SOURCE = Path(compiled.__file__).with_name("profile.py")
+
+
+def _interpreted():
+    """profile.py loaded from source under another name: plain Python."""
+    spec = importlib.util.spec_from_file_location("wattcap_profile_source", SOURCE)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert not mod.COMPILED
+    return mod
+
+
+PY = _interpreted()
+
+
+def _build(cls, now=0.0, ends=(), watts=(), pre=(), gpus=(), edges=(), caps=(100.0,), free_g=8.0):
+    """A profile of running jobs ending at `ends` under a cap schedule."""
+    ends = np.array(ends, dtype=float)
+    w = np.array(watts, dtype=float)
+    p = np.array(pre, dtype=bool)
+    load_np, load_p = w * ~p, w * p
+    cap_edges = np.array(edges, dtype=float)
+    period = 10.0
+    times = np.unique(np.concatenate(((now, now + period), cap_edges[cap_edges > now], ends)))
+    ecap_now = caps[int(np.searchsorted(cap_edges, now, side="right"))] * 0.9
+    return cls(
+        times,
+        ends,
+        load_np,
+        load_p,
+        np.array(gpus, dtype=float),
+        cap_edges,
+        np.array(caps, dtype=float),
+        0.9,
+        ecap_now,
+        now + period,
+        5.0 + float(load_np.sum()),
+        float(load_p.sum()),
+        free_g,
+    )
+
+
+def test_the_module_in_use_is_compiled() -> None:
+    """The replay's speed rests on it; a build without a C compiler runs the
+    same code as Python, correctly but slowly, and this says so."""
+    assert compiled.COMPILED, (
+        "wattcap.profile runs as plain Python: reinstall with a C compiler "
+        "(pip install -e .) to build it"
+    )
+
+
+def test_running_work_frees_power_and_gpus_when_it_ends() -> None:
+    prof = _build(Profile, ends=[50.0], watts=[40.0], pre=[False], gpus=[4.0], free_g=4.0)
+    assert list(prof.times) == [0.0, 10.0, 50.0]
+    # usable cap 90, less 5 idle and 40 running until t=50
+    assert prof.free0_np == 45.0
+    neg_np, _, neg_g = prof.minima()
+    assert list(-neg_np) == [45.0, 45.0, 45.0]
+    assert list(-neg_g) == [4.0, 4.0, 4.0]
+    assert prof.first_shortfall(False, 60.0, 1, prof.end_index(100.0)) == 0
+    assert prof.first_shortfall(False, 45.0, 4, prof.end_index(100.0)) == -1
+
+
+def test_a_reservation_starts_when_running_work_ends_and_holds_its_steps() -> None:
+    prof = _build(Profile, ends=[50.0], watts=[40.0], pre=[False], gpus=[4.0], free_g=4.0)
+    assert prof.reserve(False, 60.0, 2, 30.0) == 50.0
+    # the booking takes the last step (it lasts forever): nothing else fits there
+    assert prof.reserve(False, 60.0, 2, 30.0) is None
+    assert prof.first_shortfall(False, 30.0, 1, prof.end_index(20.0)) == -1
+
+
+def test_a_split_keeps_the_values_of_the_step_it_splits() -> None:
+    prof = _build(Profile, ends=[50.0], watts=[40.0], pre=[False], gpus=[4.0], free_g=4.0)
+    k = prof.split(30.0)
+    assert k == 2 and list(prof.times) == [0.0, 10.0, 30.0, 50.0]
+    prof.take(0, k, 10.0, 1, False)
+    neg_np, _, neg_g = prof.minima()
+    assert list(-neg_np) == [35.0, 35.0, 35.0, 35.0]
+    assert list(-neg_g) == [3.0, 3.0, 3.0, 3.0]
+    assert prof.free0_np == 35.0
+    assert prof.first_shortfall(False, 45.0, 1, prof.end_index(60.0)) == 0
+    assert prof.first_shortfall(False, 45.0, 1, 4) == 0
+    assert prof.split(30.0) == 2  # an edge already: no new step
+
+
+def test_preemptible_work_is_not_planned_through_a_far_cap_drop() -> None:
+    # the cap drops from 100 to 50 at t=100 and comes back at t=200
+    prof = _build(Profile, edges=[100.0, 200.0], caps=[100.0, 50.0, 100.0])
+    assert prof.step(2) == (100.0, True, 50.0)
+    # a non-preemptible job of 60 W cannot run through the window; a preemptible one can
+    assert prof.first_shortfall(False, 60.0, 1, prof.end_index(300.0)) == 2
+    assert prof.first_shortfall(True, 60.0, 1, prof.end_index(300.0)) == -1
+    assert prof.max_cap() == 90.0
+
+
+def test_many_splits_grow_the_arrays() -> None:
+    prof = _build(Profile, ends=[1000.0], watts=[10.0], pre=[False], gpus=[1.0])
+    for t in range(11, 200, 3):
+        prof.split(float(t))
+    assert prof.n == 3 + len(range(11, 200, 3))
+    assert np.all(np.diff(prof.times) > 0)
+    neg_np, _, _ = prof.minima()
+    assert np.all(-neg_np == 75.0)
+
+
+@st.composite
+def _case(draw):
+    r = draw(st.integers(0, 12))
+    steps = st.sampled_from([5.0, 10.0, 40.0, 70.0, 130.0, 400.0])
+    ends = draw(st.lists(steps, min_size=r, max_size=r))
+    watts = draw(st.lists(st.floats(0.0, 30.0), min_size=r, max_size=r))
+    pre = draw(st.lists(st.booleans(), min_size=r, max_size=r))
+    gpus = draw(st.lists(st.integers(1, 4).map(float), min_size=r, max_size=r))
+    edges = draw(st.sampled_from([(), (60.0, 180.0), (5.0, 50.0, 100.0, 300.0)]))
+    caps = [draw(st.floats(50.0, 200.0)) for _ in range(len(edges) + 1)]
+    ops = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["split", "take", "reserve", "shortfall"]),
+                st.booleans(),
+                st.floats(0.0, 120.0),
+                st.integers(0, 6),
+                st.floats(1.0, 500.0),
+            ),
+            max_size=25,
+        )
+    )
+    return dict(ends=ends, watts=watts, pre=pre, gpus=gpus, edges=edges, caps=caps), ops
+
+
+@settings(max_examples=300, deadline=None)
+@given(_case())
+def test_compiled_and_interpreted_profiles_agree_to_the_bit(case) -> None:
+    kw, ops = case
+    a, b = _build(Profile, free_g=12.0, **kw), _build(PY.Profile, free_g=12.0, **kw)
+
+    def same() -> None:
+        assert a.n == b.n
+        assert np.array_equal(a.times, b.times)
+        for x, y in zip(a.minima(), b.minima(), strict=True):
+            assert np.array_equal(x, y)
+        assert (a.free0_np, a.free0_p) == (b.free0_np, b.free0_p)
+
+    same()
+    for op, pre, w, g, t in ops:
+        if op == "split":
+            assert a.split(t) == b.split(t)
+        elif op == "take":
+            e = a.end_index(t)
+            assert e == b.end_index(t)
+            a.take(0, e, w, g, pre)
+            b.take(0, e, w, g, pre)
+        elif op == "reserve":
+            assert a.reserve(pre, w, g, t) == b.reserve(pre, w, g, t)
+        else:
+            e = a.end_index(t)
+            assert a.first_shortfall(pre, w, g, e) == b.first_shortfall(pre, w, g, e)
+        same()
