@@ -46,7 +46,7 @@ import numpy as np
 
 from .model import CapWindow, PowerPolicy, cap_steps, format_time
 from .placement import FreeGpus, NodeOrderIndex
-from .profile import Profile
+from .profile import Profile, queue_columns
 
 # Reasons a job waits; they are also the condition reasons users see.
 WAITING_FOR_POWER = "WaitingForPower"
@@ -306,7 +306,7 @@ def decide(
     )
 
     running = list(snap.running)
-    load = _RunningLoad(running, pol, now, snap.running_columns)
+    load = _RunningLoad(running, pol, snap.running_columns)
     projected = idle_site + load.total
 
     # ---------------------------------------------------------------- 1. shed
@@ -365,8 +365,10 @@ def decide(
     max_site_cap = prof.max_cap()
 
     # ---------------------------------------------------------------- 3. admit
-    adm = _Admission(dec, prof, fits, ordered, pol, now, explain)
-    adm.mark_unschedulable(total_gpus, node_max_gpus, max_site_cap - idle_site)
+    usable_w = max_site_cap - idle_site
+    adm = _Admission(
+        dec, prof, fits, ordered, pol, now, explain, total_gpus, node_max_gpus, usable_w
+    )
     depth = pol.reservation_depth if max_reservations is None else max_reservations
     adm.run(depth, estimate_starts, batch, start=len(head))
     dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
@@ -446,37 +448,34 @@ class _Admission:
         pol: PowerPolicy,
         now: float,
         explain: bool,
+        total_gpus: int,
+        node_max_gpus: int,
+        usable_w: float,
     ) -> None:
         self.dec, self.prof, self.fits, self.ordered, self.pol = dec, prof, fits, ordered, pol
         self.explain = explain
-        flat = [  # a flat list converts faster than a list of tuples
-            x
-            for j in ordered
-            for x in (j.replicas, j.gpus_per_replica, j.gpu_watts, j.preemptible, j.duration_s)
-        ]
-        cols = np.array(flat, dtype=float).reshape(-1, 5).T
-        self.gpr = cols[1]
-        self.g = cols[0] * cols[1]
-        # never below idle: a booking then only takes, which lazy booking relies on
-        self.w = pol.pue * self.g * np.maximum(cols[2] - pol.gpu_idle_watts, 0.0)
-        self.pre = (cols[3] > 0) & pol.preemption
-        self.dur = np.maximum(cols[4], 1.0)
-        self.end = np.minimum(now + self.dur, now + HORIZON_S)
-        self.blocked = 0
-        self.reservations = 0
-        self.pending: list[tuple[bool, float, float, float]] = []
-        self.why_later: dict[int, tuple[str, Callable[[], str]]] = {}  # many trip on one step
-
-    def mark_unschedulable(self, total_gpus: int, node_max_gpus: int, usable_w: float) -> None:
-        """Jobs that can never run here: too wide for the site, or more power
-        above idle than the cap ever leaves. They wait without blocking anyone."""
-        self.total_gpus, self.node_max_gpus, self.usable_above_idle = (
+        # Jobs that can never run here (too wide for the site, or more power
+        # above idle than the cap ever leaves) wait without blocking anyone.
+        self.total_gpus, self.node_max_gpus = total_gpus, node_max_gpus
+        self.usable_above_idle = usable_w
+        cols, flags = queue_columns(
+            ordered,
+            pol.pue,
+            pol.gpu_idle_watts,
+            pol.preemption,
+            now,
+            HORIZON_S,
             total_gpus,
             node_max_gpus,
             usable_w,
         )
-        self.unsched = (self.g > total_gpus) | (self.gpr > node_max_gpus)
-        self.skip = self.unsched | (self.w > usable_w)
+        self.gpr, self.g, self.w, self.dur, self.end = cols
+        self.pre_u8, self.unsched_u8, self.skip_u8 = flags  # as the compiled profile reads them
+        self.pre, self.unsched, self.skip = flags.view(bool)
+        self.blocked = 0
+        self.reservations = 0
+        self.pending: list[tuple[bool, float, float, float]] = []
+        self.why_later: dict[int, tuple[str, Callable[[], str]]] = {}  # many trip on one step
 
     def run(
         self, max_reservations: int, estimate_starts: bool, batch: bool, start: int = 0
@@ -504,20 +503,23 @@ class _Admission:
         start now changes nothing. With reservations pending (lazy mode) and
         waits to explain, any job that passes the check for now is of
         interest: it books them, and its wait names the fully booked profile.
+        Otherwise bookings only take: a job that does not fit every step of
+        its run now never will this cycle.
         """
         if self.blocked and not self.pol.backfill:
             return hi  # nothing may start once a job ahead is blocked
-        prof = self.prof
-        w, g, pre = self.w[lo:hi], self.g[lo:hi], self.pre[lo:hi]
-        free0 = np.where(pre, prof.free0_p, prof.free0_np)
-        ok = ~self.skip[lo:hi] & (w <= free0) & (g <= self.fits.total_free)
-        if not (self.pending and self.explain):
-            # bookings only take: a job that does not fit now never will this cycle
-            last = np.maximum(prof.times.searchsorted(self.end[lo:hi]) - 1, 0)
-            neg_np, neg_p, neg_g = prof.minima()
-            ok &= (np.where(pre, neg_p[last], neg_np[last]) <= -w) & (neg_g[last] <= -g)
-        hit = int(ok.argmax()) if ok.size else 0
-        return lo + hit if ok.size and ok[hit] else hi
+        throughout = not (self.pending and self.explain)
+        return self.prof.first_fit(
+            self.w,
+            self.g,
+            self.pre_u8,
+            self.skip_u8,
+            self.end,
+            lo,
+            hi,
+            self.fits.total_free,
+            throughout,
+        )
 
     def _bulk_waits(self, lo: int, hi: int) -> None:
         """Waits for jobs [lo, hi): none of them can start now, none reserves.
@@ -811,37 +813,19 @@ def _columns(running: list[RunningJob]) -> RunningColumns:
 
 
 class _RunningLoad:
-    """Running jobs as arrays, built in one pass: every later step is numpy.
+    """Running jobs as arrays, built in one pass: every later step is numpy
+    or the compiled profile."""
 
-    What only the profile reads (planned ends, the split by what a cap drop
-    can shed) is worked out when first asked: a cycle that admits its whole
-    queue without a profile never needs it.
-    """
-
-    __slots__ = (
-        "_end_s",
-        "_now",
-        "_period",
-        "_preemption",
-        "_split",
-        "believed",
-        "gpus",
-        "preemptible",
-        "total",
-        "watts",
-    )
+    __slots__ = ("believed", "end_s", "gpus", "preemptible", "total", "watts")
 
     def __init__(
         self,
         running: list[RunningJob],
         pol: PowerPolicy,
-        now: float,
         cols: RunningColumns | None = None,
     ) -> None:
-        self._now, self._period, self._preemption = now, pol.control_period_s, pol.preemption
-        self._split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if not running:
-            self.gpus = self.watts = self.believed = self._end_s = np.zeros(0)
+            self.gpus = self.watts = self.believed = self.end_s = np.zeros(0)
             self.preemptible = np.zeros(0, dtype=bool)
             self.total = 0.0
             return
@@ -855,28 +839,8 @@ class _RunningLoad:
             if cols.believed_gpu_watts is cols.gpu_watts
             else pol.pue * gpus * (cols.believed_gpu_watts - pol.gpu_idle_watts)
         )
-        self._end_s = cols.expected_end_s
+        self.end_s = cols.expected_end_s
         self.preemptible = cols.preemptible
-
-    def for_profile(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Planned ends, and watts split into what a cap drop cannot shed and
-        what it can (preemptible work, if preemption is on)."""
-        if self._split is None:
-            now = self._now
-            horizon = now + HORIZON_S
-            # A job past its planned end has an unknown end: plan as if it keeps
-            # running, or work admitted around it could meet a cap drop together.
-            # One due to end sooner than the next cycle may overrun until then.
-            ends = np.minimum(self._end_s, horizon)
-            ends[ends <= now] = horizon
-            np.maximum(ends, now + self._period, out=ends)
-            if self._preemption:
-                watts_p = self.watts * self.preemptible
-                watts_np = self.watts - watts_p
-            else:
-                watts_np, watts_p = self.watts, np.zeros_like(self.watts)
-            self._split = (ends, watts_np, watts_p)
-        return self._split
 
     def believed_total(self) -> float:
         return self.total if self.believed is self.watts else float(self.believed.sum())
@@ -890,9 +854,7 @@ class _RunningLoad:
 
     def subset(self, keep: np.ndarray) -> _RunningLoad:
         out = object.__new__(_RunningLoad)
-        out._now, out._period, out._preemption = self._now, self._period, self._preemption
-        out._split = None
-        for name in ("_end_s", "believed", "gpus", "preemptible", "watts"):
+        for name in ("end_s", "believed", "gpus", "preemptible", "watts"):
             setattr(out, name, getattr(self, name)[keep])
         if self.believed is self.watts:
             out.believed = out.watts
@@ -910,38 +872,27 @@ def _profile(
 ) -> Profile:
     """Step 2 of `decide`: the profile of free power and GPUs (`profile.py`).
 
-    Breakpoints are cap edges and the ends of running work; a queued job's
-    end becomes one only when it is admitted (`Profile.split`), so the steps
-    stay few however deep the queue. `free_p` is unbounded where the cap
-    drops later than one period from now: preemptible work would be shed
-    there, not planned through.
+    Its breakpoints are cap edges and the ends of running work; a queued
+    job's end becomes one only when it is admitted (`Profile.split`), so the
+    steps stay few however deep the queue. Preemptible running work counts
+    only where preemption is on; at far cap drops it is not planned through.
     """
     pol = snap.policy
-    now = snap.now_s
-    period = pol.control_period_s
-    horizon = now + HORIZON_S
-    run_end, load_np, load_p = load.for_profile()
-    cap_edges, cap_vals, edge_list, _ = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
-    lo = bisect_right(edge_list, now)
-    hi = bisect_right(edge_list, horizon)
-    times = np.concatenate(((now, now + period), cap_edges[lo:hi], run_end))
-    times.sort()
-    keep = np.empty(times.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(times[1:], times[:-1], out=keep[1:])
+    cap_edges, cap_vals, _, _ = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
+    pre = load.preemptible if pol.preemption else np.zeros(load.preemptible.size, dtype=bool)
     return Profile(
-        times[keep],
-        run_end,
-        load_np,
-        load_p,
+        snap.now_s,
+        pol.control_period_s,
+        HORIZON_S,
+        load.end_s,
+        load.watts,
+        pre.view(np.uint8),
         load.gpus,
         cap_edges,
         cap_vals,
         1.0 - pol.safety_margin,
         ecap_now,
-        now + period,
-        idle_site + measured_excess + float(load_np.sum()),
-        float(load_p.sum()),
+        idle_site + measured_excess,
         gpus_free_now,
     )
 

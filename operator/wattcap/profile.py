@@ -48,58 +48,115 @@ class Profile:
 
     def __init__(
         self,
-        times: np.ndarray,
-        run_end: np.ndarray,
-        load_np: np.ndarray,
-        load_p: np.ndarray,
-        load_g: np.ndarray,
-        cap_edges: np.ndarray,
-        cap_vals: np.ndarray,
-        keep: float,
-        ecap_now: float,
-        period_end: float,
-        base: float,
-        sum_p: float,
-        gpus_free_now: float,
+        now: cython.double,
+        period: cython.double,
+        horizon_s: cython.double,
+        end_s: cython.double[:],
+        watts: cython.double[:],
+        preemptible: cython.uchar[:],
+        gpus: cython.double[:],
+        cap_edges: cython.double[:],
+        cap_vals: cython.double[:],
+        keep: cython.double,
+        ecap_now: cython.double,
+        base: cython.double,
+        gpus_free_now: cython.double,
     ) -> None:
-        """`times`: the sorted, distinct step starts (now first). `base`: what
-        every step loses before running work ends (idle, measured excess and
-        all non-preemptible running load); `sum_p`: all preemptible running
-        load. `keep`: 1 - safety margin."""
-        n: cython.Py_ssize_t = times.shape[0]
-        self.n = 0
-        self._times = self._rows = None
-        self._alloc(n + 16)
-        self.n = n
-        t: cython.double[:] = self._t
-        r: cython.double[:, :] = self._r
+        """The plan now, of running jobs (planned ends `end_s`, `watts` above
+        idle, whether `preemptible` (0 if preemption is off), GPUs) under the
+        cap schedule (`cap_vals[k]` from `cap_edges[k-1]`). `keep`: 1 - the
+        safety margin; `base`: what every step loses besides running work
+        (idle and measured excess).
+
+        Breakpoints are now, the next cycle, cap edges within the horizon and
+        the ends of running work. A job past its planned end has an unknown
+        end: it is planned as if it keeps running, or work admitted around it
+        could meet a cap drop together; one due to end sooner than the next
+        cycle may overrun until then.
+        """
+        horizon: cython.double = now + horizon_s
+        period_end: cython.double = now + period
+        m: cython.Py_ssize_t = end_s.shape[0]
+        ne: cython.Py_ssize_t = cap_edges.shape[0]
         i: cython.Py_ssize_t
         k: cython.Py_ssize_t
-        for i in range(n):
-            t[i] = times[i]
+        x: cython.double
+        # planned ends, and watts split into what a cap drop cannot shed and what it can
+        ends_a = np.empty(m)
+        wnp_a = np.empty(m)
+        wp_a = np.empty(m)
+        ends: cython.double[:] = ends_a
+        wnp: cython.double[:] = wnp_a
+        wp: cython.double[:] = wp_a
+        for k in range(m):
+            x = end_s[k] if end_s[k] < horizon else horizon
+            if x <= now:
+                x = horizon
+            ends[k] = x if x > period_end else period_end
+            wp[k] = watts[k] * (1.0 if preemptible[k] else 0.0)
+            wnp[k] = watts[k] - wp[k]
+        base = base + _pairwise_sum(wnp, 0, m)
+        sum_p: cython.double = _pairwise_sum(wp, 0, m)
+
+        # step starts: sorted, distinct
+        lo: cython.Py_ssize_t = _upper_bound(cap_edges, ne, now)
+        hi: cython.Py_ssize_t = _upper_bound(cap_edges, ne, horizon)
+        sorted_a = np.empty(m)
+        srt: cython.double[:] = sorted_a
+        for k in range(m):  # insertion sort: a few dozen ends
+            x = ends[k]
+            i = k
+            while i > 0 and srt[i - 1] > x:
+                srt[i] = srt[i - 1]
+                i -= 1
+            srt[i] = x
+        self.n = 0
+        self._times = self._rows = None
+        self._alloc(2 + (hi - lo) + m + 16)
+        t: cython.double[:] = self._t
+        t[0] = now
+        t[1] = period_end
+        n: cython.Py_ssize_t = 2
+        a: cython.Py_ssize_t = lo  # merge cap edges and ends after now + period
+        b: cython.Py_ssize_t = 0
+        while a < hi or b < m:
+            if b >= m or (a < hi and cap_edges[a] <= srt[b]):
+                x = cap_edges[a]
+                a += 1
+            else:
+                x = srt[b]
+                b += 1
+            if x > t[n - 1]:
+                t[n] = x
+                n += 1
+            elif x < t[n - 1]:  # between now and the next cycle (a cap edge)
+                i = n
+                while i > 0 and t[i - 1] > x:
+                    i -= 1
+                if t[i - 1] != x:
+                    for k in range(n, i, -1):
+                        t[k] = t[k - 1]
+                    t[i] = x
+                    n += 1
+        self.n = n
+
+        r: cython.double[:, :] = self._r
         # the cap at each step: the value of the last edge at or before it
-        edges: cython.double[:] = cap_edges
-        vals: cython.double[:] = cap_vals
-        ne: cython.Py_ssize_t = edges.shape[0]
-        k = 0
+        k = _upper_bound(cap_edges, ne, now)
         for i in range(n):
-            while k < ne and edges[k] <= t[i]:
+            while k < ne and cap_edges[k] <= t[i]:
                 k += 1
-            r[1, i] = vals[k]
-            r[0, i] = vals[k] * keep
+            r[1, i] = cap_vals[k]
+            r[0, i] = cap_vals[k] * keep
         # Load of running work at each step: a job ending at step k counts at
         # steps [0, k); what ended by step i comes back to it.
-        ends: cython.double[:] = run_end
-        wnp: cython.double[:] = load_np
-        wp: cython.double[:] = load_p
-        wg: cython.double[:] = load_g
         ended = np.zeros((3, n + 1))
         e: cython.double[:, :] = ended
-        for k in range(ends.shape[0]):
+        for k in range(m):
             i = _lower_bound(t, n, ends[k])
             e[0, i] += wnp[k]
             e[1, i] += wp[k]
-            e[2, i] += wg[k]
+            e[2, i] += gpus[k]
         for i in range(1, n):
             e[0, i] += e[0, i - 1]
             e[1, i] += e[1, i - 1]
@@ -243,6 +300,44 @@ class Profile:
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
+    def first_fit(
+        self,
+        w: cython.double[:],
+        g: cython.double[:],
+        pre: cython.uchar[:],
+        skip: cython.uchar[:],
+        end: cython.double[:],
+        lo: cython.Py_ssize_t,
+        hi: cython.Py_ssize_t,
+        gpus_free: cython.double,
+        throughout: cython.bint,
+    ) -> cython.Py_ssize_t:
+        """The first job in [lo, hi) of a queue's columns that fits now (power
+        at step 0, GPUs free) and, if `throughout`, every step until its
+        `end`; or `hi`. Jobs with `skip` set never fit."""
+        r: cython.double[:, :] = self._r
+        i: cython.Py_ssize_t
+        last: cython.Py_ssize_t
+        row: cython.Py_ssize_t
+        if throughout and not self._minima_ok:
+            self._fill_minima()
+        for i in range(lo, hi):
+            if skip[i]:
+                continue
+            if w[i] > (self.free0_p if pre[i] else self.free0_np) or g[i] > gpus_free:
+                continue
+            if throughout:
+                last = _lower_bound(self._t, self.n, end[i]) - 1
+                if last < 0:
+                    last = 0
+                row = 8 if pre[i] else 7
+                if not (r[row, last] <= -w[i] and r[9, last] <= -g[i]):
+                    continue
+            return i
+        return hi
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     def take(
         self,
         i: cython.Py_ssize_t,
@@ -302,6 +397,126 @@ class Profile:
                 return t[i]
             i = run_end + 1
         return None
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def queue_columns(
+    ordered: list,
+    pue: cython.double,
+    gpu_idle_w: cython.double,
+    preemption: cython.bint,
+    now: cython.double,
+    horizon_s: cython.double,
+    total_gpus: cython.double,
+    node_max_gpus: cython.double,
+    usable_w: cython.double,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The numbers the plan checks queued jobs by, one column per job, read
+    off the job objects in one pass.
+
+    Rows of the first array: GPUs per replica, GPUs, watts above idle (never
+    below idle: a booking then only takes, which lazy booking relies on),
+    duration (at least 1 s), planned end (within the horizon). Rows of the
+    second (0 or 1): preemptible (if preemption is on), unschedulable (too
+    wide for the site or a node), skipped (unschedulable, or more power
+    above idle than the cap ever leaves).
+    """
+    m: cython.Py_ssize_t = len(ordered)
+    cols = np.empty((5, m))
+    flags = np.zeros((3, m), dtype=np.uint8)
+    c: cython.double[:, :] = cols
+    f: cython.uchar[:, :] = flags
+    i: cython.Py_ssize_t
+    gpr: cython.double
+    g: cython.double
+    w: cython.double
+    d: cython.double
+    end: cython.double
+    for i in range(m):
+        j = ordered[i]
+        gpr = j.gpus_per_replica
+        g = j.replicas
+        g = g * gpr
+        w = j.gpu_watts - gpu_idle_w
+        w = pue * g * (w if w > 0.0 else 0.0)
+        d = j.duration_s
+        if not d > 1.0:
+            d = 1.0
+        end = now + d
+        if end > now + horizon_s:
+            end = now + horizon_s
+        c[0, i] = gpr
+        c[1, i] = g
+        c[2, i] = w
+        c[3, i] = d
+        c[4, i] = end
+        f[0, i] = 1 if (preemption and j.preemptible) else 0
+        f[1, i] = 1 if (g > total_gpus or gpr > node_max_gpus) else 0
+        f[2, i] = 1 if (f[1, i] or w > usable_w) else 0
+    return cols, flags
+
+
+@cython.cfunc
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _pairwise_sum(
+    a: cython.double[:], lo: cython.Py_ssize_t, n: cython.Py_ssize_t
+) -> cython.double:
+    """numpy's sum of a[lo:lo+n], to the bit: eight running sums per block
+    of up to 128, halves above that."""
+    res: cython.double = 0.0
+    i: cython.Py_ssize_t
+    if n < 8:
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    if n <= 128:
+        r0: cython.double = a[lo]
+        r1: cython.double = a[lo + 1]
+        r2: cython.double = a[lo + 2]
+        r3: cython.double = a[lo + 3]
+        r4: cython.double = a[lo + 4]
+        r5: cython.double = a[lo + 5]
+        r6: cython.double = a[lo + 6]
+        r7: cython.double = a[lo + 7]
+        i = 8
+        while i < n - n % 8:
+            r0 += a[lo + i]
+            r1 += a[lo + i + 1]
+            r2 += a[lo + i + 2]
+            r3 += a[lo + i + 3]
+            r4 += a[lo + i + 4]
+            r5 += a[lo + i + 5]
+            r6 += a[lo + i + 6]
+            r7 += a[lo + i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    n2: cython.Py_ssize_t = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
+
+
+@cython.cfunc
+@cython.inline
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _upper_bound(a: cython.double[:], n: cython.Py_ssize_t, v: cython.double) -> cython.Py_ssize_t:
+    """numpy's searchsorted(a[:n], v, side="right"): the first i with a[i] > v."""
+    lo: cython.Py_ssize_t = 0
+    hi: cython.Py_ssize_t = n
+    mid: cython.Py_ssize_t
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] <= v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 @cython.cfunc
