@@ -46,7 +46,7 @@ import numpy as np
 
 from .model import CapWindow, PowerPolicy, cap_steps, format_time
 from .placement import FreeGpus, NodeOrderIndex
-from .profile import Profile, queue_columns
+from .profile import Profile, in_order, queue_columns, running_watts
 
 # Reasons a job waits; they are also the condition reasons users see.
 WAITING_FOR_POWER = "WaitingForPower"
@@ -223,7 +223,7 @@ def order_queue(queued: list[QueuedJob], policy: PowerPolicy, now_s: float) -> l
     key, so the order never depends on the order the caller listed jobs in.
     """
     m = len(queued)
-    if m < 2:
+    if m < 2 or in_order(queued, policy.max_wait_s, now_s, policy.ordering == "PriorityFIFO"):
         return list(queued)
     if m <= SMALL_QUEUE:
         return sorted(queued, key=_order_key(policy, now_s))
@@ -816,7 +816,7 @@ class _RunningLoad:
     """Running jobs as arrays, built in one pass: every later step is numpy
     or the compiled profile."""
 
-    __slots__ = ("believed", "end_s", "gpus", "preemptible", "total", "watts")
+    __slots__ = ("_positive", "believed", "end_s", "gpus", "preemptible", "total", "watts")
 
     def __init__(
         self,
@@ -827,13 +827,14 @@ class _RunningLoad:
         if not running:
             self.gpus = self.watts = self.believed = self.end_s = np.zeros(0)
             self.preemptible = np.zeros(0, dtype=bool)
-            self.total = 0.0
+            self.total = self._positive = 0.0
             return
         if cols is None:
             cols = _columns(running)
         self.gpus = gpus = cols.gpus
-        self.watts = pol.pue * gpus * (cols.gpu_watts - pol.gpu_idle_watts)
-        self.total = float(self.watts.sum())
+        self.watts, self.total, self._positive = running_watts(
+            gpus, cols.gpu_watts, pol.pue, pol.gpu_idle_watts
+        )
         self.believed = (
             self.watts
             if cols.believed_gpu_watts is cols.gpu_watts
@@ -847,10 +848,11 @@ class _RunningLoad:
 
     def positive_sum(self) -> float:
         """The most running work can draw at any later step (each job only ends)."""
-        w = self.watts
-        if not w.size or float(w.min()) >= 0.0:
-            return self.total
-        return float(w[w > 0.0].sum())
+        if self._positive is None:
+            w = self.watts
+            nonneg = not w.size or float(w.min()) >= 0.0
+            self._positive = self.total if nonneg else float(w[w > 0.0].sum())
+        return self._positive
 
     def subset(self, keep: np.ndarray) -> _RunningLoad:
         out = object.__new__(_RunningLoad)
@@ -859,6 +861,7 @@ class _RunningLoad:
         if self.believed is self.watts:
             out.believed = out.watts
         out.total = float(out.watts.sum())
+        out._positive = None
         return out
 
 

@@ -80,14 +80,14 @@ class Profile:
         ne: cython.Py_ssize_t = cap_edges.shape[0]
         i: cython.Py_ssize_t
         k: cython.Py_ssize_t
+        q: cython.Py_ssize_t
         x: cython.double
         # planned ends, and watts split into what a cap drop cannot shed and what it can
-        ends_a = np.empty(m)
-        wnp_a = np.empty(m)
-        wp_a = np.empty(m)
+        scratch = np.empty((3, m))
+        ends_a = scratch[0]
         ends: cython.double[:] = ends_a
-        wnp: cython.double[:] = wnp_a
-        wp: cython.double[:] = wp_a
+        wnp: cython.double[:] = scratch[1]
+        wp: cython.double[:] = scratch[2]
         for k in range(m):
             x = end_s[k] if end_s[k] < horizon else horizon
             if x <= now:
@@ -101,15 +101,7 @@ class Profile:
         # step starts: sorted, distinct
         lo: cython.Py_ssize_t = _upper_bound(cap_edges, ne, now)
         hi: cython.Py_ssize_t = _upper_bound(cap_edges, ne, horizon)
-        sorted_a = np.empty(m)
-        srt: cython.double[:] = sorted_a
-        for k in range(m):  # insertion sort: a few dozen ends
-            x = ends[k]
-            i = k
-            while i > 0 and srt[i - 1] > x:
-                srt[i] = srt[i - 1]
-                i -= 1
-            srt[i] = x
+        srt: cython.double[:] = np.sort(ends_a)
         self.n = 0
         self._times = self._rows = None
         self._alloc(2 + (hi - lo) + m + 16)
@@ -150,8 +142,10 @@ class Profile:
             r[0, i] = cap_vals[k] * keep
         # Load of running work at each step: a job ending at step k counts at
         # steps [0, k); what ended by step i comes back to it.
-        ended = np.zeros((3, n + 1))
-        e: cython.double[:, :] = ended
+        e: cython.double[:, :] = self._rows[7:10]  # the minima's rows, free until asked
+        for q in range(3):
+            for i in range(n + 1):
+                e[q, i] = 0.0
         for k in range(m):
             i = _lower_bound(t, n, ends[k])
             e[0, i] += wnp[k]
@@ -397,6 +391,72 @@ class Profile:
                 return t[i]
             i = run_end + 1
         return None
+
+
+def running_watts(
+    gpus: cython.double[:],
+    gpu_watts: cython.double[:],
+    pue: cython.double,
+    gpu_idle_w: cython.double,
+) -> tuple[np.ndarray, float, float]:
+    """Running jobs' planned site watts above idle, their sum, and the sum
+    of those above zero (the most running work can draw at any later step:
+    each job only ends). Sums as numpy's."""
+    m: cython.Py_ssize_t = gpus.shape[0]
+    out = np.empty((2, m))
+    o: cython.double[:, :] = out
+    k: cython.Py_ssize_t
+    npos: cython.Py_ssize_t = 0
+    nonneg: cython.bint = True
+    for k in range(m):
+        o[0, k] = (pue * gpus[k]) * (gpu_watts[k] - gpu_idle_w)
+        if o[0, k] > 0.0:
+            o[1, npos] = o[0, k]
+            npos += 1
+        elif o[0, k] < 0.0:
+            nonneg = False
+    total: cython.double = _pairwise_sum(o[0], 0, m)
+    positive: cython.double = total if nonneg else _pairwise_sum(o[1], 0, npos)
+    return out[0], total, positive
+
+
+def in_order(
+    queued: list, starving_after: cython.double, now: cython.double, by_priority: cython.bint
+) -> cython.bint:
+    """Is the queue already in admission order (`admission.order_queue`):
+    jobs past their max delay first, then priority, then submission, then
+    key? `starving_after` is the max delay of jobs that set none. A caller
+    that keeps its queue in order (the simulator) then costs no sort."""
+    m: cython.Py_ssize_t = len(queued)
+    i: cython.Py_ssize_t
+    prev_late: cython.bint = True
+    prev_prio: cython.double = 0.0
+    prev_sub: cython.double = 0.0
+    prev_key: object = None
+    late: cython.bint
+    prio: cython.double
+    sub: cython.double
+    limit: cython.double
+    for i in range(m):
+        j = queued[i]
+        sub = j.submitted_s
+        limit = starving_after if j.max_delay_s is None else j.max_delay_s
+        late = now - sub > limit
+        prio = -float(j.priority) if by_priority else 0.0
+        if i > 0:
+            if late != prev_late:
+                if late:
+                    return False
+            elif prio != prev_prio:
+                if prio < prev_prio:
+                    return False
+            elif sub != prev_sub:
+                if sub < prev_sub:
+                    return False
+            elif not prev_key < j.key:
+                return False
+        prev_late, prev_prio, prev_sub, prev_key = late, prio, sub, j.key
+    return True
 
 
 @cython.boundscheck(False)

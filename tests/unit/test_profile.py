@@ -180,3 +180,49 @@ def test_sums_are_numpys_to_the_bit(values) -> None:
     not move with the module that computes them."""
     a = np.array(values, dtype=float)
     assert PY._pairwise_sum(a, 0, a.size) == float(a.sum())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 16).map(float), st.floats(0.0, 800.0)),
+        max_size=200,
+    )
+)
+def test_running_watts_are_numpys_to_the_bit(jobs) -> None:
+    gpus = np.array([g for g, _ in jobs], dtype=float)
+    per_gpu = np.array([w for _, w in jobs], dtype=float)
+    watts = 1.2 * gpus * (per_gpu - 70.0)
+    positive = float(watts[watts > 0.0].sum()) if watts.size and watts.min() < 0 else None
+    for mod in (compiled, PY):
+        got, total, pos = mod.running_watts(gpus, per_gpu, 1.2, 70.0)
+        assert np.array_equal(got, watts)
+        assert total == float(watts.sum())
+        assert pos == (float(watts.sum()) if positive is None else positive)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from([0.0, 50.0, 100.0]), st.booleans()),
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_a_queue_is_in_order_exactly_when_sorting_keeps_it(rows, by_priority) -> None:
+    """`in_order` lets decide skip its sort; it must never pass a queue the
+    sort would change."""
+    from wattcap.admission import QueuedJob, _order_key
+    from wattcap.model import PowerPolicy
+
+    queue = [
+        QueuedJob(f"j{i}", 1, 1, 300.0, prio, sub, 60.0, max_delay_s=10.0 if short else None)
+        for i, (prio, sub, short) in enumerate(rows)
+    ]
+    ordering = "PriorityFIFO" if by_priority else "FIFO"
+    policy = PowerPolicy(cap_watts=1e5, max_wait_s=80.0, ordering=ordering)
+    now = 120.0
+    want = sorted(queue, key=_order_key(policy, now)) == queue
+    for mod in (compiled, PY):
+        assert mod.in_order(queue, 80.0, now, by_priority) == want
+        assert mod.in_order(sorted(queue, key=_order_key(policy, now)), 80.0, now, by_priority)
