@@ -485,7 +485,25 @@ class _Admission:
         i = start
         chunk = BATCH_MIN
         while i < m:
-            if batch and self.reservations >= max_reservations:
+            if batch and self.reservations >= max_reservations and not self.explain:
+                # no waits to explain: scan to the next job that fits, counting the rest
+                may_start = not self.blocked or self.pol.backfill
+                i, passed = self.prof.first_fit(
+                    self.w,
+                    self.g,
+                    self.pre_u8,
+                    self.skip_u8,
+                    self.end,
+                    i,
+                    m,
+                    self.fits.total_free,
+                    may_start,
+                    True,
+                )
+                self.blocked += passed
+                if i == m:
+                    break
+            elif batch and self.reservations >= max_reservations:
                 hi = min(m, i + chunk)
                 k = self._next_of_interest(i, hi)
                 self._bulk_waits(i, k)
@@ -509,7 +527,7 @@ class _Admission:
         if self.blocked and not self.pol.backfill:
             return hi  # nothing may start once a job ahead is blocked
         throughout = not (self.pending and self.explain)
-        return self.prof.first_fit(
+        k, _ = self.prof.first_fit(
             self.w,
             self.g,
             self.pre_u8,
@@ -518,11 +536,14 @@ class _Admission:
             lo,
             hi,
             self.fits.total_free,
+            True,
             throughout,
         )
+        return k
 
     def _bulk_waits(self, lo: int, hi: int) -> None:
-        """Waits for jobs [lo, hi): none of them can start now, none reserves.
+        """Waits for jobs [lo, hi): none of them can start now, none reserves
+        (only when waits are explained: else `run` just counts them).
 
         Each job's reason is what the one-job path would give it, worked out
         for the whole run of jobs at once.
@@ -532,9 +553,6 @@ class _Admission:
         prof, pol, dec = self.prof, self.pol, self.dec
         w, g, pre, skip = self.w[lo:hi], self.g[lo:hi], self.pre[lo:hi], self.skip[lo:hi]
         counts = ~skip
-        if not self.explain:
-            self.blocked += int(counts.sum())
-            return
         ahead = self.blocked + np.cumsum(counts) - counts  # blocked jobs before each
         may = np.full(w.size, True) if pol.backfill else ahead == 0
         avail0 = np.where(pre, prof.free0_p, prof.free0_np)

@@ -304,19 +304,25 @@ class Profile:
         lo: cython.Py_ssize_t,
         hi: cython.Py_ssize_t,
         gpus_free: cython.double,
+        may_start: cython.bint,
         throughout: cython.bint,
-    ) -> cython.Py_ssize_t:
+    ) -> tuple[int, int]:
         """The first job in [lo, hi) of a queue's columns that fits now (power
         at step 0, GPUs free) and, if `throughout`, every step until its
-        `end`; or `hi`. Jobs with `skip` set never fit."""
+        `end`; or `hi` (always, unless `may_start`). Jobs with `skip` set
+        never fit. Also how many jobs without `skip` it passed over."""
         r: cython.double[:, :] = self._r
         i: cython.Py_ssize_t
         last: cython.Py_ssize_t
         row: cython.Py_ssize_t
+        passed: cython.Py_ssize_t = 0
         if throughout and not self._minima_ok:
             self._fill_minima()
         for i in range(lo, hi):
             if skip[i]:
+                continue
+            passed += 1
+            if not may_start:
                 continue
             if w[i] > (self.free0_p if pre[i] else self.free0_np) or g[i] > gpus_free:
                 continue
@@ -327,8 +333,8 @@ class Profile:
                 row = 8 if pre[i] else 7
                 if not (r[row, last] <= -w[i] and r[9, last] <= -g[i]):
                     continue
-            return i
-        return hi
+            return i, passed - 1
+        return hi, passed
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
