@@ -1,9 +1,10 @@
-"""Build hook: compile `wattcap/profile.py` (Cython pure-Python mode) when a C
-compiler is at hand; pyproject.toml holds everything else.
+"""Build hook: compile `wattcap/profile.py` and `wattcap/sim/meter_math.py`
+(Cython pure-Python mode) when a C compiler is at hand; pyproject.toml
+holds everything else.
 
-The module runs as plain Python too, with the same results, so a failed
-compile is a warning, not a failed install: `wattcap.profile.COMPILED`
-and `wattcap version` say which one runs.
+The modules run as plain Python too, with the same results, so a failed
+compile is a warning, not a failed install: their `COMPILED` says which
+one runs, and a unit test fails when either is not compiled.
 """
 
 from Cython.Build import cythonize
@@ -18,7 +19,7 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as err:  # any compiler failure: it runs as Python
-            print(f"warning: wattcap.profile not compiled ({err}); it runs as Python")
+            print(f"warning: nothing compiled ({err}); wattcap runs as plain Python")
 
     def build_extension(self, ext) -> None:
         try:
@@ -29,7 +30,7 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=cythonize(
-        ["operator/wattcap/profile.py"],
+        ["operator/wattcap/profile.py", "operator/wattcap/sim/meter_math.py"],
         # indexes in profile.py stay in range by construction (the Python run
         # of the same source, in the tests, checks them)
         compiler_directives={

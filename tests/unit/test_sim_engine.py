@@ -276,6 +276,43 @@ def test_random_replays_decide_as_deciding_at_every_tick_would(jobs, seed):
     assert _acts(jobs, policy, "wattcap", False, seed) == _acts(jobs, policy, "wattcap", True, seed)
 
 
+def test_a_resumed_job_planned_below_its_admission_is_followed_by_a_cycle():
+    """j0 is preempted by the window and resumed at 10,860 s, admitted at its
+    class's forecast; its own samples from the first run then plan it lower
+    at once. Deciding every period, the next tick (10,875 s) admits j20418 in
+    what that frees; the replay must decide there too, not at its next event
+    (11,040 s). Found by the random search below."""
+    f = TraceJob
+    jobs = [
+        f("j1919", 0, 5344, 2, 4, "b", 0, 628.1577275686534),
+        f("j569", 0, 0, 1, 1, "a", 0, 80.0),
+        f("j217", 0, 800, 1, 1, "b", 0, 80.0),
+        f("j1953", 0, 1447, 1, 1, "a", 0, 239.15370009831233, preemptible=True),
+        f("j254", 0, 0, 1, 1, "a", 0, 80.0),
+        f("j2381", 0, 0, 1, 1, "a", 0, 80.0),
+        f("j261185", 0, 0, 1, 1, "a", 0, 276.60694226329264),
+        f("j384", 16167, 7335, 1, 1, "a", 0, 399.2562631746918, preemptible=True),
+        f("j2339", 4631, 7999, 2, 4, "a", 0, 80.0, preemptible=True),
+        f("j25557", 0, 0, 1, 1, "a", 0, 80.0),
+        f("j240670", 0, 1687, 1, 1, "b", 0, 80.0),
+        f("j139", 0, 0, 1, 1, "a", 0, 80.0),
+        f("j3600", 1274, 5546, 2, 1, "a", 0, 553.1002161300414),
+        f("j415", 2352, 8000, 1, 1, "a", 0, 553.3052489857193),
+        f("j20418", 8899, 0, 2, 1, "b", 0, 80.0),
+        f("j1214", 0, 0, 1, 1, "a", 0, 80.0),
+        f("j0", 0, 842, 2, 4, "a", 0, 216.25657769803533, preemptible=True),
+    ]
+    policy = PowerPolicy(
+        cap_watts=12000.0,
+        cap_schedule=(CapWindow(T0 + 7200, T0 + 10800, 9000.0, "dr"),),
+        max_wait_s=4 * 3600.0,
+        reservation_depth=2,
+    )
+    event, every = _acts(jobs, policy, "wattcap", False, 0), _acts(jobs, policy, "wattcap", True, 0)
+    assert (10875.0, (("j20418", ("node-0", "node-1")),), ()) in every[0]
+    assert event == every
+
+
 def test_a_job_shed_for_its_draw_is_planned_at_its_draw_when_it_waits_again():
     """`high` draws seven times what its class's only finished job did, so it
     is admitted on a forecast far too low, runs the site over the cap, and is

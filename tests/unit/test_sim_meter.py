@@ -3,11 +3,16 @@ samples are one per tick it ran through."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wattcap.model import PowerPolicy
+from wattcap.sim import meter_math
 from wattcap.sim.engine import SimConfig, _Engine
 from wattcap.sim.meter import JobSamples, Meter
 from wattcap.sim.schedulers import make_scheduler
@@ -92,3 +97,43 @@ def test_window_moments_are_those_of_the_samples() -> None:
         expected = window.var(ddof=1) if n > 1 else 0.0
         assert math.isclose(var, expected, rel_tol=1e-9, abs_tol=1e-9)
     assert math.isclose(js.mean(100), js.x[:100].mean(), rel_tol=1e-12)
+
+
+def _meter_math_source():
+    """meter_math.py loaded from source under another name: plain Python."""
+    path = Path(meter_math.__file__).with_name("meter_math.py")
+    spec = importlib.util.spec_from_file_location("wattcap_meter_math_source", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert not mod.COMPILED
+    return mod
+
+
+def test_the_meter_math_in_use_is_compiled() -> None:
+    assert meter_math.COMPILED, (
+        "wattcap.sim.meter_math runs as plain Python: reinstall with a C compiler "
+        "(pip install -e .) to build it"
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.floats(-6.0, 6.0), min_size=1, max_size=300),
+    st.floats(70.0, 700.0),
+    st.data(),
+)
+def test_compiled_and_interpreted_meter_math_agree_to_the_bit(z, truth, data) -> None:
+    py = _meter_math_source()
+    z = np.array(z)
+    x = meter_math.exporter_samples(z, 0.03, truth, 70.0, 700.0)
+    assert np.array_equal(x, py.exporter_samples(z, 0.03, truth, 70.0, 700.0))
+    # numpy's own transform, op for op
+    want = z * 0.03
+    want += 1.0
+    want *= truth
+    assert np.array_equal(x, np.minimum(np.maximum(want, 70.0), 700.0))
+    lo = data.draw(st.integers(0, x.size - 1))
+    hi = data.draw(st.integers(lo + 1, x.size))
+    assert meter_math.window_moments(x, lo, hi, truth) == py.window_moments(x, lo, hi, truth)
+    assert meter_math.prefix_mean(x, hi) == py.prefix_mean(x, hi)

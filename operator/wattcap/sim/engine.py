@@ -20,7 +20,8 @@ The operator decides every control period. The replay runs a decision
 cycle only where its outcome could differ from the last one's:
 
 * at events: arrivals, completions, cap-window edges and one control period
-  before each, starvation deadlines, the period after a shed;
+  before each, starvation deadlines, the period after a shed, the tick after
+  a resumed job was planned lower (from its own samples) than admitted;
 * at the two ticks where decide's view of a running job's planned end moves
   (the first a period or less before it, when decide plans it to end a
   period on, and the first at or past it, when decide plans it to the
@@ -471,7 +472,8 @@ class _Engine:
                 activity = event = True
                 if not need and (self._could_start(j, t) or self._takes_reservation(j, t)):
                     need = True
-            # wakeups: cap edges, starvation deadlines, follow-ups after a shed
+            # wakeups: cap edges, starvation deadlines, follow-ups after a shed or
+            # after a resumed job was planned lower than admitted
             while self.wakeups and self.wakeups[0][0] <= t:
                 _, kind, idx, token = heapq.heappop(self.wakeups)
                 if kind >= 3:  # a running job's planned end, as decide sees it, moved
@@ -748,6 +750,11 @@ class _Engine:
         watts = plan.gpu_watts
         if j.meas_n >= 3:  # resumed: its own earlier samples tighten it at once
             watts = self.sched.tighten(plan, *self._job_moments(j)).gpu_watts
+            if watts < plan.gpu_watts:
+                # decide admitted it at more than it is planned at now: at the next
+                # tick, the operator's next cycle, a waiting job may fit in the rest
+                tick = (j.seg_tick + 1) * self.dpol.control_period_s
+                heapq.heappush(self.wakeups, (tick, 2, -1, 0))
         j.rj = RunningJob(
             key=j.view.key,
             replicas=j.tj.replicas,

@@ -28,6 +28,8 @@ import math
 
 import numpy as np
 
+from .meter_math import exporter_samples, prefix_mean, window_moments
+
 POOL_SIZE = 1 << 16  # normals drawn from the generator at a time
 
 
@@ -84,12 +86,7 @@ class Meter:
 
     def job_samples(self, gpu_watts: float, m: int) -> np.ndarray:
         """m consecutive per-GPU samples of a job whose true draw is `gpu_watts`."""
-        s = self.normals(m) * self.job_noise
-        s += 1.0
-        s *= gpu_watts
-        np.maximum(s, self.idle, out=s)  # np.clip(s, idle, tdp), cheaper
-        np.minimum(s, self.tdp, out=s)
-        return s
+        return exporter_samples(self.normals(m), self.job_noise, gpu_watts, self.idle, self.tdp)
 
 
 class JobSamples:
@@ -114,18 +111,8 @@ class JobSamples:
 
     def mean(self, hi: int) -> float:
         """Mean of samples [0, hi): what a finished job reports."""
-        return float(np.add.reduce(self.x[:hi])) / hi
+        return prefix_mean(self.x, hi)
 
     def moments(self, lo: int, hi: int) -> tuple[int, float, float]:
-        """Count, mean and sample variance (n - 1) of samples [lo, hi).
-
-        Summed as deviations from truth, which are small: one pass, and the
-        sum of squares loses no precision that matters.
-        """
-        y = self.x[lo:hi] - self.truth
-        n = hi - lo
-        s1 = float(np.add.reduce(y))
-        mean = self.truth + s1 / n
-        if n < 2:
-            return n, mean, 0.0
-        return n, mean, max(float(np.dot(y, y)) - s1 * s1 / n, 0.0) / (n - 1)
+        """Count, mean and sample variance (n - 1) of samples [lo, hi)."""
+        return window_moments(self.x, lo, hi, self.truth)
