@@ -20,7 +20,9 @@ import random
 import statistics
 import time
 
+from wattcap import profile
 from wattcap.model import CapWindow, PowerPolicy, parse_time
+from wattcap.sim import meter_math
 from wattcap.sim.engine import SimConfig, simulate
 from wattcap.sim.report import summarize
 from wattcap.sim.schedulers import make_scheduler
@@ -126,6 +128,11 @@ def main() -> int:
         f"trace: {len(jobs)} jobs from {source} ({gen_s:.1f} s), arrivals over {span_d:.1f} days;"
         f" site {a.nodes} x {a.gpus_per_node} GPUs, cap {policy.cap_watts / 1e3:.0f} kW"
         f" with {len(policy.cap_schedule)} DR windows, reservationDepth {policy.reservation_depth}"
+    )
+    built = profile.COMPILED and meter_math.COMPILED
+    print(
+        "compiled modules (profile, meter_math): "
+        + ("in use" if built else "NOT BUILT, running as plain Python: reinstall with a C compiler")
     )
     walls = {}
     for name in ("wattcap", "gpu-only"):

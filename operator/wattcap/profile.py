@@ -6,15 +6,20 @@ drop far enough ahead that preemptible work would be shed before it), what
 a non-preemptible job may use (`free_np`), what a preemptible one may use
 (`free_p`: unbounded at far drops) and free GPUs.
 
+Beside the profile, the numbers decide checks jobs by: running jobs' watts
+(`running_watts`), queued jobs' columns (`queue_columns`), whether a queue
+is already in admission order (`in_order`).
+
 Why a module of its own, written in Cython's pure-Python mode: a cycle
 books a handful of reservations on a profile of about a hundred steps, and
 each booking is a few passes over those steps. In numpy that is dozens of
 calls of 1 to 5 µs each; as compiled loops it is well under a microsecond a
-pass. The simulator runs about 150,000 cycles for 100,000 jobs, so this is
+pass. The simulator runs about 150,000 cycles for 100,000 jobs, so this was
 most of its time. The same source runs as plain Python when the extension
-is not built (`COMPILED` says which), with the same results to the bit:
-every sum is taken in the order numpy takes it, and the sums numpy takes
-pairwise are passed in by the caller.
+is not built (`COMPILED` says which), with the same results to the bit;
+sums are taken as numpy takes them (`_pairwise_sum`), so decide's figures
+are those of the numpy code this replaced. Indexes are not checked when
+compiled (setup.py): the tests run the same source as Python, which does.
 """
 
 from __future__ import annotations
@@ -210,8 +215,6 @@ class Profile:
         """The first step starting at or after t (where a run ending at t stops)."""
         return _lower_bound(self._t, self.n, t)
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def minima(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Running minima of free power (non-preemptible, preemptible) and GPUs.
 
@@ -227,8 +230,6 @@ class Profile:
         rows = self._rows
         return rows[7, :n], rows[8, :n], rows[9, :n]
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def _fill_minima(self) -> None:
         r: cython.double[:, :] = self._r
         q: cython.Py_ssize_t
@@ -265,8 +266,6 @@ class Profile:
         self._minima_ok = False
         return k
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def first_shortfall(
         self,
         preemptible: cython.bint,
@@ -292,8 +291,6 @@ class Profile:
             by_gpus = _upper_bound_row(r, 9, self.n, -g)
         return by_power if by_power < by_gpus else by_gpus
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def first_fit(
         self,
         w: cython.double[:],
@@ -336,8 +333,6 @@ class Profile:
             return i, passed - 1
         return hi, passed
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def take(
         self,
         i: cython.Py_ssize_t,
@@ -362,8 +357,6 @@ class Profile:
         self._minima_ok = False
         self._refresh()
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def reserve(
         self, preemptible: cython.bint, w: cython.double, g: cython.double, duration_s: float
     ) -> float | None:
@@ -465,8 +458,6 @@ def in_order(
     return True
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def queue_columns(
     ordered: list,
     pue: cython.double,
@@ -524,8 +515,6 @@ def queue_columns(
 
 
 @cython.cfunc
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def _pairwise_sum(
     a: cython.double[:], lo: cython.Py_ssize_t, n: cython.Py_ssize_t
 ) -> cython.double:
@@ -569,8 +558,6 @@ def _pairwise_sum(
 
 @cython.cfunc
 @cython.inline
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def _upper_bound(a: cython.double[:], n: cython.Py_ssize_t, v: cython.double) -> cython.Py_ssize_t:
     """numpy's searchsorted(a[:n], v, side="right"): the first i with a[i] > v."""
     lo: cython.Py_ssize_t = 0
@@ -587,8 +574,6 @@ def _upper_bound(a: cython.double[:], n: cython.Py_ssize_t, v: cython.double) ->
 
 @cython.cfunc
 @cython.inline
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def _lower_bound(a: cython.double[:], n: cython.Py_ssize_t, v: cython.double) -> cython.Py_ssize_t:
     """numpy's searchsorted(a[:n], v) (side left): the first i with a[i] >= v."""
     lo: cython.Py_ssize_t = 0
@@ -605,8 +590,6 @@ def _lower_bound(a: cython.double[:], n: cython.Py_ssize_t, v: cython.double) ->
 
 @cython.cfunc
 @cython.inline
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def _upper_bound_row(
     r: cython.double[:, :], row: cython.Py_ssize_t, n: cython.Py_ssize_t, v: cython.double
 ) -> cython.Py_ssize_t:
