@@ -30,6 +30,12 @@ How one cycle decides:
    A job that does not fit gets a reservation at its earliest feasible start
    in the same profile; later jobs are admitted only around those
    reservations, so backfill never delays a higher job's projected start.
+   A reservation holds whole steps of the profile, and an admission splits
+   a step at its end; so when a job was admitted after a reservation was
+   booked, the profile is built again with the admissions running and the
+   rest of the queue walked again. Deciding again on the site a cycle
+   leaves then admits nothing more: the operator's next cycle would not,
+   and the simulator, which decides only at events, relies on it.
 
 The GPU side of the future profile counts GPUs, not per-node fragments, so
 a projected start is an estimate; admission *now* always places for real.
@@ -358,19 +364,32 @@ def decide(
         dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
         return dec
 
-    # ---------------------------------------------------------------- 2. plan
-    prof = _profile(snap, load, idle_site, ecap_now, measured_excess, gpus_free_now)
-    for end, w, g, pre in head:  # what the walk below would have taken for them
-        prof.take(0, prof.split(end), w, g, pre)
-    max_site_cap = prof.max_cap()
-
-    # ---------------------------------------------------------------- 3. admit
-    usable_w = max_site_cap - idle_site
-    adm = _Admission(
-        dec, prof, fits, ordered, pol, now, explain, total_gpus, node_max_gpus, usable_w
-    )
+    # ---------------------------------------------------------------- 2. plan, 3. admit
     depth = pol.reservation_depth if max_reservations is None else max_reservations
-    adm.run(depth, estimate_starts, batch, start=len(head))
+    waiting, start = ordered, len(head)
+    while True:
+        prof = _profile(snap, load, idle_site, ecap_now, measured_excess, gpus_free_now)
+        for end, w, g, pre in head:  # what the walk below would have taken for them
+            prof.take(0, prof.split(end), w, g, pre)
+        usable_w = prof.max_cap() - idle_site
+        adm = _Admission(
+            dec, prof, fits, waiting, pol, now, explain, total_gpus, node_max_gpus, usable_w
+        )
+        admitted, waits = len(dec.admits) - len(head), len(dec.waits)  # this pass's from here
+        adm.run(depth, estimate_starts, batch, start=start)
+        new = {a.key for a in dec.admits[admitted:]}
+        if not adm.admitted_after_booking or len(new) == len(waiting):
+            break
+        # A booking holds whole steps, to the end of the step its run ends in;
+        # one made before a later admission split the steps can hold longer
+        # than the same booking made after. Plan again with this pass's
+        # admissions running: what the next cycle would admit, this one does.
+        load = load.with_admitted(
+            [j for j in waiting if j.key in new], dec.admits[admitted:], pol, now
+        )
+        waiting = [j for j in waiting if j.key not in new]
+        del dec.waits[waits:]  # the next pass explains them
+        head, start, gpus_free_now = [], 0, fits.total_free
     dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
     return dec
 
@@ -474,6 +493,8 @@ class _Admission:
         self.pre, self.unsched, self.skip = flags.view(bool)
         self.blocked = 0
         self.reservations = 0
+        self.booked = False  # a reservation is booked in the profile
+        self.admitted_after_booking = False
         self.pending: list[tuple[bool, float, float, float]] = []
         self.why_later: dict[int, tuple[str, Callable[[], str]]] = {}  # many trip on one step
 
@@ -651,10 +672,12 @@ class _Admission:
                 prof.reserve(*args)
             pending.clear()
             self.why_later.clear()
+            self.booked = True
         bad = prof.first_shortfall(pre, w, g, end_i)
         while bad < 0 and pending:
             prof.reserve(*pending.pop(0))
             self.why_later.clear()
+            self.booked = True
             bad = prof.first_shortfall(pre, w, g, end_i)
         return bad
 
@@ -681,6 +704,7 @@ class _Admission:
                         prof.take(0, prof.split(float(self.end[i])), w, g, pre)
                         self.why_later.clear()
                     dec.admits.append(Admit(j.key, nodes, w))
+                    self.admitted_after_booking = self.admitted_after_booking or self.booked
                     return
                 if explain:
                     reason, detail = WAITING_FOR_GPUS, _fragmented(fits.total_free, j)
@@ -703,6 +727,7 @@ class _Admission:
             if estimate_starts:
                 est = prof.reserve(pre, w, g, float(self.dur[i]))
                 self.why_later.clear()  # a reservation changes the profile
+                self.booked = True
             else:
                 self.pending.append((pre, w, g, float(self.dur[i])))
             if explain:
@@ -871,6 +896,28 @@ class _RunningLoad:
             nonneg = not w.size or float(w.min()) >= 0.0
             self._positive = self.total if nonneg else float(w[w > 0.0].sum())
         return self._positive
+
+    def with_admitted(
+        self, jobs: list[QueuedJob], admits: list[Admit], pol: PowerPolicy, now: float
+    ) -> _RunningLoad:
+        """This load and the jobs just admitted (`jobs[i]` as `admits[i]`),
+        running as planned: the watts admission held for them, to the end it
+        planned (as `_Admission` does)."""
+        by_key = {j.key: j for j in jobs}
+        ordered = [by_key[a.key] for a in admits]
+        out = object.__new__(_RunningLoad)
+        out.gpus = np.concatenate((self.gpus, [float(j.gpus) for j in ordered]))
+        out.watts = np.concatenate((self.watts, [a.site_watts for a in admits]))
+        out.believed = out.watts
+        out.end_s = np.concatenate(
+            (self.end_s, [min(now + max(j.duration_s, 1.0), now + HORIZON_S) for j in ordered])
+        )
+        out.preemptible = np.concatenate(
+            (self.preemptible, np.array([j.preemptible for j in ordered], dtype=bool))
+        )
+        out.total = float(out.watts.sum())
+        out._positive = None
+        return out
 
     def subset(self, keep: np.ndarray) -> _RunningLoad:
         out = object.__new__(_RunningLoad)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from wattcap import admission
 from wattcap.admission import (
+    HORIZON_S,
     SHEDDING_LOAD,
     UNSCHEDULABLE,
     WAITING_FOR_CAP_WINDOW,
@@ -411,11 +412,17 @@ def test_backfill_never_delays_the_head_of_the_queue() -> None:
     head = q("head", gpus=8, replicas=2, prio=5)
     long_small = q("long", gpus=8, prio=0, dur=7200, t=1)  # would hold n1 past 1h
     short_small = q("short", gpus=8, prio=0, dur=1800, t=2)  # ends before the head can start
+    d = decide(Snapshot(NOW, policy(1e9), ns, running, [head, long_small]))
+    assert d.admits == []
+    waits = {w.key: w for w in d.waits}
+    assert waits["head"].est_start_s == NOW + 3600
+    assert waits["long"].reason == "WaitingForHigherPriority"
     d = decide(Snapshot(NOW, policy(1e9), ns, running, [head, long_small, short_small]))
     assert [a.key for a in d.admits] == ["short"]
     waits = {w.key: w for w in d.waits}
     assert waits["head"].est_start_s == NOW + 3600
-    assert waits["long"].reason == "WaitingForHigherPriority"
+    # explained as the cycle leaves the site: `short` holds the GPUs now
+    assert waits["long"].reason == "WaitingForGPUs"
 
 
 def test_backfill_off_is_strict_order() -> None:
@@ -467,3 +474,79 @@ def test_priority_order_then_fifo() -> None:
     jobs = [q("late-high", prio=2, t=5), q("early-low", prio=0, t=0), q("early-high", prio=2, t=1)]
     d = decide(Snapshot(NOW, policy(1e9), nodes(2), [], jobs))
     assert [a.key for a in d.admits] == ["early-high", "late-high"]
+
+
+def test_a_cycle_admits_what_the_next_one_would_once_its_admissions_run():
+    """`h2`'s booking (from 2000 s, where nothing else ends) holds to the end
+    of the step its run ends in, and so keeps `c` out of the first pass; with
+    `a` running and its end a step edge, a second pass admits `c`, as the
+    next cycle would. Without it the replay, deciding only at events,
+    started `c` later than the operator."""
+    pol = policy(1e9)
+    running = [
+        RunningJob("r1", 1, 8, 300.0, 0, False, NOW - 100, NOW + 1000, ("n0",)),
+        RunningJob("r2", 1, 4, 300.0, 0, False, NOW - 100, NOW + 5000, ("n1",)),
+    ]
+    site = [NodeState("n0", 8, 0), NodeState("n1", 8, 4)]
+    queued = [
+        q("h1", gpus=8, prio=3, dur=100.0),  # waits for r1's GPUs: reserved from 1000 s
+        q("a", gpus=2, prio=2, dur=2000.0),
+        q("h2", gpus=4, prio=1, dur=100.0),
+        q("c", gpus=2, prio=0, dur=3000.0),
+    ]
+    for lazy in (False, True):
+        dec = decide(
+            Snapshot(NOW, pol, site, running, queued), estimate_starts=not lazy, explain=not lazy
+        )
+        assert [x.key for x in dec.admits] == ["a", "c"]
+    # the next cycle, with a and c running, admits nothing more
+    after = [NodeState("n0", 8, 0), NodeState("n1", 8, 0)]
+    started = [
+        RunningJob(j.key, 1, j.gpus_per_replica, 300.0, 0, False, NOW, NOW + j.duration_s, ("n1",))
+        for j in queued
+        if j.key in ("a", "c")
+    ]
+    waiting = [j for j in queued if j.key in ("h1", "h2")]
+    assert decide(Snapshot(NOW + 15, pol, after, running + started, waiting)).admits == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(snap=snapshots())
+def test_deciding_again_once_the_admissions_run_admits_nothing_more(snap: Snapshot):
+    """What one cycle leaves waiting, the next, with that cycle's admissions
+    running (their planned ends and nodes), leaves waiting too: otherwise a
+    replay deciding only at events starts jobs later than the operator."""
+    snap = dataclasses.replace(snap, measured_site_watts=None)  # a new reading would differ
+    idle = snap.policy.gpu_idle_watts  # (admission holds no less than idle for a job)
+    dec = decide(snap, estimate_starts=False, explain=False)
+    if not dec.admits or dec.preempts:
+        return
+    by_key = {j.key: j for j in snap.queued}
+    free = {n.name: n.gpus_free for n in snap.nodes}
+    running = list(snap.running)
+    for a in dec.admits:
+        j = by_key[a.key]
+        for name in a.nodes:
+            free[name] -= j.gpus_per_replica
+        end = snap.now_s + min(max(j.duration_s, 1.0), HORIZON_S)
+        running.append(
+            RunningJob(
+                j.key,
+                j.replicas,
+                j.gpus_per_replica,
+                max(j.gpu_watts, idle),
+                j.priority,
+                j.preemptible,
+                snap.now_s,
+                end,
+                a.nodes,
+            )
+        )
+    admitted = {a.key for a in dec.admits}
+    after = dataclasses.replace(
+        snap,
+        nodes=[NodeState(n.name, n.gpus_total, free[n.name]) for n in snap.nodes],
+        running=running,
+        queued=[j for j in snap.queued if j.key not in admitted],
+    )
+    assert decide(after, estimate_starts=False, explain=False).admits == []

@@ -25,8 +25,10 @@ cycle only where its outcome could differ from the last one's:
 * at the two ticks where decide's view of a running job's planned end moves
   (the first a period or less before it, when decide plans it to end a
   period on, and the first at or past it, when decide plans it to the
-  horizon): a later end can move a blocked job's reservation later and let
-  another job start before it;
+  horizon), and at every arrival from a period before that end to the
+  second tick (decide's view moves with now all that while): a later end
+  can move a blocked job's reservation later and let another job start
+  before it;
 * at control ticks where something measured changed: a running job's
   reservation was tightened, measured power is over the cap, or, with jobs
   queued, a reading above the plan (decide plans with the excess) or the
@@ -34,18 +36,17 @@ cycle only where its outcome could differ from the last one's:
 
 Between these, time passing cannot let a job start: a queued job's run only
 reaches further into the plan, and a reservation either stays where it was
-or moves along with now (one from the next period on). One exception is
+or moves along with now (one from the next period on). The exception is
 the planning horizon (14 days), which moves too: a booking that reaches it
 may move with it, and the replay sees that at its next cycle, not at the
-tick; no test trace has shown it. The other is decide itself: a reservation
-holds to the end of the step its run ends in, so the cycle just after one
-that admitted can admit more (its admissions' ends are step edges then);
-the replay sees that at its next event. One synthetic trace in about 25
-showed it (`bench/replay_reference.py --jobs 800 --nodes 4 --seed 52`).
+tick; no test trace has shown it. (decide itself plans again after it
+admits around a booking, so the cycle after one that admitted admits
+nothing more: `admission.decide`.)
 A cycle is skipped when nothing could change its outcome:
 
 * an arrival alone, whose job cannot fit the GPUs or power free right now
-  and lands behind the first `reservationDepth` surely blocked jobs: decide
+  and lands behind the first `reservationDepth` surely blocked jobs, while
+  no running job's planned end moves (above): decide
   would wait it, and it takes no reservation (one that did would leave the
   job it displaced without one, and another might start in its place);
 * a completion with nobody queued;
@@ -298,6 +299,9 @@ class _Engine:
         self.over_since: float | None = None
         # the last cycle saw measured power above the plan: decide planned with the excess
         self.excess_seen = False
+        # running jobs whose planned end, as decide sees it, moves with now: from a
+        # period before it to the first tick at or past it
+        self.end_moving: set[int] = set()
 
     # ------------------------------------------------------------------ helpers
 
@@ -470,13 +474,19 @@ class _Engine:
                 arr_i += 1
                 self._enqueue(j, t)
                 activity = event = True
-                if not need and (self._could_start(j, t) or self._takes_reservation(j, t)):
+                if not need and (
+                    self.end_moving or self._could_start(j, t) or self._takes_reservation(j, t)
+                ):
                     need = True
             # wakeups: cap edges, starvation deadlines, follow-ups after a shed or
             # after a resumed job was planned lower than admitted
             while self.wakeups and self.wakeups[0][0] <= t:
                 _, kind, idx, token = heapq.heappop(self.wakeups)
-                if kind >= 3:  # a running job's planned end, as decide sees it, moved
+                if kind == 5:  # from now on decide plans this job to end later
+                    j = self.jobs[idx]
+                    if j.state == RUNNING and j.token == token:
+                        self.end_moving.add(idx)
+                elif kind >= 3:  # a running job's planned end, as decide sees it, moved
                     j = self.jobs[idx]
                     if j.state == RUNNING and j.token == token:
                         event = True
@@ -484,6 +494,8 @@ class _Engine:
                             need = True
                         if kind == 3:
                             self._push_end_wakeup(j, past=True)
+                        else:
+                            self.end_moving.discard(idx)
                 elif kind != 1 or self.jobs[idx].state == QUEUED:
                     need = event = True
             if (need or (every and event)) and (self.queued_n or self.running):
@@ -801,6 +813,8 @@ class _Engine:
             k += 1
         kind = 4 if past else 3
         heapq.heappush(self.wakeups, (k * period, kind, j.idx, j.token))
+        if not past:  # max(end, now + period) moves once now passes this (a little early is safe)
+            heapq.heappush(self.wakeups, (end - t0 - period - 1e-6, 5, j.idx, j.token))
 
     def _stop(self, j: _Job, t: float) -> float:
         """Take a running job off the site; return how long this segment ran."""
@@ -811,6 +825,7 @@ class _Engine:
         g = j.tj.gpus
         self.free_gpus += g
         del self.running[j.view.key]
+        self.end_moving.discard(j.idx)
         self.truth_excess -= g * (j.tj.gpu_watts - self.idle_w)
         self.truth_sq -= (g * j.tj.gpu_watts) ** 2
         self.planned_excess -= g * (j.rj.gpu_watts - self.idle_w)
