@@ -455,6 +455,7 @@ class _Engine:
                         need = True
             if t == math.inf:
                 break
+            assert t >= t_prev, "an event was booked in the past"
             self._integrate(t_prev, t)
             t_prev = t
             activity = False
@@ -493,7 +494,7 @@ class _Engine:
                         if self.queued_n:
                             need = True
                         if kind == 3:
-                            self._push_end_wakeup(j, past=True)
+                            self._push_end_wakeup(j, t, past=True)
                         else:
                             self.end_moving.discard(idx)
                 elif kind != 1 or self.jobs[idx].state == QUEUED:
@@ -787,7 +788,7 @@ class _Engine:
         self.truth_sq += (g * j.tj.gpu_watts) ** 2
         self.planned_excess += g * (watts - self.idle_w)
         heapq.heappush(self.completions, (t + j.remaining, self.seq, j.idx, j.token))
-        self._push_end_wakeup(j)
+        self._push_end_wakeup(j, t)
         if self.sched.measures:
             self._push_checkpoint(j, j.meas_n, j.seg_tick)
             # this run's samples, drawn now: one per tick it can run through
@@ -798,7 +799,7 @@ class _Engine:
                 j.samples.ensure(span)
         self.seq += 1
 
-    def _push_end_wakeup(self, j: _Job, past: bool = False) -> None:
+    def _push_end_wakeup(self, j: _Job, t: float, past: bool = False) -> None:
         """Wake at the next tick where decide's view of this run's planned end
         moves: the first a period or less before it (decide then plans the job
         to end a period on) and, once that came, the first at or past it (then
@@ -814,7 +815,7 @@ class _Engine:
         kind = 4 if past else 3
         heapq.heappush(self.wakeups, (k * period, kind, j.idx, j.token))
         if not past:  # max(end, now + period) moves once now passes this (a little early is safe)
-            heapq.heappush(self.wakeups, (end - t0 - period - 1e-6, 5, j.idx, j.token))
+            heapq.heappush(self.wakeups, (max(end - t0 - period - 1e-6, t), 5, j.idx, j.token))
 
     def _stop(self, j: _Job, t: float) -> float:
         """Take a running job off the site; return how long this segment ran."""
