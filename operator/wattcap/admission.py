@@ -43,6 +43,7 @@ a projected start is an estimate; admission *now* always places for real.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -198,6 +199,11 @@ class Decision:
     projected_site_watts: float = 0.0  # after this cycle's admits and preempts
     measured_site_watts: float | None = None
     notes: list[str] = field(default_factory=list)
+    # The first moment at which time passing alone could change what this cycle
+    # decided: a reservation booked from the next cycle on moves with now, and
+    # from then its run reaches into another step of the plan (None: no such).
+    # A caller that decides only at events (the simulator) decides again then.
+    replan_at_s: float | None = None
 
 
 def fmt_watts(w: float) -> str:
@@ -379,6 +385,7 @@ def decide(
         adm.run(depth, estimate_starts, batch, start=start)
         new = {a.key for a in dec.admits[admitted:]}
         if not adm.admitted_after_booking or len(new) == len(waiting):
+            dec.replan_at_s = now + prof.moves_in if prof.moves_in < math.inf else None
             break
         # A booking holds whole steps, to the end of the step its run ends in;
         # one made before a later admission split the steps can hold longer

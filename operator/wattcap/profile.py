@@ -44,12 +44,14 @@ class Profile:
     n = cython.declare(cython.Py_ssize_t, visibility="readonly")
     _room: cython.Py_ssize_t
     _minima_ok: cython.bint
+    _period_end: cython.double
     _t: cython.double[:]
     _r: cython.double[:, :]
     _times: object
     _rows: object
     free0_np = cython.declare(cython.double, visibility="readonly")
     free0_p = cython.declare(cython.double, visibility="readonly")
+    moves_in = cython.declare(cython.double, visibility="readonly")
 
     def __init__(
         self,
@@ -81,6 +83,8 @@ class Profile:
         """
         horizon: cython.double = now + horizon_s
         period_end: cython.double = now + period
+        self._period_end = period_end
+        self.moves_in = np.inf
         m: cython.Py_ssize_t = end_s.shape[0]
         ne: cython.Py_ssize_t = cap_edges.shape[0]
         i: cython.Py_ssize_t
@@ -365,6 +369,9 @@ class Profile:
         Never step 0: a job reserved is one that was not admitted now. The
         booking holds whole steps, to the end of the step its run ends in: a
         little longer than the job needs, never shorter, and no new step.
+        A booking from the next cycle on (now + period) moves with now, and
+        `moves_in` is the least time before one such reaches another step:
+        until then, time passing changes no booking.
         """
         n: cython.Py_ssize_t = self.n
         t: cython.double[:] = self._t
@@ -387,6 +394,12 @@ class Profile:
             end = _lower_bound(t, n, t[i] + d)
             if end <= run_end:
                 self.take(i, end, w, g, preemptible)
+                if t[i] == self._period_end and end < n:
+                    # booked from the next cycle on, it moves with now: once its run
+                    # reaches past step `end`'s start, it books another step
+                    x = t[end] - (t[i] + d)
+                    if x < self.moves_in:
+                        self.moves_in = x
                 return t[i]
             i = run_end + 1
         return None

@@ -313,6 +313,42 @@ def test_a_resumed_job_planned_below_its_admission_is_followed_by_a_cycle():
     assert event == every
 
 
+@pytest.mark.parametrize("seed", [3, 10])
+def test_a_reservation_moving_with_now_is_followed_to_the_step_it_reaches(seed):
+    """A reservation booked from the next cycle on moves with now. Between two
+    ticks its run reaches into another step (here: a demand-response window),
+    it no longer fits there and jumps later, and jobs it kept out can start:
+    deciding every period, the operator starts them at the next tick. The
+    replay decides there too (`Decision.replan_at_s`). Two synthetic sites
+    of 2 nodes where the replay started them 60 s and 863 s late."""
+    from wattcap.sim.synth import synthetic_trace
+
+    jobs = synthetic_trace(200, seed=seed, nodes=2, gpus_per_node=8, load=0.6)
+    t0 = parse_time("2026-07-01T00:00:00Z", "start")
+    mean_w = sum(j.gpu_watts for j in jobs) / len(jobs)
+    idle_site = 1.2 * (2 * 800.0 + 16 * 70.0)
+    cap = idle_site + 1.2 * 0.75 * 16 * (mean_w - 70.0)
+    windows = tuple(
+        CapWindow(
+            t0 + d * 86400 + 61200, t0 + d * 86400 + 68400, idle_site + 0.6 * (cap - idle_site)
+        )
+        for d in range(int(max(j.submit_s for j in jobs) // 86400) + 2)
+    )
+    policy = PowerPolicy(cap_watts=cap, cap_schedule=windows)
+    acts = []
+    for every in (False, True):
+        log: list = []
+        simulate(
+            jobs,
+            policy,
+            make_scheduler("wattcap", policy),
+            SimConfig(2, 8, t0, seed=seed, decision_log=log, every_tick=every),
+        )
+        acts.append([x for x in log if x[1] or x[2]])
+    assert acts[0], "nothing admitted: the comparison would be empty"
+    assert acts[0] == acts[1]
+
+
 def test_a_job_shed_for_its_draw_is_planned_at_its_draw_when_it_waits_again():
     """`high` draws seven times what its class's only finished job did, so it
     is admitted on a forecast far too low, runs the site over the cap, and is

@@ -302,6 +302,10 @@ class _Engine:
         # running jobs whose planned end, as decide sees it, moves with now: from a
         # period before it to the first tick at or past it
         self.end_moving: set[int] = set()
+        # the last decision booked a reservation from the next cycle on, and it now
+        # reaches another step of the plan (`Decision.replan_at_s`)
+        self.replan_due = False
+        self.replan_token = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -476,7 +480,10 @@ class _Engine:
                 self._enqueue(j, t)
                 activity = event = True
                 if not need and (
-                    self.end_moving or self._could_start(j, t) or self._takes_reservation(j, t)
+                    self.end_moving
+                    or self.replan_due
+                    or self._could_start(j, t)
+                    or self._takes_reservation(j, t)
                 ):
                     need = True
             # wakeups: cap edges, starvation deadlines, follow-ups after a shed or
@@ -487,6 +494,12 @@ class _Engine:
                     j = self.jobs[idx]
                     if j.state == RUNNING and j.token == token:
                         self.end_moving.add(idx)
+                elif kind >= 6:  # the last decision's moving booking reaches another step
+                    if idx == self.replan_token:  # (idx: the decision's token)
+                        if kind == 6:
+                            self.replan_due = True
+                        else:
+                            need = event = True
                 elif kind >= 3:  # a running job's planned end, as decide sees it, moved
                     j = self.jobs[idx]
                     if j.state == RUNNING and j.token == token:
@@ -1014,6 +1027,7 @@ class _Engine:
         # the replay reads no starts and no waits
         dec = admission.decide(snap, estimate_starts=False, explain=False)
         self.cycles += 1
+        self._book_replan(dec.replan_at_s, t)
         self._last_changed = bool(dec.admits or dec.preempts)
         if self.cfg.decision_log is not None:
             self.cfg.decision_log.append(
@@ -1027,6 +1041,22 @@ class _Engine:
             self._dequeue(j)
             self._start(j, t, a.nodes, plan)
         return bool(dec.preempts)
+
+    def _book_replan(self, at_s: float | None, t: float) -> None:
+        """Decide again where time passing alone could change this decision: a
+        reservation booked from the next cycle on moves with now, and once its
+        run reaches into another step of the plan, it may no longer fit there
+        and leave room for another job. The operator would see that at its
+        next cycle after that moment: the first tick, or any event, after it."""
+        self.replan_token += 1
+        self.replan_due = False
+        if at_s is None:
+            return
+        rel = at_s - self.t0
+        period = self.dpol.control_period_s
+        tick = max(math.ceil(rel / period), int(t // period) + 1) * period
+        heapq.heappush(self.wakeups, (max(rel - 1e-6, t), 6, self.replan_token, 0))
+        heapq.heappush(self.wakeups, (tick, 7, self.replan_token, 0))
 
     def _policy_at(self, now: float) -> PowerPolicy:
         """The policy less cap windows that cannot matter now: ended, or beyond the
