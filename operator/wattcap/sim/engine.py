@@ -299,13 +299,9 @@ class _Engine:
         self.over_since: float | None = None
         # the last cycle saw measured power above the plan: decide planned with the excess
         self.excess_seen = False
-        # running jobs whose planned end, as decide sees it, moves with now: from a
-        # period before it to the first tick at or past it
-        self.end_moving: set[int] = set()
-        # the last decision booked a reservation from the next cycle on, and it now
-        # reaches another step of the plan (`Decision.replan_at_s`)
-        self.replan_due = False
-        self.replan_token = 0
+        # when time alone may change the last decision (`_book_replan`)
+        self.replan_from = math.inf
+        self.replan_tick = math.inf
 
     # ------------------------------------------------------------------ helpers
 
@@ -426,7 +422,11 @@ class _Engine:
         self.last_activity = 0.0
         acc_at_activity = self._acc()
         while True:
-            if not self.running and arr_i >= n_arr and (not self.queued_n or not self.wakeups):
+            if (
+                not self.running
+                and arr_i >= n_arr
+                and (not self.queued_n or (not self.wakeups and self.replan_tick == math.inf))
+            ):
                 break  # all done, or stuck: nothing runs or arrives and no edge is ahead
             t_event = math.inf
             if arr_i < n_arr:
@@ -435,6 +435,8 @@ class _Engine:
                 t_event = self.completions[0][0]
             if self.wakeups and self.wakeups[0][0] < t_event:
                 t_event = self.wakeups[0][0]
+            if self.replan_tick < t_event:
+                t_event = self.replan_tick
             t = t_event
             need = False
             event = False  # every_tick: a tick, or something happened (not a stale entry)
@@ -480,38 +482,29 @@ class _Engine:
                 self._enqueue(j, t)
                 activity = event = True
                 if not need and (
-                    self.end_moving
-                    or self.replan_due
-                    or self._could_start(j, t)
+                    self._could_start(j, t)
+                    or t > self.replan_from
                     or self._takes_reservation(j, t)
+                    or self._end_moving(t)
                 ):
                     need = True
             # wakeups: cap edges, starvation deadlines, follow-ups after a shed or
             # after a resumed job was planned lower than admitted
             while self.wakeups and self.wakeups[0][0] <= t:
                 _, kind, idx, token = heapq.heappop(self.wakeups)
-                if kind == 5:  # from now on decide plans this job to end later
-                    j = self.jobs[idx]
-                    if j.state == RUNNING and j.token == token:
-                        self.end_moving.add(idx)
-                elif kind >= 6:  # the last decision's moving booking reaches another step
-                    if idx == self.replan_token:  # (idx: the decision's token)
-                        if kind == 6:
-                            self.replan_due = True
-                        else:
-                            need = event = True
-                elif kind >= 3:  # a running job's planned end, as decide sees it, moved
+                if kind >= 3:  # a running job's planned end, as decide sees it, moved
                     j = self.jobs[idx]
                     if j.state == RUNNING and j.token == token:
                         event = True
                         if self.queued_n:
                             need = True
                         if kind == 3:
-                            self._push_end_wakeup(j, t, past=True)
-                        else:
-                            self.end_moving.discard(idx)
+                            self._push_end_wakeup(j, past=True)
                 elif kind != 1 or self.jobs[idx].state == QUEUED:
                     need = event = True
+            if t >= self.replan_tick:  # see _book_replan
+                need = event = True
+                self.replan_tick = math.inf
             if (need or (every and event)) and (self.queued_n or self.running):
                 if self._cycle(t):
                     # a shed admits nothing: look again one period later
@@ -739,6 +732,18 @@ class _Engine:
                     blocked += 1
         return blocked < depth
 
+    def _end_moving(self, t: float) -> bool:
+        """Does decide's view of a running job's planned end move with now at
+        t? It plans max(end, now + period) until the first tick at or past
+        the end (then the horizon): from a period before the end to that tick.
+        (A little wide at both edges: a needless cycle at an event is safe.)"""
+        n = self.n_act
+        if not n:
+            return False
+        period = self.dpol.control_period_s
+        ends = self.s_end[:n] - self.t0
+        return bool(np.any((ends - period - 1e-6 < t) & (t <= np.ceil(ends / period) * period)))
+
     def _avail_now(self, t: float) -> float:
         ecap = self._decap_at(self.t0 + t)
         projected = self.idle_site + self.pue * self.planned_excess
@@ -801,7 +806,7 @@ class _Engine:
         self.truth_sq += (g * j.tj.gpu_watts) ** 2
         self.planned_excess += g * (watts - self.idle_w)
         heapq.heappush(self.completions, (t + j.remaining, self.seq, j.idx, j.token))
-        self._push_end_wakeup(j, t)
+        self._push_end_wakeup(j)
         if self.sched.measures:
             self._push_checkpoint(j, j.meas_n, j.seg_tick)
             # this run's samples, drawn now: one per tick it can run through
@@ -812,7 +817,7 @@ class _Engine:
                 j.samples.ensure(span)
         self.seq += 1
 
-    def _push_end_wakeup(self, j: _Job, t: float, past: bool = False) -> None:
+    def _push_end_wakeup(self, j: _Job, past: bool = False) -> None:
         """Wake at the next tick where decide's view of this run's planned end
         moves: the first a period or less before it (decide then plans the job
         to end a period on) and, once that came, the first at or past it (then
@@ -827,8 +832,6 @@ class _Engine:
             k += 1
         kind = 4 if past else 3
         heapq.heappush(self.wakeups, (k * period, kind, j.idx, j.token))
-        if not past:  # max(end, now + period) moves once now passes this (a little early is safe)
-            heapq.heappush(self.wakeups, (max(end - t0 - period - 1e-6, t), 5, j.idx, j.token))
 
     def _stop(self, j: _Job, t: float) -> float:
         """Take a running job off the site; return how long this segment ran."""
@@ -839,7 +842,6 @@ class _Engine:
         g = j.tj.gpus
         self.free_gpus += g
         del self.running[j.view.key]
-        self.end_moving.discard(j.idx)
         self.truth_excess -= g * (j.tj.gpu_watts - self.idle_w)
         self.truth_sq -= (g * j.tj.gpu_watts) ** 2
         self.planned_excess -= g * (j.rj.gpu_watts - self.idle_w)
@@ -1048,15 +1050,13 @@ class _Engine:
         run reaches into another step of the plan, it may no longer fit there
         and leave room for another job. The operator would see that at its
         next cycle after that moment: the first tick, or any event, after it."""
-        self.replan_token += 1
-        self.replan_due = False
         if at_s is None:
+            self.replan_from = self.replan_tick = math.inf
             return
         rel = at_s - self.t0
         period = self.dpol.control_period_s
-        tick = max(math.ceil(rel / period), int(t // period) + 1) * period
-        heapq.heappush(self.wakeups, (max(rel - 1e-6, t), 6, self.replan_token, 0))
-        heapq.heappush(self.wakeups, (tick, 7, self.replan_token, 0))
+        self.replan_from = rel - 1e-6  # (a little early is safe)
+        self.replan_tick = max(math.ceil(rel / period), int(t // period) + 1) * period
 
     def _policy_at(self, now: float) -> PowerPolicy:
         """The policy less cap windows that cannot matter now: ended, or beyond the
