@@ -31,11 +31,13 @@ How one cycle decides:
    in the same profile; later jobs are admitted only around those
    reservations, so backfill never delays a higher job's projected start.
    A reservation holds whole steps of the profile, and an admission splits
-   a step at its end; so when a job was admitted after a reservation was
-   booked, the profile is built again with the admissions running and the
-   rest of the queue walked again. Deciding again on the site a cycle
-   leaves then admits nothing more: the operator's next cycle would not,
-   and the simulator, which decides only at events, relies on it.
+   a step at its end; so when an admission split a step after a booking ran
+   out but before the step it holds ended (or one ends before the next
+   cycle, which plans it to that cycle once it runs), the profile is built
+   again with the admissions running and the rest of the queue walked
+   again; waits are explained by the last pass. Deciding again on the site
+   a cycle leaves then admits nothing more: the operator's next cycle would
+   not, and the simulator, which decides only at events, relies on it.
 
 The GPU side of the future profile counts GPUs, not per-node fragments, so
 a projected start is an estimate; admission *now* always places for real.
@@ -384,13 +386,15 @@ def decide(
         admitted, waits = len(dec.admits) - len(head), len(dec.waits)  # this pass's from here
         adm.run(depth, estimate_starts, batch, start=start)
         new = {a.key for a in dec.admits[admitted:]}
-        if not adm.admitted_after_booking or len(new) == len(waiting):
+        # A booking holds whole steps, to the end of the step its run ends in;
+        # one made before a later admission split that step would hold less
+        # made after it. And an admission ending before the next cycle is
+        # planned to that cycle once it runs. Either way the next cycle could
+        # admit more: plan again with this pass's admissions running.
+        short = adm.booked and (adm.short_admit or any(h[0] < now + period for h in head))
+        if not (prof.overhang_split or short) or len(new) == len(waiting):
             dec.replan_at_s = now + prof.moves_in if prof.moves_in < math.inf else None
             break
-        # A booking holds whole steps, to the end of the step its run ends in;
-        # one made before a later admission split the steps can hold longer
-        # than the same booking made after. Plan again with this pass's
-        # admissions running: what the next cycle would admit, this one does.
         load = load.with_admitted(
             [j for j in waiting if j.key in new], dec.admits[admitted:], pol, now
         )
@@ -501,7 +505,8 @@ class _Admission:
         self.blocked = 0
         self.reservations = 0
         self.booked = False  # a reservation is booked in the profile
-        self.admitted_after_booking = False
+        self.short_admit = False  # a job admitted to end before the next cycle
+        self.period_end = now + pol.control_period_s
         self.pending: list[tuple[bool, float, float, float]] = []
         self.why_later: dict[int, tuple[str, Callable[[], str]]] = {}  # many trip on one step
 
@@ -707,11 +712,11 @@ class _Admission:
             if bad < 0:
                 nodes = fits.place(j.replicas, j.gpus_per_replica)
                 if nodes is not None:
-                    if i + 1 < len(self.ordered):  # the last job's booking has no reader
-                        prof.take(0, prof.split(float(self.end[i])), w, g, pre)
-                        self.why_later.clear()
+                    # (for the last job too: its split may fall in a booking's overhang)
+                    prof.take(0, prof.split(float(self.end[i])), w, g, pre)
+                    self.why_later.clear()
                     dec.admits.append(Admit(j.key, nodes, w))
-                    self.admitted_after_booking = self.admitted_after_booking or self.booked
+                    self.short_admit = self.short_admit or self.end[i] < self.period_end
                     return
                 if explain:
                     reason, detail = WAITING_FOR_GPUS, _fragmented(fits.total_free, j)

@@ -52,6 +52,8 @@ class Profile:
     free0_np = cython.declare(cython.double, visibility="readonly")
     free0_p = cython.declare(cython.double, visibility="readonly")
     moves_in = cython.declare(cython.double, visibility="readonly")
+    overhang_split = cython.declare(cython.bint, visibility="readonly")
+    _overhangs: list
 
     def __init__(
         self,
@@ -85,6 +87,8 @@ class Profile:
         period_end: cython.double = now + period
         self._period_end = period_end
         self.moves_in = np.inf
+        self.overhang_split = False
+        self._overhangs = []
         m: cython.Py_ssize_t = end_s.shape[0]
         ne: cython.Py_ssize_t = cap_edges.shape[0]
         i: cython.Py_ssize_t
@@ -249,11 +253,18 @@ class Profile:
         self._minima_ok = True
 
     def split(self, t: cython.double) -> cython.Py_ssize_t:
-        """The index of the step that starts at t, splitting the step around t."""
+        """The index of the step that starts at t, splitting the step around t.
+
+        `overhang_split` notes a split inside a booking's overhang (after its
+        run, before the end of the step it holds): booked now, it would hold
+        less."""
         n: cython.Py_ssize_t = self.n
         k: cython.Py_ssize_t = _lower_bound(self._t, n, t)
         if k < n and self._t[k] == t:
             return k
+        for lo, hi in self._overhangs:
+            if lo <= t < hi:
+                self.overhang_split = True
         if n == self._room:
             self._alloc(2 * n)
         # t > now, so it falls inside step k-1: both halves keep its values
@@ -394,6 +405,7 @@ class Profile:
             end = _lower_bound(t, n, t[i] + d)
             if end <= run_end:
                 self.take(i, end, w, g, preemptible)
+                self._overhangs.append((t[i] + d, t[end] if end < n else np.inf))
                 if t[i] == self._period_end and end < n:
                     # booked from the next cycle on, it moves with now: once its run
                     # reaches past step `end`'s start, it books another step
