@@ -32,16 +32,20 @@ cycle only where its outcome could differ from the last one's:
 * at control ticks where something measured changed: a running job's
   reservation was tightened, measured power is over the cap, or, with jobs
   queued, a reading above the plan (decide plans with the excess) or the
-  first reading after a cycle that saw one.
+  first reading after a cycle that saw one;
+* at the first tick, and any arrival, after `Decision.replan_at_s`: a
+  reservation booked from the next period on moves with now, and once its
+  run reaches into another step of the plan it may jump later and leave
+  room for a job it kept out.
 
 Between these, time passing cannot let a job start: a queued job's run only
 reaches further into the plan, and a reservation either stays where it was
-or moves along with now (one from the next period on). The exception is
+or moves along with now without reaching another step. The exception is
 the planning horizon (14 days), which moves too: a booking that reaches it
 may move with it, and the replay sees that at its next cycle, not at the
-tick; no test trace has shown it. (decide itself plans again after it
-admits around a booking, so the cycle after one that admitted admits
-nothing more: `admission.decide`.)
+tick; no test trace has shown it. (decide plans again where an admission
+could shorten a booking made before it, so the cycle after one that
+admitted admits nothing more: `admission.decide`.)
 A cycle is skipped when nothing could change its outcome:
 
 * an arrival alone, whose job cannot fit the GPUs or power free right now
@@ -1002,7 +1006,9 @@ class _Engine:
         queued, candidate = self._queued_for_decide(t, every) if self.queued_n else ([], False)
         may_shed = self._may_shed(t)
         if not candidate and not may_shed and not every:
-            # decide could neither admit nor preempt: skip it (its waits are not needed)
+            # decide could neither admit nor preempt: skip it (its waits are not needed);
+            # a moving booking matters again only once a job could start (an event)
+            self._book_replan(None, t)
             self._last_changed = False
             self.skipped += 1
             return False
