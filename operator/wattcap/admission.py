@@ -499,8 +499,8 @@ class _Admission:
             node_max_gpus,
             usable_w,
         )
-        self.gpr, self.g, self.w, self.dur, self.end = cols
-        self.pre_u8, self.unsched_u8, self.skip_u8 = flags  # as the compiled profile reads them
+        _, self.g, self.w, self.dur, self.end = cols  # (GPUs per replica: read by queue_columns)
+        self.pre_u8, _, self.skip_u8 = flags  # as the compiled profile reads them
         self.pre, self.unsched, self.skip = flags.view(bool)
         self.blocked = 0
         self.reservations = 0

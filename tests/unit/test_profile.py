@@ -3,30 +3,15 @@ held to its own source run as plain Python."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from conftest import interpreted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import wattcap.profile as compiled
 from wattcap.profile import Profile
 
-SOURCE = Path(compiled.__file__).with_name("profile.py")
-
-
-def _interpreted():
-    """profile.py loaded from source under another name: plain Python."""
-    spec = importlib.util.spec_from_file_location("wattcap_profile_source", SOURCE)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert not mod.COMPILED
-    return mod
-
-
-PY = _interpreted()
+PY = interpreted(compiled)
 
 
 def _build(cls, now=0.0, ends=(), watts=(), pre=(), gpus=(), edges=(), caps=(100.0,), free_g=8.0):

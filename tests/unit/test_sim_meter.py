@@ -3,11 +3,10 @@ samples are one per tick it ran through."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
+from conftest import interpreted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -99,15 +98,7 @@ def test_window_moments_are_those_of_the_samples() -> None:
     assert math.isclose(js.mean(100), js.x[:100].mean(), rel_tol=1e-12)
 
 
-def _meter_math_source():
-    """meter_math.py loaded from source under another name: plain Python."""
-    path = Path(meter_math.__file__).with_name("meter_math.py")
-    spec = importlib.util.spec_from_file_location("wattcap_meter_math_source", path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert not mod.COMPILED
-    return mod
+PY_METER_MATH = interpreted(meter_math)
 
 
 def test_the_meter_math_in_use_is_compiled() -> None:
@@ -124,7 +115,7 @@ def test_the_meter_math_in_use_is_compiled() -> None:
     st.data(),
 )
 def test_compiled_and_interpreted_meter_math_agree_to_the_bit(z, truth, data) -> None:
-    py = _meter_math_source()
+    py = PY_METER_MATH
     z = np.array(z)
     x = meter_math.exporter_samples(z, 0.03, truth, 70.0, 700.0)
     assert np.array_equal(x, py.exporter_samples(z, 0.03, truth, 70.0, 700.0))
