@@ -1,36 +1,57 @@
-# One command for the tests: `make test` installs what it needs (Python deps,
-# the Go-built control plane, Debian's Prometheus) and runs every tier.
+# One command for the tests: `make test` installs what it needs and runs every
+# tier. Everything Python goes into a project virtual environment (.venv/,
+# made from the machine's python3 and reused while its inputs are unchanged);
+# the control plane's binaries are built once into ~/.cache/wattcap/bin;
+# Prometheus comes from Debian. Nothing is taken from the global Python.
 # A tier that cannot run fails; nothing is skipped into green.
 
-PYTHON ?= python3
-PYTEST ?= $(PYTHON) -m pytest
-export PATH := $(HOME)/.cache/wattcap/bin:$(PATH)
+SYSTEM_PYTHON ?= python3
+VENV ?= .venv
+PY := $(CURDIR)/$(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+# The venv's tools first (ruff, wattcap, kubectl-wattcap), then the cached
+# control-plane binaries; Go where its tarball puts it, for a bare PATH.
+export PATH := $(CURDIR)/$(VENV)/bin:$(HOME)/.cache/wattcap/bin:$(PATH):/usr/local/go/bin
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: test deps tools lint unit integration bench cluster-up cluster-down clean
+# Inputs of the install: the package's metadata and the modules it compiles.
+# An edit to either re-runs `pip install -e`, which rebuilds the extensions.
+INSTALL_INPUTS := pyproject.toml setup.py operator/wattcap/profile.py \
+	operator/wattcap/sim/meter_math.py
+
+.PHONY: test deps venv tools lint unit integration bench cluster-up cluster-down clean
 
 test: deps tools lint unit integration
 
-deps:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+venv: deps
+
+$(VENV)/bin/python:
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(INSTALL_INPUTS) | $(VENV)/bin/python
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+deps: $(VENV)/.installed
 
 tools:
 	hack/install-tools.sh
 
-lint:
+lint: deps
 	ruff check .
 	ruff format --check .
 	helm lint charts/wattcap
 
-unit:
+unit: deps
 	$(PYTEST) -q tests/unit
 
 # The fixture starts the control plane once; it is stopped whatever the result.
-integration:
+integration: deps
 	$(PYTEST) -q tests/integration; rc=$$?; hack/cluster.sh down >/dev/null 2>&1; exit $$rc
 
-bench:
-	$(PYTHON) bench/bench_decide.py
-	$(PYTHON) bench/bench_sim.py
+bench: deps
+	$(PY) bench/bench_decide.py
+	$(PY) bench/bench_sim.py
 
 cluster-up:
 	hack/cluster.sh up
@@ -40,4 +61,4 @@ cluster-down:
 
 clean:
 	hack/cluster.sh down || true
-	rm -rf .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf .pytest_cache .ruff_cache .hypothesis build *.egg-info $(VENV)

@@ -24,7 +24,10 @@ compiled (setup.py): the tests run the same source as Python, which does.
 
 from __future__ import annotations
 
-import cython
+try:
+    import cython
+except ImportError:  # run as plain Python without Cython installed
+    from . import _cython_shim as cython
 import numpy as np
 
 COMPILED: bool = cython.compiled

@@ -10,7 +10,10 @@ which differs from numpy's pairwise sums in the last bits only.
 
 from __future__ import annotations
 
-import cython
+try:
+    import cython
+except ImportError:  # run as plain Python without Cython installed
+    from .. import _cython_shim as cython
 import numpy as np
 
 COMPILED: bool = cython.compiled
