@@ -6,12 +6,17 @@ import argparse
 import sys
 
 
-def _simulate_args(p: argparse.ArgumentParser) -> None:
+def _site_args(p: argparse.ArgumentParser) -> None:
+    """The trace, policy and site a replay needs (simulate and tune share them)."""
     p.add_argument("--trace", required=True, help="job trace CSV (shared/traces/FORMAT.md)")
     p.add_argument("--policy", required=True, help="PowerPolicy YAML manifest")
     p.add_argument("--nodes", type=int, required=True, help="number of nodes in the site")
     p.add_argument("--gpus-per-node", type=int, required=True, help="GPUs per node")
     p.add_argument("--start", required=True, help="RFC 3339 time of trace second 0")
+
+
+def _simulate_args(p: argparse.ArgumentParser) -> None:
+    _site_args(p)
     p.add_argument("--scheduler", choices=("wattcap", "static-tdp", "gpu-only"), default="wattcap")
     p.add_argument("--schedule-out", help="write the schedule CSV here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -23,6 +28,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wattcap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _simulate_args(sub.add_parser("simulate", help="replay a job trace on a simulated site"))
+    tune = sub.add_parser("tune", help="replay a trace under a grid of policy settings")
+    _site_args(tune)
+    tune.add_argument(
+        "--grid",
+        action="append",
+        metavar="FIELD=V1,V2",
+        help="a PowerPolicy spec field and values to try (repeatable; default: a built-in grid)",
+    )
+    tune.add_argument("--jobs", type=int, default=2, help="replays run in parallel")
+    tune.add_argument("--json", action="store_true", help="print every point and the choice")
+    tune.add_argument("--plot", help="draw the grid and its Pareto front to this PNG")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the measurement noise")
+    hist = sub.add_parser("history", help="the site's own history").add_subparsers(
+        dest="history_command", required=True
+    )
+    export = hist.add_parser("export", help="finished TrainingJobs as a trace CSV")
+    export.add_argument("--since", default="7d", help="how far back (a duration: 7d, 12h)")
+    export.add_argument("--prometheus", help="defaults to the PowerPolicy's prometheus.url")
+    export.add_argument("--out", help="write the trace here (default: stdout)")
+    export.add_argument("--kubeconfig", help="defaults to $KUBECONFIG")
+    export.add_argument("--context", help="kubeconfig context")
     sim = sub.add_parser("sim", help="simulated parts for local sites").add_subparsers(
         dest="sim_command", required=True
     )
@@ -59,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         from .sim.run import simulate_command
 
         return simulate_command(args)
+    if args.command == "tune":
+        from .sim.tune import tune_command
+
+        return tune_command(args)
+    if args.command == "history" and args.history_command == "export":
+        from .history import export_command
+
+        return export_command(args)
     if args.command == "sim" and args.sim_command == "exporter":
         from .sim.exporter import exporter_command
 
