@@ -12,7 +12,12 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, required=True, help="number of nodes in the site")
     p.add_argument("--gpus-per-node", type=int, required=True, help="GPUs per node")
     p.add_argument("--start", required=True, help="RFC 3339 time of trace second 0")
-    p.add_argument("--scheduler", choices=("wattcap", "static-tdp", "gpu-only"), default="wattcap")
+    p.add_argument(
+        "--scheduler",
+        choices=("wattcap", "static-tdp", "gpu-only", "oracle"),
+        default="wattcap",
+        help="oracle: a clairvoyant reference that knows true power and duration",
+    )
     p.add_argument("--schedule-out", help="write the schedule CSV here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--plot", help="draw site power against the cap to this PNG")
