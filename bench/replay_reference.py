@@ -42,7 +42,7 @@ def main() -> int:
         log: list = []
         cfg = SimConfig(a.nodes, gpn, start, seed=a.seed, decision_log=log, every_tick=every)
         t = time.perf_counter()
-        res = simulate(trace, policy, make_scheduler(a.scheduler, policy), cfg)
+        res = simulate(trace, policy, make_scheduler(a.scheduler, policy, trace), cfg)
         wall = time.perf_counter() - t
         acts[every] = [entry for entry in log if entry[1] or entry[2]]
         name = "reference (every tick)" if every else "replay"

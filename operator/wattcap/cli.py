@@ -17,7 +17,12 @@ def _site_args(p: argparse.ArgumentParser) -> None:
 
 def _simulate_args(p: argparse.ArgumentParser) -> None:
     _site_args(p)
-    p.add_argument("--scheduler", choices=("wattcap", "static-tdp", "gpu-only"), default="wattcap")
+    p.add_argument(
+        "--scheduler",
+        choices=("wattcap", "static-tdp", "gpu-only", "oracle"),
+        default="wattcap",
+        help="oracle: a clairvoyant reference that knows true power and duration",
+    )
     p.add_argument("--schedule-out", help="write the schedule CSV here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--plot", help="draw site power against the cap to this PNG")

@@ -189,7 +189,7 @@ class _Job:
             tj.submit_s,
             tj.est_duration_s,
         )
-        self.shape = (tj.workload_class, tj.gpus)  # what the forecast depends on
+        self.shape = (tj.workload_class, tj.gpus)  # what the forecast depends on (Scheduler.shape)
         self.state = PENDING
         self.remaining = tj.duration_s
         self.ran = 0.0
@@ -248,6 +248,8 @@ class _Engine:
         self.pue, self.idle_w = p.pue, p.gpu_idle_watts
         self.idle_site = p.idle_site_watts(cfg.nodes, self.total_gpus)
         self.jobs = [_Job(i, tj) for i, tj in enumerate(jobs)]
+        for j in self.jobs:  # what its forecast depends on: the scheduler says
+            j.shape = sched.shape(j.view)
         self.by_key = {j.tj.job_id: j for j in self.jobs}
         self.arrivals = sorted(self.jobs, key=lambda j: (j.tj.submit_s, j.idx))
         self.running: dict[str, _Job] = {}

@@ -78,7 +78,7 @@ def simulate_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         record_series=bool(args.plot),
     )
-    res = simulate(jobs, policy, make_scheduler(args.scheduler, policy), cfg)
+    res = simulate(jobs, policy, make_scheduler(args.scheduler, policy, jobs), cfg)
     summary = summarize(res, nodes=args.nodes, gpus_per_node=args.gpus_per_node, seed=args.seed)
     try:
         if args.schedule_out:

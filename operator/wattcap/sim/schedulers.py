@@ -1,6 +1,6 @@
-"""The simulator's schedulers: three ways to feed ONE decision core.
+"""The simulator's schedulers: four ways to feed ONE decision core.
 
-All three hand the same `admission.decide` a snapshot; they differ only in
+All four hand the same `admission.decide` a snapshot; they differ only in
 what they tell it about power:
 
 * `wattcap`: per-class forecasts learned from measured power only
@@ -8,20 +8,26 @@ what they tell it about power:
   the measured site power in the snapshot (so measured overshoot is shed).
 * `static-tdp`: every GPU planned at the policy's TDP; nothing measured.
 * `gpu-only`: the cap is lifted out of reach, so only GPUs count.
+* `oracle`: a clairvoyant reference for benchmarks, never the operator's:
+  each job planned at its true power for its true duration (`oracle.py`).
 
 A scheduler sees a job through `JobView`, which has no `gpu_watts` and no
-true `duration_s`: it cannot read the ground truth even by accident.
+true `duration_s`: it cannot read the ground truth even by accident. Only
+the oracle is handed the trace itself, by name, to know what no live
+scheduler can.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..forecast import Forecaster, PowerForecast
 from ..model import PowerPolicy
+from .trace import TraceJob
 
-SCHEDULERS = ("wattcap", "static-tdp", "gpu-only")
+SCHEDULERS = ("wattcap", "static-tdp", "gpu-only", "oracle")
 UNBOUNDED_CAP_W = 1e15  # "no cap": far above any site, still a finite number
 
 
@@ -56,6 +62,12 @@ class Scheduler:
     def forecast(self, job: JobView) -> PowerForecast:
         """Per-GPU watts to plan a queued job with."""
         raise NotImplementedError
+
+    def shape(self, job: JobView) -> tuple[str, int]:
+        """What `forecast` depends on, with the job's GPUs second: the engine
+        asks for one forecast per shape in a cycle and indexes the queue by it.
+        A class forecast is shared by every job of the class."""
+        return (job.workload_class, job.gpus)
 
     def duration(self, job: JobView) -> float:
         """Seconds to plan the job's whole run for."""
@@ -160,7 +172,16 @@ class GpuOnlyScheduler(StaticTdpScheduler):
         self.policy = dataclasses.replace(policy, cap_watts=UNBOUNDED_CAP_W, cap_schedule=())
 
 
-def make_scheduler(name: str, policy: PowerPolicy) -> Scheduler:
+def make_scheduler(
+    name: str, policy: PowerPolicy, jobs: Sequence[TraceJob] | None = None
+) -> Scheduler:
+    """The scheduler called `name`; `jobs` (the trace, ground truth) only for the oracle."""
+    if name == "oracle":
+        if jobs is None:
+            raise ValueError("the oracle scheduler needs the trace (jobs=...)")
+        from .oracle import OracleScheduler
+
+        return OracleScheduler(policy, jobs)
     if name == "wattcap":
         return WattcapScheduler(policy)
     if name == "static-tdp":
