@@ -1,0 +1,164 @@
+"""One deciding replica: a `coordination.k8s.io` Lease per site.
+
+The chart runs two operator replicas so a lost node does not stop the site's
+loop, but two loops deciding at once could each admit into the same last
+kilowatt. Each site loop therefore decides only while it holds the site's
+Lease, as Kubernetes' own controllers do:
+
+- the holder renews it every cycle; a replica takes it over only once the
+  holder has not renewed it for `leaseDurationSeconds`;
+- every write to the Lease carries the `resourceVersion` it read, so of two
+  replicas racing for it exactly one wins (the other gets 409 Conflict);
+- fencing: a replica renews right before applying a cycle's writes and
+  applies them only if that renewal succeeded and the cycle took less than
+  half the lease, so a replica that was paused (SIGSTOP, a frozen node) past
+  its lease finds the Lease taken and writes nothing.
+
+Time is the API server's clock as seen through `renewTime`, compared with
+this replica's clock: a skew of a few seconds only delays a takeover.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from datetime import UTC, datetime
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger("wattcap.lease")
+
+DEFAULT_DURATION_S = 15
+
+
+def default_identity() -> str:
+    """The pod's name (HOSTNAME in a pod) plus a random suffix, so a
+    restarted container never mistakes its predecessor's lease for its own."""
+    host = os.environ.get("HOSTNAME") or socket.gethostname()
+    return f"{host}-{uuid.uuid4().hex[:6]}"
+
+
+def default_namespace() -> str:
+    """Where the Lease lives: the operator's own namespace in a pod."""
+    env = os.environ.get("WATTCAP_NAMESPACE") or os.environ.get("POD_NAMESPACE")
+    if env:
+        return env
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as fh:
+            return fh.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
+class SiteLease:
+    """The Lease of one site (one PowerPolicy), held by at most one replica."""
+
+    def __init__(
+        self,
+        api: client.CoordinationV1Api,
+        site: str,
+        *,
+        namespace: str | None = None,
+        identity: str | None = None,
+        duration_s: int = DEFAULT_DURATION_S,
+        request_timeout_s: float = 5.0,
+    ) -> None:
+        self.api = api
+        self.name = f"wattcap-site-{site}"[:253]
+        self.namespace = namespace or default_namespace()
+        self.identity = identity or default_identity()
+        self.duration_s = duration_s
+        self.timeout = request_timeout_s
+        self.renewed_at: float | None = None  # time.monotonic() of our last successful write
+
+    def holds(self) -> bool:
+        """Acquire or renew; True while this replica is the site's one decider.
+
+        Any error reading or writing the Lease is 'not the leader': a replica
+        that cannot reach the API server must not decide.
+        """
+        try:
+            return self._acquire_or_renew()
+        except ApiException as err:
+            if err.status != 409:
+                log.warning("lease %s/%s: %s %s", self.namespace, self.name, err.status, err.reason)
+            self.renewed_at = None
+            return False
+        except Exception as err:  # urllib3 timeouts and the like: not leader
+            log.warning("lease %s/%s: %s", self.namespace, self.name, err)
+            self.renewed_at = None
+            return False
+
+    def fresh(self, started: float) -> bool:
+        """Whether writes decided since `started` (time.monotonic()) may go
+        out: renewed just now, and the cycle took under half a lease."""
+        return (
+            self.holds()
+            and self.renewed_at is not None
+            and self.renewed_at - started < self.duration_s / 2
+        )
+
+    def release(self) -> None:
+        """Give the Lease up at shutdown so a peer takes over at once."""
+        try:
+            lease = self.api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self.timeout
+            )
+            if lease.spec and lease.spec.holder_identity == self.identity:
+                lease.spec.holder_identity = None
+                lease.spec.renew_time = None
+                self.api.replace_namespaced_lease(
+                    self.name, self.namespace, lease, _request_timeout=self.timeout
+                )
+        except Exception as err:  # best effort: the lease expires anyway
+            log.info("lease %s/%s not released: %s", self.namespace, self.name, err)
+        self.renewed_at = None
+
+    def _acquire_or_renew(self) -> bool:
+        now = datetime.now(UTC)
+        try:
+            lease = self.api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self.timeout
+            )
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            body = client.V1Lease(
+                metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
+                spec=client.V1LeaseSpec(
+                    holder_identity=self.identity,
+                    lease_duration_seconds=self.duration_s,
+                    acquire_time=now,
+                    renew_time=now,
+                    lease_transitions=0,
+                ),
+            )
+            self.api.create_namespaced_lease(self.namespace, body, _request_timeout=self.timeout)
+            self.renewed_at = time.monotonic()
+            log.info("lease %s/%s acquired by %s", self.namespace, self.name, self.identity)
+            return True
+        spec = lease.spec or client.V1LeaseSpec()
+        mine = spec.holder_identity == self.identity
+        if not mine and spec.holder_identity and spec.renew_time is not None:
+            duration = spec.lease_duration_seconds or self.duration_s
+            if (now - spec.renew_time).total_seconds() < duration:
+                self.renewed_at = None
+                return False  # someone else holds it and renews it
+        if not mine:
+            spec.holder_identity = self.identity
+            spec.acquire_time = now
+            spec.lease_transitions = (spec.lease_transitions or 0) + 1
+            log.info("lease %s/%s taken over by %s", self.namespace, self.name, self.identity)
+        spec.renew_time = now
+        spec.lease_duration_seconds = self.duration_s
+        lease.spec = spec
+        # replace carries metadata.resourceVersion: a concurrent writer makes this 409
+        self.api.replace_namespaced_lease(
+            self.name, self.namespace, lease, _request_timeout=self.timeout
+        )
+        self.renewed_at = time.monotonic()
+        return True

@@ -1,0 +1,88 @@
+"""The site Lease on the real API server: one decider at a time, takeover
+only after the holder stops renewing, and no writes from a replica that was
+paused past its lease."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from kubernetes import client, config
+
+from wattcap.lease import SiteLease
+
+pytestmark = pytest.mark.integration
+DURATION = 3
+
+
+@pytest.fixture
+def coordination(kubeconfig: str) -> client.CoordinationV1Api:
+    return client.CoordinationV1Api(config.new_client_from_config(config_file=kubeconfig))
+
+
+def pair(api: client.CoordinationV1Api) -> tuple[SiteLease, SiteLease]:
+    site = f"lease-{uuid.uuid4().hex[:8]}"
+    a, b = (
+        SiteLease(api, site, namespace="default", identity=i, duration_s=DURATION) for i in "ab"
+    )
+    return a, b
+
+
+def test_one_holder_and_takeover_only_after_it_stops_renewing(coordination) -> None:
+    a, b = pair(coordination)
+    assert a.holds()
+    for _ in range(3):  # a keeps renewing: b never gets it, however often it asks
+        time.sleep(DURATION / 3)
+        assert a.holds()
+        assert not b.holds()
+    time.sleep(DURATION + 0.5)  # a is silent for longer than the lease
+    assert b.holds()
+    assert not a.holds(), "the old holder must see the takeover, not renew over it"
+    lease = coordination.read_namespaced_lease(a.name, "default")
+    assert lease.spec.holder_identity == "b"
+    assert lease.spec.lease_transitions == 1
+
+
+def _race(lease: SiteLease, barrier: threading.Barrier, results: dict[str, bool]) -> None:
+    barrier.wait()
+    results[lease.identity] = lease.holds()
+
+
+def test_racing_for_an_expired_lease_exactly_one_wins(coordination) -> None:
+    for _ in range(5):
+        a, b = pair(coordination)
+        results: dict[str, bool] = {}
+        barrier = threading.Barrier(2)
+
+        threads = [threading.Thread(target=_race, args=(x, barrier, results)) for x in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert sorted(results.values()) == [False, True], results
+
+
+def test_a_replica_paused_past_its_lease_writes_nothing(coordination) -> None:
+    a, b = pair(coordination)
+    started = time.monotonic()
+    assert a.holds()
+    assert a.fresh(started), "a quick cycle of the holder may write"
+    time.sleep(DURATION + 0.5)  # a is 'paused' mid-cycle; b takes over meanwhile
+    assert b.holds()
+    assert not a.fresh(started), "the paused replica's writes must be dropped"
+    # even alone, a cycle that outlasted half a lease is not written
+    c, _ = pair(coordination)
+    slow = time.monotonic()
+    assert c.holds()
+    time.sleep(DURATION / 2 + 0.2)
+    assert not c.fresh(slow)
+
+
+def test_release_hands_over_at_once(coordination) -> None:
+    a, b = pair(coordination)
+    assert a.holds()
+    assert not b.holds()
+    a.release()
+    assert b.holds()
