@@ -50,9 +50,19 @@ def _race(lease: SiteLease, barrier: threading.Barrier, results: dict[str, bool]
     results[lease.identity] = lease.holds()
 
 
-def test_racing_for_an_expired_lease_exactly_one_wins(coordination) -> None:
-    for _ in range(5):
+def test_racing_for_a_new_or_expired_lease_exactly_one_wins(coordination) -> None:
+    for expired in (False, True, True):
         a, b = pair(coordination)
+        if expired:  # a third replica held it and went silent
+            gone = SiteLease(
+                coordination,
+                a.name.removeprefix("wattcap-site-"),
+                namespace="default",
+                identity="z",
+                duration_s=DURATION,
+            )
+            assert gone.holds()
+            time.sleep(DURATION + 0.5)
         results: dict[str, bool] = {}
         barrier = threading.Barrier(2)
 
