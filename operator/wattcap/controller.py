@@ -288,18 +288,19 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     sync_forecaster(mem, state.policy)
     mem.period_s = state.policy.control_period_s
     reading = state.reading
-    measuring = reading is not None and reading.ok
-    if measuring:
+    # None: no measurement this cycle; else the site's nodes without fresh data
+    unmeasured = set(reading.unmeasured) if reading is not None and reading.ok else None
+    if unmeasured is not None:
         _sample(state, mem, now_s)
     pic = _Picture()
     for tj in state.trainingjobs:
-        _read_one(tj, state, mem, now_s, measuring, pic, plan)
+        _read_one(tj, state, mem, now_s, unmeasured, pic, plan)
     _forget_gone(mem, pic)
 
     pol = state.policy
     nodes = node_states(state, pic.held)
     cap_now = pol.cap_at(now_s)
-    site_w = reading.site_watts if measuring and reading is not None else None
+    site_w = _site_watts(state, pic, unmeasured)
     mem.over_cap_since_s = over_cap_since(mem.over_cap_since_s, site_w, cap_now, now_s)
     snap = Snapshot(now_s, pol, nodes, pic.running, pic.queued, site_w, mem.over_cap_since_s)
     dec = decide(snap)
@@ -323,6 +324,35 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     return plan
 
 
+def _site_watts(state: SiteState, pic: _Picture, unmeasured: set[str] | None) -> float | None:
+    """Measured site power, with nodes that have no fresh data at what is planned there.
+
+    Without a site meter the reading sums measured nodes only; each unmeasured
+    node adds its running jobs' GPUs at their planned watts (the admission
+    forecast) and its other GPUs at idle, so measured-overdraw enforcement
+    keeps working for the measured part of the site.
+    """
+    reading = state.reading
+    if reading is None or unmeasured is None or reading.site_watts is None:
+        return None
+    if reading.metered or not unmeasured:
+        return reading.site_watts
+    pol = state.policy
+    gpu_w = 0.0
+    for n in state.nodes:
+        name = _get(n, "metadata", "name")
+        if name not in unmeasured:
+            continue
+        total = _quantity_int(_get(n, "status", "allocatable", GPU) or 0)
+        busy, busy_w = 0, 0.0
+        for r in pic.running:
+            if name in r.nodes:
+                busy += r.gpus_per_replica
+                busy_w += r.gpus_per_replica * r.gpu_watts
+        gpu_w += busy_w + max(0, total - busy) * pol.gpu_idle_watts
+    return reading.site_watts + pol.pue * gpu_w
+
+
 def _ref_of(key: str) -> tuple[str, str]:
     ns, _, name = key.partition("/")
     return ns, name
@@ -338,7 +368,7 @@ def _read_one(
     state: SiteState,
     mem: ControllerMemory,
     now_s: float,
-    measuring: bool,
+    unmeasured: set[str] | None,
     pic: _Picture,
     plan: Plan,
 ) -> None:
@@ -349,7 +379,7 @@ def _read_one(
         plan.errors.append(("read", "MalformedObject"))
         return
     try:
-        entry = _entry(tj, ref, state, mem, now_s, measuring)
+        entry = _entry(tj, ref, state, mem, now_s, unmeasured)
     except Exception as err:  # one object's surprise must not stop the site's loop
         plan.errors.append(("read", type(err).__name__))
         entry = _fallback(ref, state, err, now_s)
@@ -402,7 +432,7 @@ def _entry(
     state: SiteState,
     mem: ControllerMemory,
     now_s: float,
-    measuring: bool,
+    unmeasured: set[str] | None,
 ) -> _Entry | None:
     """What one TrainingJob adds to the picture (None: nothing, it is leaving)."""
     pol = state.policy
@@ -433,7 +463,7 @@ def _entry(
         )  # fmt: skip
         return _Entry(spec=spec, running=run, held_nodes=nodes)
     if job is not None and not suspended:
-        return _admitted(tj, ref, spec, job, mem, now_s, measuring, pol)
+        return _admitted(tj, ref, spec, job, mem, now_s, unmeasured, pol)
     return _waiting(tj, ref, spec, mem, now_s, pol)
 
 
@@ -467,10 +497,13 @@ def _admitted(
     job: Mapping[str, Any],
     mem: ControllerMemory,
     now_s: float,
-    measuring: bool,
+    unmeasured: set[str] | None,
     pol: PowerPolicy,
 ) -> _Entry:
-    """A TrainingJob whose Job runs (or has finished)."""
+    """A TrainingJob whose Job runs (or has finished).
+
+    It is measured only if every node it runs on is: a job on a node
+    without fresh data is planned at its admission forecast."""
     now_iso = format_time(now_s)
     status = tj.get("status") or {}
     done = _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet")
@@ -483,6 +516,7 @@ def _admitted(
             entry.events.append((tj, "Normal" if done else "Warning", phase, msg))
         return entry
     nodes = _placement(job)
+    measuring = unmeasured is not None and not unmeasured.intersection(nodes)
     fc_raw = _stored_forecast(job)
     started = _ts(job, "metadata", "creationTimestamp") or now_s
     dur = _num(fc_raw, "durationSeconds", pol.default_duration_s)
@@ -808,13 +842,15 @@ def _measurement_conditions(
         )
         ok = None
     elif reading.ok:
-        measured = condition(
-            "Measured",
-            "True",
-            "Measuring",
-            f"measured site power {fmt_watts(reading.site_watts or 0.0)}",
-            now_iso,
-        )
+        msg = f"measured site power {fmt_watts(site_w or 0.0)}"
+        if reading.unmeasured:
+            gaps = sorted(reading.unmeasured.items())
+            msg += (
+                f"; {len(gaps)} node(s) without fresh data are planned at forecast: "
+                + ", ".join(f"{n} ({why})" for n, why in gaps[:5])
+                + (" ..." if len(gaps) > 5 else "")
+            )
+        measured = condition("Measured", "True", "Measuring", msg, now_iso)
         ok = True
     else:
         measured = condition(

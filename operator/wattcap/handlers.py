@@ -171,15 +171,21 @@ def _set_active(cluster: Cluster, name: str, reason: str, message: str) -> None:
 
 def _read_power(telemetry: Telemetry, policy: PowerPolicy, state: SiteState) -> Reading:
     """Measured power of the site's GPU nodes; never raises."""
-    names, gpus = [], 0
+    gpus: dict[str, int] = {}
     for n in state.nodes:
-        count = int(str(((n.get("status") or {}).get("allocatable") or {}).get(GPU, 0)) or 0)
+        count = _int(((n.get("status") or {}).get("allocatable") or {}).get(GPU, 0))
         if count > 0:
-            names.append(n["metadata"]["name"])
-            gpus += count
-    reading = telemetry.read(policy, names, gpus)
+            gpus[n["metadata"]["name"]] = count
+    reading = telemetry.read(policy, gpus)
     metrics.PROMETHEUS_UP.set(1 if reading.ok else 0)
     return reading
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
 
 
 def _record(
