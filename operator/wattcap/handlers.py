@@ -51,6 +51,11 @@ log = logging.getLogger("wattcap")
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    # no call may hang forever: kopf's own requests and watches time out too
+    settings.networking.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    settings.watching.connect_timeout = 10
+    settings.watching.client_timeout = 330  # a little past the server's own timeout
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="wattcap.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="wattcap.io")
     metrics.serve(METRICS_PORT)
