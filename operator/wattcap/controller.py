@@ -48,6 +48,7 @@ GPU = "nvidia.com/gpu"
 LABEL_TJ = "wattcap.io/trainingjob"
 ANN_PLACEMENT = "wattcap.io/placement"
 ANN_FORECAST = "wattcap.io/forecast"
+ANN_ADMITTED = "wattcap.io/admitted-at"  # when the Job was last created or resumed
 
 QUEUED, ADMITTED, RUNNING = "Queued", "Admitted", "Running"
 SUCCEEDED, FAILED, PREEMPTED = "Succeeded", "Failed", "Preempted"
@@ -272,6 +273,7 @@ class _Entry:
     forecast: tuple[PowerForecast, float] | None = None
     status: dict[str, Any] | None = None
     events: list[tuple[dict[str, Any], str, str, str]] = field(default_factory=list)
+    suspend: bool = False  # its Job is to be suspended (requeued), not shed by decide
 
 
 def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
@@ -399,6 +401,9 @@ def _read_one(
     if entry.status is not None:
         plan.tj_status[ref] = entry.status
     plan.events.extend(entry.events)
+    if entry.suspend:
+        job = state.jobs[ref]
+        plan.suspend_jobs.append((ref[0], job["metadata"]["name"]))
 
 
 def _invalid(tj: Mapping[str, Any], err: ManifestError, now_s: float) -> _Entry:
@@ -541,6 +546,8 @@ def _admitted(
         spec.key, spec.replicas, spec.gpus_per_replica, planned.gpu_watts, spec.priority,
         spec.preemptible, started, started + dur, nodes, measured, believed,
     )  # fmt: skip
+    if _pods_not_ready(job, spec, now_s, pol):
+        return _requeue(tj, ref, spec, job, mem, now_s, run, nodes)
     active = _int(_get(job, "status", "active"))
     phase = RUNNING if active > 0 else ADMITTED
     st: dict[str, Any] = {
@@ -559,6 +566,55 @@ def _admitted(
     if measuring:
         mem.believed[ref] = believed  # kept only once the whole entry is built
     return _Entry(spec=spec, running=run, held_nodes=nodes, status=st)
+
+
+def _pods_not_ready(
+    job: Mapping[str, Any], spec: TrainingJobSpec, now_s: float, pol: PowerPolicy
+) -> bool:
+    """Whether admitted work is still not all ready (or done) after podsReadyTimeout."""
+    admitted = _ts(job, "metadata", "annotations", ANN_ADMITTED) or _ts(
+        job, "metadata", "creationTimestamp"
+    )
+    if admitted is None or now_s - admitted <= pol.pods_ready_timeout_s:
+        return False
+    started = _int(_get(job, "status", "ready")) + _int(_get(job, "status", "succeeded"))
+    return started < spec.replicas
+
+
+def _requeue(
+    tj: dict[str, Any],
+    ref: tuple[str, str],
+    spec: TrainingJobSpec,
+    job: Mapping[str, Any],
+    mem: ControllerMemory,
+    now_s: float,
+    run: RunningJob,
+    nodes: tuple[str, ...],
+) -> _Entry:
+    """Suspend admitted work whose pods never got ready (pinned GPUs taken, a
+    quota, an image that never pulls), so it stops holding power and GPUs it
+    does not use; it waits out a back-off before it is admitted again. Its
+    pods may still draw power this cycle, so they are still counted."""
+    ready = _int(_get(job, "status", "ready")) + _int(_get(job, "status", "succeeded"))
+    attempts = mem.backoff.get(ref, (0, 0.0))[0] + 1
+    delay = min(MAX_BACKOFF_S, mem.period_s * 2 ** (attempts - 1))
+    mem.backoff[ref] = (attempts, now_s + delay)
+    msg = (
+        f"{ready} of {spec.replicas} pods ready, past podsReadyTimeout "
+        f"after admission): suspended and queued again, not before {delay:.0f}s"
+    )
+    status = {
+        "phase": QUEUED,
+        "reason": "PodsNotReady",
+        "message": msg,
+        "placement": [],
+        "estimatedStart": None,
+        "conditions": [condition("Admitted", "False", "PodsNotReady", msg, format_time(now_s))],
+    }
+    entry = _Entry(spec=spec, running=run, held_nodes=nodes, status=status)
+    entry.events.append((tj, "Warning", "PodsNotReady", msg))
+    entry.suspend = True
+    return entry
 
 
 def _waiting(
@@ -702,9 +758,9 @@ def _plan_admit(
     name = job_name(spec.name)
     if existing is not None and set(_placement(existing)) == set(a.nodes):
         name = existing["metadata"]["name"]
-        plan.resume_jobs.append((ref[0], name, _resume_patch(spec, a.nodes, fstatus)))
+        plan.resume_jobs.append((ref[0], name, _resume_patch(spec, a.nodes, fstatus, now_iso)))
     else:
-        body = build_job(tj, spec, a.nodes, fstatus)
+        body = build_job(tj, spec, a.nodes, fstatus, now_iso)
         if existing is not None:
             old = existing["metadata"]
             plan.delete_jobs.append((ref[0], old["name"], old.get("uid")))
@@ -1079,6 +1135,7 @@ def build_job(
     spec: TrainingJobSpec,
     nodes: tuple[str, ...],
     forecast: Mapping[str, Any],
+    admitted_at: str = "",
 ) -> dict[str, Any]:
     """The batch Job that runs an admitted TrainingJob, owned by it."""
     meta = tj["metadata"]
@@ -1092,6 +1149,7 @@ def build_job(
             "annotations": {
                 ANN_PLACEMENT: json.dumps(list(nodes)),
                 ANN_FORECAST: json.dumps(dict(forecast)),
+                ANN_ADMITTED: admitted_at,
             },
             "ownerReferences": [
                 {
@@ -1116,7 +1174,7 @@ def build_job(
 
 
 def _resume_patch(
-    spec: TrainingJobSpec, nodes: tuple[str, ...], forecast: Mapping[str, Any]
+    spec: TrainingJobSpec, nodes: tuple[str, ...], forecast: Mapping[str, Any], admitted_at: str
 ) -> dict[str, Any]:
     """Unsuspend a preempted Job on the nodes it already had (its template is
     left alone: once a Job has run, the API server refuses any change to it)."""
@@ -1125,6 +1183,7 @@ def _resume_patch(
             "annotations": {
                 ANN_PLACEMENT: json.dumps(list(nodes)),
                 ANN_FORECAST: json.dumps(dict(forecast)),
+                ANN_ADMITTED: admitted_at,
             }
         },
         "spec": {"suspend": False},

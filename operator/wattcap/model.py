@@ -190,6 +190,7 @@ class PowerPolicy:
     preemption: bool = True
     control_period_s: float = 15.0
     grace_period_s: float = 60.0
+    pods_ready_timeout_s: float = 600.0  # admitted work whose pods are not all ready is requeued
     default_duration_s: float = 3600.0
     max_wait_s: float = 86400.0
     prometheus_url: str | None = None
@@ -327,6 +328,9 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
         ),
         grace_period_s=parse_duration(
             spec.get("gracePeriod", DEFAULTS.grace_period_s), f"{p}.gracePeriod"
+        ),
+        pods_ready_timeout_s=parse_duration(
+            spec.get("podsReadyTimeout", DEFAULTS.pods_ready_timeout_s), f"{p}.podsReadyTimeout"
         ),
         default_duration_s=parse_duration(
             spec.get("defaultJobDuration", DEFAULTS.default_duration_s),

@@ -266,3 +266,25 @@ def test_a_job_found_under_the_name_is_adopted_only_if_this_trainingjob_controls
     assert not adoptable(found("uid-of-an-older-x"), desired)
     assert not adoptable(found("uid-x", deleting=True), desired)
     assert not adoptable({"metadata": {}}, desired)
+
+
+def test_admitted_work_whose_pods_never_get_ready_is_requeued() -> None:
+    pol = site_policy(20_000, pods_ready_timeout_s=300.0)
+    stuck = job("stuck", ["a"])
+    stuck["metadata"]["annotations"]["wattcap.io/admitted-at"] = "2026-07-01T00:00:00Z"
+    stuck["status"].update({"active": 1, "ready": 0})
+    ok = job("ok", ["b"])
+    ok["metadata"]["annotations"]["wattcap.io/admitted-at"] = "2026-07-01T00:00:00Z"
+    ok["status"].update({"active": 1, "ready": 1})
+    tjs = [tj("stuck"), tj("ok")]
+    jobs = {("ml", "stuck"): stuck, ("ml", "ok"): ok}
+    m = mem()
+    admitted = 1_782_864_000.0  # 2026-07-01T00:00:00Z
+    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), m, admitted + 299)
+    assert not plan.suspend_jobs
+    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), m, admitted + 301)
+    assert plan.suspend_jobs == [("ml", "stuck")]
+    st = plan.tj_status[("ml", "stuck")]
+    assert st["phase"] == "Queued" and st["reason"] == "PodsNotReady"
+    assert "0 of 1" in st["message"]
+    assert ("ml", "stuck") in m.backoff
