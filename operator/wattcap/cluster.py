@@ -27,11 +27,10 @@ from .controller import (
     Plan,
     SiteState,
     WriteFailure,
-    adoptable,
-    controller_uid,
     note_write_failures,
     status_changed,
 )
+from .jobs import adoptable, controller_uid
 from .model import API_GROUP, API_VERSION, PowerPolicy
 
 log = logging.getLogger("wattcap.cluster")

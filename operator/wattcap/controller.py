@@ -12,7 +12,6 @@ API's JSON) and returns what to write, so it is tested without a cluster.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -32,6 +31,16 @@ from .admission import (
     over_cap_since,
 )
 from .forecast import Forecaster, PowerForecast
+from .jobs import (
+    ANN_ADMITTED,
+    ANN_FORECAST,
+    ANN_PLACEMENT,
+    GPU,
+    LABEL_TJ,
+    build_job,
+    job_name,
+    resume_patch,
+)
 from .model import (
     API,
     ManifestError,
@@ -43,12 +52,6 @@ from .model import (
 )
 from .podtemplate import validate_template
 from .telemetry import Reading
-
-GPU = "nvidia.com/gpu"
-LABEL_TJ = "wattcap.io/trainingjob"
-ANN_PLACEMENT = "wattcap.io/placement"
-ANN_FORECAST = "wattcap.io/forecast"
-ANN_ADMITTED = "wattcap.io/admitted-at"  # when the Job was last created or resumed
 
 QUEUED, ADMITTED, RUNNING = "Queued", "Admitted", "Running"
 SUCCEEDED, FAILED, PREEMPTED = "Succeeded", "Failed", "Preempted"
@@ -104,14 +107,6 @@ class ControllerMemory:
     # per TrainingJob whose Job write failed: (failures in a row, retry not before)
     backoff: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     period_s: float = 15.0
-
-
-def job_name(tj_name: str) -> str:
-    """Deterministic, valid batch Job name for a TrainingJob (63-char label limit)."""
-    if len(tj_name) <= 52:
-        return tj_name
-    digest = hashlib.sha256(tj_name.encode()).hexdigest()[:10]
-    return f"{tj_name[:41]}-{digest}"
 
 
 def _ts(obj: Mapping[str, Any], *path: str) -> float | None:
@@ -758,7 +753,7 @@ def _plan_admit(
     name = job_name(spec.name)
     if existing is not None and set(_placement(existing)) == set(a.nodes):
         name = existing["metadata"]["name"]
-        plan.resume_jobs.append((ref[0], name, _resume_patch(spec, a.nodes, fstatus, now_iso)))
+        plan.resume_jobs.append((ref[0], name, resume_patch(spec, a.nodes, fstatus, now_iso)))
     else:
         body = build_job(tj, spec, a.nodes, fstatus, now_iso)
         if existing is not None:
@@ -1084,112 +1079,6 @@ def _policy_status(
     }
 
 
-def _pod_spec(spec: TrainingJobSpec, nodes: Iterable[str]) -> dict[str, Any]:
-    """The user's pod template, pinned to the chosen nodes, with the GPUs requested."""
-    template = json.loads(json.dumps(spec.template or {}))  # deep copy of plain data
-    meta = template.setdefault("metadata", {})
-    meta.setdefault("labels", {})[LABEL_TJ] = job_name(spec.name)  # a label value: <= 63
-    pod = template.setdefault("spec", {})
-    pod.setdefault("restartPolicy", "Never")
-    containers = pod.setdefault("containers", [])
-    if not containers:
-        containers.append({"name": "train", "image": "busybox:1.36", "command": ["true"]})
-    res = containers[0].setdefault("resources", {})
-    for kind in ("requests", "limits"):
-        res.setdefault(kind, {})[GPU] = spec.gpus_per_replica
-    for c in containers:  # quantities are strings in the API; the client refuses numbers
-        for kind in ("requests", "limits"):
-            amounts = (c.get("resources") or {}).get(kind) or {}
-            for name, amount in amounts.items():
-                amounts[name] = str(amount)
-    affinity = pod.setdefault("affinity", {})
-    affinity["nodeAffinity"] = {
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {
-                    "matchExpressions": [
-                        {
-                            "key": "kubernetes.io/hostname",
-                            "operator": "In",
-                            "values": sorted(set(nodes)),
-                        }
-                    ]
-                }
-            ]
-        }
-    }
-    if spec.replicas > 1:
-        affinity["podAntiAffinity"] = {
-            "requiredDuringSchedulingIgnoredDuringExecution": [
-                {
-                    "labelSelector": {"matchLabels": {LABEL_TJ: job_name(spec.name)}},
-                    "topologyKey": "kubernetes.io/hostname",
-                }
-            ]
-        }
-    return template
-
-
-def build_job(
-    tj: Mapping[str, Any],
-    spec: TrainingJobSpec,
-    nodes: tuple[str, ...],
-    forecast: Mapping[str, Any],
-    admitted_at: str = "",
-) -> dict[str, Any]:
-    """The batch Job that runs an admitted TrainingJob, owned by it."""
-    meta = tj["metadata"]
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": job_name(spec.name),
-            "namespace": spec.namespace,
-            "labels": {LABEL_TJ: job_name(spec.name), "app.kubernetes.io/managed-by": "wattcap"},
-            "annotations": {
-                ANN_PLACEMENT: json.dumps(list(nodes)),
-                ANN_FORECAST: json.dumps(dict(forecast)),
-                ANN_ADMITTED: admitted_at,
-            },
-            "ownerReferences": [
-                {
-                    "apiVersion": API,
-                    "kind": "TrainingJob",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": {
-            "parallelism": spec.replicas,
-            "completions": spec.replicas,
-            "completionMode": "Indexed",
-            "backoffLimit": 0,
-            "suspend": False,
-            "template": _pod_spec(spec, nodes),
-        },
-    }
-
-
-def _resume_patch(
-    spec: TrainingJobSpec, nodes: tuple[str, ...], forecast: Mapping[str, Any], admitted_at: str
-) -> dict[str, Any]:
-    """Unsuspend a preempted Job on the nodes it already had (its template is
-    left alone: once a Job has run, the API server refuses any change to it)."""
-    return {
-        "metadata": {
-            "annotations": {
-                ANN_PLACEMENT: json.dumps(list(nodes)),
-                ANN_FORECAST: json.dumps(dict(forecast)),
-                ANN_ADMITTED: admitted_at,
-            }
-        },
-        "spec": {"suspend": False},
-    }
-
-
 def status_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     """Whether a status write is worth an API call (messages alone change often)."""
     for key, value in desired.items():
@@ -1200,24 +1089,4 @@ def status_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bo
     cur_reason = current.get("reason")
     return cur_reason != desired.get("reason", cur_reason) or (
         "message" in desired and not current.get("message")
-    )
-
-
-def controller_uid(job: Mapping[str, Any]) -> str | None:
-    """The uid of a Job's controlling owner, if it has one."""
-    for ref in _get(job, "metadata", "ownerReferences") or []:
-        if isinstance(ref, Mapping) and ref.get("controller"):
-            return ref.get("uid")
-    return None
-
-
-def adoptable(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Whether a Job found under the name wattcap wanted is the one it would create:
-    controlled by the same TrainingJob uid, and not on its way out. A Job of a
-    deleted TrainingJob of the same name, or anyone else's, is never adopted."""
-    uid = controller_uid(desired)
-    return (
-        uid is not None
-        and controller_uid(existing) == uid
-        and not _get(existing, "metadata", "deletionTimestamp")
     )

@@ -249,7 +249,7 @@ def test_policy_edits_reach_the_forecaster() -> None:
 
 
 def test_a_job_found_under_the_name_is_adopted_only_if_this_trainingjob_controls_it() -> None:
-    from wattcap.controller import adoptable, build_job
+    from wattcap.jobs import adoptable, build_job
     from wattcap.model import parse_training_job
 
     t = tj("x")
