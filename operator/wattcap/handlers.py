@@ -100,6 +100,7 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
                 stopped.wait(min(site.period, 5.0))
                 continue
             LIVENESS.completed(name, site.period)
+            metrics.LAST_CYCLE.set_to_current_time()
             if pause:
                 stopped.wait(pause)
                 continue
