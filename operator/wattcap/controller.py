@@ -755,7 +755,7 @@ def _plan_admit(
         name = existing["metadata"]["name"]
         plan.resume_jobs.append((ref[0], name, resume_patch(spec, a.nodes, fstatus, now_iso)))
     else:
-        body = build_job(tj, spec, a.nodes, fstatus, now_iso)
+        body = build_job(tj, spec, a.nodes, fstatus, now_iso, state.policy.max_termination_grace_s)
         if existing is not None:
             old = existing["metadata"]
             plan.delete_jobs.append((ref[0], old["name"], old.get("uid")))

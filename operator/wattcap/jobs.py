@@ -20,6 +20,7 @@ LABEL_TJ = "wattcap.io/trainingjob"
 ANN_PLACEMENT = "wattcap.io/placement"
 ANN_FORECAST = "wattcap.io/forecast"
 ANN_ADMITTED = "wattcap.io/admitted-at"  # when the Job was last created or resumed
+DEFAULT_GRACE_S = 30  # Kubernetes' own default terminationGracePeriodSeconds
 
 
 def _get(obj: Any, *path: str) -> Any:
@@ -38,7 +39,9 @@ def job_name(tj_name: str) -> str:
     return f"{tj_name[:41]}-{digest}"
 
 
-def _pod_spec(spec: TrainingJobSpec, nodes: Iterable[str]) -> dict[str, Any]:
+def _pod_spec(
+    spec: TrainingJobSpec, nodes: Iterable[str], max_grace_s: float | None = None
+) -> dict[str, Any]:
     """The user's pod template, pinned to the chosen nodes, with the GPUs requested."""
     template = json.loads(json.dumps(spec.template or {}))  # deep copy of plain data
     meta = template.setdefault("metadata", {})
@@ -56,6 +59,10 @@ def _pod_spec(spec: TrainingJobSpec, nodes: Iterable[str]) -> dict[str, Any]:
             amounts = (c.get("resources") or {}).get(kind) or {}
             for name, amount in amounts.items():
                 amounts[name] = str(amount)
+    if max_grace_s is not None:
+        # a shed job must stop drawing power within the policy's grace
+        asked = pod.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S)
+        pod["terminationGracePeriodSeconds"] = int(min(asked, max_grace_s))
     affinity = pod.setdefault("affinity", {})
     affinity["nodeAffinity"] = {
         "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -90,8 +97,10 @@ def build_job(
     nodes: tuple[str, ...],
     forecast: Mapping[str, Any],
     admitted_at: str = "",
+    max_grace_s: float | None = None,
 ) -> dict[str, Any]:
-    """The batch Job that runs an admitted TrainingJob, owned by it."""
+    """The batch Job that runs an admitted TrainingJob, owned by it; its pods get
+    at most `max_grace_s` to terminate (the policy's maxTerminationGracePeriod)."""
     meta = tj["metadata"]
     return {
         "apiVersion": "batch/v1",
@@ -122,7 +131,7 @@ def build_job(
             "completionMode": "Indexed",
             "backoffLimit": 0,
             "suspend": False,
-            "template": _pod_spec(spec, nodes),
+            "template": _pod_spec(spec, nodes, max_grace_s),
         },
     }
 

@@ -191,6 +191,7 @@ class PowerPolicy:
     control_period_s: float = 15.0
     grace_period_s: float = 60.0
     pods_ready_timeout_s: float = 600.0  # admitted work whose pods are not all ready is requeued
+    max_termination_grace_s: float = 120.0  # caps the pods' terminationGracePeriodSeconds
     default_duration_s: float = 3600.0
     max_wait_s: float = 86400.0
     prometheus_url: str | None = None
@@ -331,6 +332,10 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
         ),
         pods_ready_timeout_s=parse_duration(
             spec.get("podsReadyTimeout", DEFAULTS.pods_ready_timeout_s), f"{p}.podsReadyTimeout"
+        ),
+        max_termination_grace_s=parse_duration(
+            spec.get("maxTerminationGracePeriod", DEFAULTS.max_termination_grace_s),
+            f"{p}.maxTerminationGracePeriod",
         ),
         default_duration_s=parse_duration(
             spec.get("defaultJobDuration", DEFAULTS.default_duration_s),

@@ -45,6 +45,12 @@ def validate_template(template: Mapping[str, Any], gpus_per_replica: int) -> Non
     for key in ("restartPolicy", "serviceAccountName", "schedulerName"):
         if pod.get(key) is not None and not isinstance(pod[key], str):
             raise ManifestError(f"{base}.{key}", f"expected a string, got {pod[key]!r:.60}")
+    grace = pod.get("terminationGracePeriodSeconds")
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int) or grace < 0):
+        raise ManifestError(
+            f"{base}.terminationGracePeriodSeconds",
+            f"expected whole seconds >= 0, got {grace!r:.30}",
+        )
     for key in ("tolerations", "volumes", "imagePullSecrets"):
         _list_of_mappings(pod.get(key), f"{base}.{key}")
     affinity = _mapping(pod.get("affinity"), f"{base}.affinity")

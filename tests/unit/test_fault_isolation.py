@@ -288,3 +288,21 @@ def test_admitted_work_whose_pods_never_get_ready_is_requeued() -> None:
     assert st["phase"] == "Queued" and st["reason"] == "PodsNotReady"
     assert "0 of 1" in st["message"]
     assert ("ml", "stuck") in m.backoff
+
+
+def test_pods_get_at_most_the_policys_termination_grace() -> None:
+    """A shed job's pods stop within the policy's grace, whatever the tenant asked for."""
+    pol = site_policy(20_000, max_termination_grace_s=45.0)
+    slow, quick = tj("slow"), tj("quick")
+    slow["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 7200
+    quick["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 5
+    plan = cycle(
+        SiteState(pol, [node("a"), node("b"), node("c")], [], [slow, quick, tj("d")], {}),
+        mem(),
+        NOW,
+    )
+    grace = {
+        j["metadata"]["name"]: j["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        for j in plan.create_jobs
+    }
+    assert grace == {"slow": 45, "quick": 5, "d": 30}
