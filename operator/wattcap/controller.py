@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .admission import (
@@ -299,7 +299,9 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     cap_now = pol.cap_at(now_s)
     site_w = _site_watts(state, pic, unmeasured)
     mem.over_cap_since_s = over_cap_since(mem.over_cap_since_s, site_w, cap_now, now_s)
-    snap = Snapshot(now_s, pol, nodes, pic.running, pic.queued, site_w, mem.over_cap_since_s)
+    snap = Snapshot(
+        now_s, _reaction(pol), nodes, pic.running, pic.queued, site_w, mem.over_cap_since_s
+    )
     dec = decide(snap)
     plan.decision = dec
     if any(p.reason == PREEMPT_MEASURED for p in dec.preempts):
@@ -348,6 +350,18 @@ def _site_watts(state: SiteState, pic: _Picture, unmeasured: set[str] | None) ->
                 busy_w += r.gpus_per_replica * r.gpu_watts
         gpu_w += busy_w + max(0, total - busy) * pol.gpu_idle_watts
     return reading.site_watts + pol.pue * gpu_w
+
+
+def _reaction(pol: PowerPolicy) -> PowerPolicy:
+    """The policy as `decide` should see it: a job shed now still draws power for
+    up to its pods' termination grace, so the time the site needs to react to
+    a cap drop is a control period plus `maxTerminationGracePeriod` (which
+    wattcap enforces on the pods it creates). `decide` plans shedding and
+    preemptible work near drops with its control period; handing it that
+    reaction time makes it shed that far ahead of a scheduled drop."""
+    if pol.max_termination_grace_s <= 0:
+        return pol
+    return replace(pol, control_period_s=pol.control_period_s + pol.max_termination_grace_s)
 
 
 def _ref_of(key: str) -> tuple[str, str]:

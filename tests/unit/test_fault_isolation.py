@@ -306,3 +306,18 @@ def test_pods_get_at_most_the_policys_termination_grace() -> None:
         for j in plan.create_jobs
     }
     assert grace == {"slow": 45, "quick": 5, "d": 30}
+
+
+def test_shedding_starts_a_period_plus_the_termination_grace_ahead_of_a_drop() -> None:
+    tjs = [tj("low", pre=True, prio=0), tj("high", pre=True, prio=5)]
+    jobs = {("ml", "low"): job("low", ["a"]), ("ml", "high"): job("high", ["b"])}
+    drop = (CapWindow(NOW + 100, NOW + 3600, 7_000, "dr"),)
+    # period 15 s + grace 120 s: a drop 100 s away must be met now, its pods
+    # may take up to 120 s to stop
+    pol = site_policy(20_000, cap_schedule=drop, max_termination_grace_s=120.0)
+    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    assert plan.suspend_jobs == [("ml", "low")]
+    # with pods that stop at once, the drop is still more than a period away
+    quick = site_policy(20_000, cap_schedule=drop, max_termination_grace_s=0.0)
+    plan = cycle(SiteState(quick, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    assert plan.suspend_jobs == []
