@@ -300,7 +300,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     site_w = _site_watts(state, pic, unmeasured)
     mem.over_cap_since_s = over_cap_since(mem.over_cap_since_s, site_w, cap_now, now_s)
     snap = Snapshot(
-        now_s, _reaction(pol), nodes, pic.running, pic.queued, site_w, mem.over_cap_since_s
+        now_s, _reaction(pol, now_s), nodes, pic.running, pic.queued, site_w, mem.over_cap_since_s
     )
     dec = decide(snap)
     plan.decision = dec
@@ -352,16 +352,25 @@ def _site_watts(state: SiteState, pic: _Picture, unmeasured: set[str] | None) ->
     return reading.site_watts + pol.pue * gpu_w
 
 
-def _reaction(pol: PowerPolicy) -> PowerPolicy:
-    """The policy as `decide` should see it: a job shed now still draws power for
-    up to its pods' termination grace, so the time the site needs to react to
-    a cap drop is a control period plus `maxTerminationGracePeriod` (which
-    wattcap enforces on the pods it creates). `decide` plans shedding and
-    preemptible work near drops with its control period; handing it that
-    reaction time makes it shed that far ahead of a scheduled drop."""
+def _reaction(pol: PowerPolicy, now_s: float) -> PowerPolicy:
+    """The policy as `decide` should see it ahead of a scheduled cap drop.
+
+    A job shed now still draws power for up to its pods' termination grace,
+    so the site needs a control period plus `maxTerminationGracePeriod`
+    (which wattcap enforces on the pods it creates) to react to a drop.
+    `decide` looks one control period ahead when it sheds and plans
+    preemptible work; while a drop is that reaction time away, it is handed
+    the reaction time as its period, so it sheds early enough. Otherwise the
+    policy is unchanged: the period also sets when the next cycle can start
+    anything, which the grace has nothing to do with.
+    """
+    lead = pol.control_period_s + pol.max_termination_grace_s
     if pol.max_termination_grace_s <= 0:
         return pol
-    return replace(pol, control_period_s=pol.control_period_s + pol.max_termination_grace_s)
+    cap_now = pol.cap_at(now_s)
+    if all(pol.cap_at(t) >= cap_now for t in pol.cap_changes(now_s, now_s + lead + 1e-6)):
+        return pol
+    return replace(pol, control_period_s=lead)
 
 
 def _ref_of(key: str) -> tuple[str, str]:

@@ -321,3 +321,8 @@ def test_shedding_starts_a_period_plus_the_termination_grace_ahead_of_a_drop() -
     quick = site_policy(20_000, cap_schedule=drop, max_termination_grace_s=0.0)
     plan = cycle(SiteState(quick, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     assert plan.suspend_jobs == []
+    # and a drop further away than the reaction time changes nothing yet
+    later = (CapWindow(NOW + 200, NOW + 3600, 7_000, "dr"),)
+    far = site_policy(20_000, cap_schedule=later, max_termination_grace_s=120.0)
+    plan = cycle(SiteState(far, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    assert plan.suspend_jobs == []
