@@ -218,3 +218,23 @@ def test_the_chart_wires_both_probes_to_the_loop() -> None:
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_admitted_work_whose_pods_never_get_ready_is_requeued(
+    kubeconfig: str, namespace: str, operator_process: OperatorProcess
+) -> None:
+    set_policy(kubeconfig, 48_800, podsReadyTimeout="5s")
+    stuck = training_job("stuck", namespace, 1, 8, 5)
+    stuck["spec"]["template"]["spec"]["nodeSelector"] = {"no-such-label": "anywhere"}
+    apply(kubeconfig, stuck)
+
+    def requeued() -> bool:
+        return status(kubeconfig, namespace, "stuck").get("reason") == "PodsNotReady"
+
+    wait_for("PodsNotReady", requeued, 60)
+    st = status(kubeconfig, namespace, "stuck")
+    assert st["phase"] == "Queued" and "0 of 1 pods ready" in st["message"]
+    events = kubectl(
+        kubeconfig, "get", "events", "-n", namespace, "--field-selector", "reason=PodsNotReady"
+    ).stdout
+    assert "stuck" in events
