@@ -107,6 +107,8 @@ class ControllerMemory:
     # per TrainingJob whose Job write failed: (failures in a row, retry not before)
     backoff: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     period_s: float = 15.0
+    # per TrainingJob: (uid, generation) whose pod template passed validation
+    valid_templates: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
 
 
 def _ts(obj: Mapping[str, Any], *path: str) -> float | None:
@@ -309,12 +311,13 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         # this shedding only after another grace period, never shed twice for one excess
         mem.over_cap_since_s = now_s
 
+    now_iso = format_time(now_s)
     for p in dec.preempts:
-        _isolated(plan, pic, _ref_of(p.key), now_s, "preempt", _plan_preempt, p, state)
+        _isolated(plan, pic, _ref_of(p.key), now_iso, "preempt", _plan_preempt, p, state)
     for a in dec.admits:
-        _isolated(plan, pic, _ref_of(a.key), now_s, "admit", _plan_admit, a, dec, state)
+        _isolated(plan, pic, _ref_of(a.key), now_iso, "admit", _plan_admit, a, dec, state)
     for w in dec.waits:
-        _isolated(plan, pic, _ref_of(w.key), now_s, "wait", _plan_wait, w)
+        _isolated(plan, pic, _ref_of(w.key), now_iso, "wait", _plan_wait, w)
 
     plan.policy_status = _policy_status(dec, pol, now_s, len(pic.queued), len(pic.running))
     plan.policy_status["conditions"] = _measurement_conditions(
@@ -424,8 +427,7 @@ def _read_one(
         plan.suspend_jobs.append((ref[0], job["metadata"]["name"]))
 
 
-def _invalid(tj: Mapping[str, Any], err: ManifestError, now_s: float) -> _Entry:
-    now_iso = format_time(now_s)
+def _invalid(tj: Mapping[str, Any], err: ManifestError, now_iso: str) -> _Entry:
     return _Entry(
         status={
             "phase": FAILED,
@@ -467,7 +469,7 @@ def _entry(
     try:
         spec = parse_training_job(tj)
     except ManifestError as err:
-        return _invalid(tj, err, now_s)
+        return _invalid(tj, err, format_time(now_s))
     if job is None and status.get("phase") in TERMINAL and not _judged_again(tj):
         _learn(mem, tj, spec, status.get("measuredWatts"), None)
         return _Entry(spec=spec)
@@ -644,10 +646,15 @@ def _waiting(
     pol: PowerPolicy,
 ) -> _Entry:
     """Queued: never admitted, or preempted (its Job is suspended)."""
-    try:
-        validate_template(spec.template, spec.gpus_per_replica)
-    except ManifestError as err:
-        return _invalid(tj, err, now_s)
+    meta = tj.get("metadata") or {}
+    seen = (meta.get("uid"), meta.get("generation"))
+    if seen[1] is None or mem.valid_templates.get(ref) != seen:
+        try:
+            validate_template(spec.template, spec.gpus_per_replica)
+        except ManifestError as err:
+            return _invalid(tj, err, format_time(now_s))
+        if seen[1] is not None:  # a template changes only with the generation
+            mem.valid_templates[ref] = seen
     backoff = mem.backoff.get(ref)
     if backoff is not None and now_s < backoff[1]:
         return _Entry(spec=spec)  # its last write failed: it says so, and holds nothing
@@ -710,19 +717,19 @@ def _isolated(
     plan: Plan,
     pic: _Picture,
     ref: tuple[str, str],
-    now_s: float,
+    now_iso: str,
     step: str,
     fn: Any,
     *args: Any,
 ) -> None:
     """Run one object's step of the plan; an error goes to its status, not the cycle."""
     try:
-        fn(plan, pic, ref, format_time(now_s), *args)
+        fn(plan, pic, ref, now_iso, *args)
     except ManifestError as err:
         plan.errors.append((step, "InvalidSpec"))
         tj = pic.by_ref.get(ref)
         if tj is not None:
-            plan.tj_status[ref] = _invalid(tj, err, now_s).status or {}
+            plan.tj_status[ref] = _invalid(tj, err, now_iso).status or {}
     except Exception as err:  # see _read_one
         plan.errors.append((step, type(err).__name__))
         why = f"{type(err).__name__}: {err}"[:300]
@@ -828,6 +835,8 @@ def _forget_gone(mem: ControllerMemory, pic: _Picture) -> None:
     """Back-off entries of TrainingJobs that are gone: memory stays bounded."""
     for ref in [r for r in mem.backoff if r not in pic.by_ref]:
         del mem.backoff[ref]
+    for ref in [r for r in mem.valid_templates if r not in pic.by_ref]:
+        del mem.valid_templates[ref]
 
 
 MAX_BACKOFF_S = 600.0

@@ -326,3 +326,15 @@ def test_shedding_starts_a_period_plus_the_termination_grace_ahead_of_a_drop() -
     far = site_policy(20_000, cap_schedule=later, max_termination_grace_s=120.0)
     plan = cycle(SiteState(far, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     assert plan.suspend_jobs == []
+
+
+def test_a_template_is_validated_again_when_its_generation_changes() -> None:
+    m = mem()
+    t = tj("x")
+    t["metadata"]["generation"] = 1
+    plan = cycle(SiteState(POLICY, [], [], [t], {}), m, NOW)  # no nodes: it waits
+    assert plan.tj_status[("ml", "x")]["phase"] == "Queued"
+    t = poisoned("x", {"spec": {"containers": "x"}})
+    t["metadata"]["generation"] = 2
+    plan = cycle(SiteState(POLICY, [], [], [t], {}), m, NOW + 1)
+    assert plan.tj_status[("ml", "x")]["reason"] == "InvalidSpec"
