@@ -5,29 +5,62 @@ controller reads them like manifests, and skipping model deserialisation is
 several times faster for a few thousand objects.
 
 Every write is idempotent: Job names are deterministic, a create that meets
-AlreadyExists is a no-op, and status patches are merge patches.
+AlreadyExists adopts the Job only if this TrainingJob's uid controls it, and
+status patches are merge patches. Every call carries a request timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from .controller import LABEL_TJ, Plan, SiteState, status_changed
+from .controller import (
+    LABEL_TJ,
+    ControllerMemory,
+    Plan,
+    SiteState,
+    WriteFailure,
+    note_write_failures,
+    status_changed,
+)
+from .jobs import adoptable, controller_uid
 from .model import API_GROUP, API_VERSION, PowerPolicy
 
 log = logging.getLogger("wattcap.cluster")
 
 
+# (connect, read) seconds for every API call: a hung apiserver connection must
+# fail the call, not stall the site's loop silently
+REQUEST_TIMEOUT = (5.0, 30.0)
+
+
+def _describe(err: Exception) -> tuple[int | None, str, str]:
+    """(HTTP status, reason, the API server's message) of a failed call."""
+    if isinstance(err, ApiException):
+        message = str(err.reason)
+        with contextlib.suppress(ValueError, AttributeError):
+            message = json.loads(err.body or "{}").get("message") or message
+        return err.status, str(err.reason), str(message)[:500]
+    return None, type(err).__name__, str(err)[:300]
+
+
 class Cluster:
     """Thin wrapper over the kubernetes client for what the operator needs."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient | None = None,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> None:
+        self.timeout = timeout
+        self.write_errors = 0
         if api_client is None:
             try:
                 config.load_incluster_config()
@@ -46,7 +79,11 @@ class Cluster:
 
     def list_policies(self) -> list[dict[str, Any]]:
         resp = self.custom.list_cluster_custom_object(
-            API_GROUP, API_VERSION, "powerpolicies", _preload_content=False
+            API_GROUP,
+            API_VERSION,
+            "powerpolicies",
+            _preload_content=False,
+            _request_timeout=self.timeout,
         )
         return self._json(resp).get("items", [])
 
@@ -54,23 +91,32 @@ class Cluster:
         """Nodes of the site, bound pods, TrainingJobs and their owned Jobs."""
         selector = ",".join(f"{k}={v}" for k, v in policy.node_selector.items()) or None
         nodes = self._json(
-            self.core.list_node(label_selector=selector, _preload_content=False)
+            self.core.list_node(
+                label_selector=selector, _preload_content=False, _request_timeout=self.timeout
+            )
         ).get("items", [])
         pods = self._json(
             self.core.list_pod_for_all_namespaces(
                 field_selector="status.phase!=Succeeded,status.phase!=Failed",
                 _preload_content=False,
+                _request_timeout=self.timeout,
             )
         ).get("items", [])
         pods = [p for p in pods if (p.get("spec") or {}).get("nodeName")]
         tjs = self._json(
             self.custom.list_cluster_custom_object(
-                API_GROUP, API_VERSION, "trainingjobs", _preload_content=False
+                API_GROUP,
+                API_VERSION,
+                "trainingjobs",
+                _preload_content=False,
+                _request_timeout=self.timeout,
             )
         ).get("items", [])
         jobs: dict[tuple[str, str], dict[str, Any]] = {}
         raw = self._json(
-            self.batch.list_job_for_all_namespaces(label_selector=LABEL_TJ, _preload_content=False)
+            self.batch.list_job_for_all_namespaces(
+                label_selector=LABEL_TJ, _preload_content=False, _request_timeout=self.timeout
+            )
         )
         for job in raw.get("items", []):
             meta = job["metadata"]
@@ -84,53 +130,119 @@ class Cluster:
 
     # ------------------------------------------------------------------ writes
 
-    def apply(self, plan: Plan, state: SiteState, policy_name: str) -> int:
+    def apply(
+        self,
+        plan: Plan,
+        state: SiteState,
+        policy_name: str,
+        mem: ControllerMemory | None = None,
+        now_s: float | None = None,
+    ) -> int:
         """Apply a plan: Jobs first, then status, so a crash in between loses nothing
         (a Job without status is adopted on the next cycle).
 
         Each write stands alone: one refused write (a namespace being deleted,
         an object gone since the list) must not stop the others, or a cycle
-        would suspend Jobs without saying so. Returns how many writes failed.
+        would suspend Jobs without saying so. A refused Job write turns the
+        TrainingJob's planned "Admitted" into a report of the failure
+        (`note_write_failures`) before any status is written. Returns how many
+        writes failed.
         """
-        failed = 0
+        failures = self.apply_jobs(plan)
+        if mem is not None:
+            note_write_failures(plan, mem, failures, time.time() if now_s is None else now_s)
+        return len(failures) + self.apply_status(plan, state, policy_name)
 
-        def attempt(what: str, call: Any, *args: Any) -> bool:
-            nonlocal failed
-            try:
-                call(*args)
-                return True
-            except ApiException as err:
-                if err.status == 409 and what == "create Job":
-                    log.info("%s %s: already exists; adopting it", what, args[0])
-                    return True
-                if err.status != 404:  # gone since we listed it: nothing to report on
-                    failed += 1
-                    log.warning("%s %s failed: %s %s", what, args[:1], err.status, err.reason)
-                return False
-
+    def apply_jobs(self, plan: Plan) -> list[WriteFailure]:
+        """Suspend, delete (moves), create and resume Jobs; what was refused, per TrainingJob."""
+        failures: list[WriteFailure] = []
         for ns, name in plan.suspend_jobs:
-            attempt(
-                "suspend Job",
-                self.batch.patch_namespaced_job,
-                name,
-                ns,
-                {"spec": {"suspend": True}},
+            patch = {"spec": {"suspend": True}}
+            err = self._attempt(self.batch.patch_namespaced_job, name, ns, patch)
+            if err is not None:
+                log.warning("suspend Job %s/%s failed: %s", ns, name, err[1])
+                self.write_errors += 1
+        not_deleted: set[tuple[str, str]] = set()
+        for ns, name, uid in plan.delete_jobs:
+            opts = client.V1DeleteOptions(
+                propagation_policy="Background",
+                preconditions=client.V1Preconditions(uid=uid) if uid else None,
             )
+            err = self._attempt(self.batch.delete_namespaced_job, name, ns, body=opts)
+            if err is not None:
+                not_deleted.add((ns, name))
+                failures.append(self._failure(plan, ns, name, "delete Job", err))
         for job in plan.create_jobs:
-            attempt(
-                "create Job", self.batch.create_namespaced_job, job["metadata"]["namespace"], job
-            )
+            ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+            if (ns, name) in not_deleted:
+                continue  # the old Job is still there: creating would only conflict
+            err = self._attempt(self.batch.create_namespaced_job, ns, job)
+            if err is not None and err[0] == 409:
+                err = self._adopt(ns, name, job)
+            if err is not None:
+                failures.append(self._failure(plan, ns, name, "create Job", err))
         for ns, name, patch in plan.resume_jobs:
-            attempt("resume Job", self.batch.patch_namespaced_job, name, ns, patch)
-        current = {
-            (t["metadata"].get("namespace", "default"), t["metadata"]["name"]): t.get("status")
-            or {}
-            for t in state.trainingjobs
-        }
+            err = self._attempt(self.batch.patch_namespaced_job, name, ns, patch)
+            if err is not None:
+                failures.append(self._failure(plan, ns, name, "resume Job", err))
+        for f in failures:
+            log.warning("%s for %s/%s failed: %s %s", f.what, *f.ref, f.code, f.reason)
+        return failures
+
+    def _adopt(
+        self, ns: str, name: str, desired: dict[str, Any]
+    ) -> tuple[int | None, str, str] | None:
+        """After a 409 on create: the Job of that name is ours only if its
+        controller owner is this TrainingJob's uid (never matched by name)."""
+        try:
+            existing = self._json(
+                self.batch.read_namespaced_job(
+                    name, ns, _preload_content=False, _request_timeout=self.timeout
+                )
+            )
+        except Exception as err:  # reported on the TrainingJob
+            return _describe(err)
+        if adoptable(existing, desired):
+            log.info("create Job %s/%s: already exists and is ours; adopting it", ns, name)
+            return None
+        owner = controller_uid(existing) or "none"
+        why = (
+            f"a Job named {name} already exists and is not this TrainingJob's "
+            f"(its controller uid: {owner}"
+            + ("; being deleted" if existing["metadata"].get("deletionTimestamp") else "")
+            + ")"
+        )
+        return 409, "JobNameConflict", why
+
+    def _attempt(self, call: Any, *args: Any, **kw: Any) -> tuple[int | None, str, str] | None:
+        """One write; None if it went through (or its object is already gone)."""
+        try:
+            call(*args, _request_timeout=self.timeout, **kw)
+            return None
+        except ApiException as err:
+            if err.status == 404 and call.__name__ != "create_namespaced_job":
+                return None  # gone since we listed it: nothing to report on
+            return _describe(err)
+        except Exception as err:  # timeouts, resets: this write failed
+            return _describe(err)
+
+    @staticmethod
+    def _failure(
+        plan: Plan, ns: str, name: str, what: str, err: tuple[int | None, str, str]
+    ) -> WriteFailure:
+        ref = plan.job_refs.get((ns, name), (ns, name))
+        return WriteFailure(ref, what, err[0], err[1], err[2])
+
+    def apply_status(self, plan: Plan, state: SiteState, policy_name: str) -> int:
+        """TrainingJob and PowerPolicy status, and Events; how many writes failed."""
+        failed = 0
+        current = {}
+        for t in state.trainingjobs:
+            meta = t.get("metadata") or {}
+            current[(meta.get("namespace", "default"), meta.get("name"))] = t.get("status") or {}
         for (ns, name), status in plan.tj_status.items():
             if status_changed(current.get((ns, name), {}), status):
-                attempt(
-                    "patch status of",
+                err = self._attempt(
                     self.custom.patch_namespaced_custom_object_status,
                     API_GROUP,
                     API_VERSION,
@@ -139,20 +251,29 @@ class Cluster:
                     name,
                     {"status": status},
                 )
+                if err is not None:
+                    failed += 1
+                    log.warning("patch status of %s/%s failed: %s %s", ns, name, *err[:2])
         for obj, kind, reason, message in plan.events:
             self.event(obj, kind, reason, message)
         if plan.policy_status:
-            attempt(
-                "patch status of PowerPolicy",
-                self.patch_policy_status,
-                policy_name,
-                plan.policy_status,
-            )
+            err = self._attempt(self.patch_policy_status, policy_name, plan.policy_status)
+            if err is not None:
+                failed += 1
+                log.warning("patch status of PowerPolicy %s failed: %s %s", policy_name, *err[:2])
+        self.write_errors += failed
         return failed
 
-    def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+    def patch_policy_status(
+        self, name: str, status: dict[str, Any], _request_timeout: Any = None
+    ) -> None:
         self.custom.patch_cluster_custom_object_status(
-            API_GROUP, API_VERSION, "powerpolicies", name, {"status": status}
+            API_GROUP,
+            API_VERSION,
+            "powerpolicies",
+            name,
+            {"status": status},
+            _request_timeout=_request_timeout or self.timeout,
         )
 
     def event(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
@@ -161,7 +282,8 @@ class Cluster:
         ns = meta.get("namespace", "default")
         now = datetime.now(UTC)
         body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=ns),
+            # generateName adds 5 characters; names may be 253 long
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name'][:200]}.", namespace=ns),
             involved_object=client.V1ObjectReference(
                 api_version=obj.get("apiVersion"),
                 kind=obj.get("kind"),
@@ -178,6 +300,6 @@ class Cluster:
             last_timestamp=now,
         )
         try:
-            self.core.create_namespaced_event(ns, body)
-        except ApiException as err:  # events are best effort; never fail a cycle on them
-            log.warning("could not post event %s on %s: %s", reason, meta["name"], err.reason)
+            self.core.create_namespaced_event(ns, body, _request_timeout=self.timeout)
+        except Exception as err:  # events are best effort; never fail a cycle
+            log.warning("could not post event %s on %s: %s", reason, meta["name"], err)

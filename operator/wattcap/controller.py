@@ -12,10 +12,10 @@ API's JSON) and returns what to write, so it is tested without a cluster.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .admission import (
@@ -31,6 +31,16 @@ from .admission import (
     over_cap_since,
 )
 from .forecast import Forecaster, PowerForecast
+from .jobs import (
+    ANN_ADMITTED,
+    ANN_FORECAST,
+    ANN_PLACEMENT,
+    GPU,
+    LABEL_TJ,
+    build_job,
+    job_name,
+    resume_patch,
+)
 from .model import (
     API,
     ManifestError,
@@ -40,12 +50,8 @@ from .model import (
     parse_time,
     parse_training_job,
 )
+from .podtemplate import validate_template
 from .telemetry import Reading
-
-GPU = "nvidia.com/gpu"
-LABEL_TJ = "wattcap.io/trainingjob"
-ANN_PLACEMENT = "wattcap.io/placement"
-ANN_FORECAST = "wattcap.io/forecast"
 
 QUEUED, ADMITTED, RUNNING = "Queued", "Admitted", "Running"
 SUCCEEDED, FAILED, PREEMPTED = "Succeeded", "Failed", "Preempted"
@@ -72,13 +78,18 @@ MAX_SAMPLES = 720
 class Plan:
     """The writes one cycle wants, in the order they are safe to apply."""
 
+    suspend_jobs: list[tuple[str, str]] = field(default_factory=list)
+    delete_jobs: list[tuple[str, str, str | None]] = field(default_factory=list)  # ns, name, uid
     create_jobs: list[dict[str, Any]] = field(default_factory=list)
     resume_jobs: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    suspend_jobs: list[tuple[str, str]] = field(default_factory=list)
+    # (namespace, Job name) -> the TrainingJob each Job write is for, and that object
+    job_refs: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    job_tjs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     tj_status: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     policy_status: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[dict[str, Any], str, str, str]] = field(default_factory=list)
     decision: Decision | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (step, error kind)
 
 
 @dataclass(slots=True)
@@ -93,14 +104,11 @@ class ControllerMemory:
     believed: dict[tuple[str, str], float] = field(default_factory=dict)
     finished: list[tuple[str, float, float]] = field(default_factory=list)  # class, measured, fc
     measuring: bool | None = None  # last cycle's reading was good (None: not configured)
-
-
-def job_name(tj_name: str) -> str:
-    """Deterministic, valid batch Job name for a TrainingJob (63-char label limit)."""
-    if len(tj_name) <= 52:
-        return tj_name
-    digest = hashlib.sha256(tj_name.encode()).hexdigest()[:10]
-    return f"{tj_name[:41]}-{digest}"
+    # per TrainingJob whose Job write failed: (failures in a row, retry not before)
+    backoff: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    period_s: float = 15.0
+    # per TrainingJob: (uid, generation) whose pod template passed validation
+    valid_templates: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
 
 
 def _ts(obj: Mapping[str, Any], *path: str) -> float | None:
@@ -175,193 +183,127 @@ def _forecast_status(fc: PowerForecast, gpus: int, duration_s: float) -> dict[st
     }
 
 
-def _stored_forecast(job: Mapping[str, Any]) -> dict[str, Any]:
-    raw = ((job.get("metadata") or {}).get("annotations") or {}).get(ANN_FORECAST)
+def _get(obj: Any, *path: str) -> Any:
+    """obj[path...], or None where any step is missing or not a mapping."""
+    for p in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(p)
+    return obj
+
+
+def _int(value: Any) -> int:
+    """A count from API JSON; anything else reads as 0 (never raises)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
     try:
-        return json.loads(raw) if raw else {}
+        return int(str(value))
+    except ValueError:
+        return 0
+
+
+def _num(raw: Mapping[str, Any], key: str, default: float) -> float:
+    """A finite number from an annotation's JSON, else the default (never raises)."""
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return float(default)
+    value = float(value)
+    return value if math.isfinite(value) else float(default)
+
+
+def _stored_forecast(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The forecast a Job was admitted with; {} if the annotation is missing or garbled."""
+    raw = _get(job, "metadata", "annotations", ANN_FORECAST)
+    try:
+        value = json.loads(raw) if isinstance(raw, str) and raw else {}
     except ValueError:
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _placement(job: Mapping[str, Any]) -> tuple[str, ...]:
-    raw = ((job.get("metadata") or {}).get("annotations") or {}).get(ANN_PLACEMENT)
+    """The nodes a Job was pinned to; () if the annotation is missing or garbled."""
+    raw = _get(job, "metadata", "annotations", ANN_PLACEMENT)
     try:
-        nodes = json.loads(raw) if raw else []
+        nodes = json.loads(raw) if isinstance(raw, str) and raw else []
     except ValueError:
-        nodes = []
+        return ()
+    if not isinstance(nodes, list):
+        return ()
     return tuple(str(n) for n in nodes)
 
 
+def sync_forecaster(mem: ControllerMemory, policy: PowerPolicy) -> None:
+    """Apply PowerPolicy edits to the forecaster's priors and target, keeping history.
+
+    A changed coverage target restarts the calibration from the new target.
+    """
+    fc = mem.forecaster
+    fc.tdp, fc.idle = policy.gpu_tdp_watts, policy.gpu_idle_watts
+    if fc.coverage != policy.coverage:
+        fc.coverage = policy.coverage
+        fc.level = policy.coverage
+
+
+@dataclass(slots=True)
+class _Picture:
+    """What the per-object step builds for `decide`; only whole entries are added."""
+
+    specs: dict[tuple[str, str], TrainingJobSpec] = field(default_factory=dict)
+    running: list[RunningJob] = field(default_factory=list)
+    queued: list[QueuedJob] = field(default_factory=list)
+    held: dict[str, int] = field(default_factory=dict)
+    forecasts: dict[tuple[str, str], tuple[PowerForecast, float]] = field(default_factory=dict)
+    by_ref: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One TrainingJob's contribution to the picture, built before any of it is kept."""
+
+    spec: TrainingJobSpec | None = None
+    running: RunningJob | None = None
+    held_nodes: tuple[str, ...] = ()
+    queued: QueuedJob | None = None
+    forecast: tuple[PowerForecast, float] | None = None
+    status: dict[str, Any] | None = None
+    events: list[tuple[dict[str, Any], str, str, str]] = field(default_factory=list)
+    suspend: bool = False  # its Job is to be suspended (requeued), not shed by decide
+
+
 def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
-    """Decide one cycle and turn the decision into writes."""
-    pol = state.policy
+    """Decide one cycle and turn the decision into writes.
+
+    The cycle runs in steps, and every step that handles one object handles
+    it alone: an exception while reading a TrainingJob, or while building its
+    Job, is reported on that TrainingJob (and counted in `Plan.errors`) and
+    the cycle goes on for everyone else. Shedding is planned before any
+    admission is materialised, so a job that cannot be built never keeps
+    another from being suspended ahead of a cap drop.
+    """
     plan = Plan()
-    specs: dict[tuple[str, str], TrainingJobSpec] = {}
-    running: list[RunningJob] = []
-    queued: list[QueuedJob] = []
-    held: dict[str, int] = {}
-    forecasts: dict[tuple[str, str], tuple[PowerForecast, float]] = {}
-    by_ref: dict[tuple[str, str], dict[str, Any]] = {}
-    now_iso = format_time(now_s)
-
+    sync_forecaster(mem, state.policy)
+    mem.period_s = state.policy.control_period_s
     reading = state.reading
-    measuring = reading is not None and reading.ok
-    if measuring:
+    # None: no measurement this cycle; else the site's nodes without fresh data
+    unmeasured = set(reading.unmeasured) if reading is not None and reading.ok else None
+    if unmeasured is not None:
         _sample(state, mem, now_s)
-
+    pic = _Picture()
     for tj in state.trainingjobs:
-        meta = tj["metadata"]
-        ref = (meta.get("namespace", "default"), meta["name"])
-        if meta.get("deletionTimestamp") and ref not in state.jobs:
-            continue  # leaving: never admit it (its Job, if any, still holds power)
-        by_ref[ref] = tj
-        status = tj.get("status") or {}
-        try:
-            spec = parse_training_job(tj)
-        except ManifestError as err:
-            plan.tj_status[ref] = {
-                "phase": FAILED,
-                "reason": "InvalidSpec",
-                "message": str(err),
-                "conditions": [condition("Admitted", "False", "InvalidSpec", str(err), now_iso)],
-            }
-            continue
-        specs[ref] = spec
-        job = state.jobs.get(ref)
-        if job is None and status.get("phase") in TERMINAL:
-            _learn(mem, tj, spec, status.get("measuredWatts"), None)
-            continue
-        suspended = job is not None and bool((job.get("spec") or {}).get("suspend"))
-        if suspended and int(((job or {}).get("status") or {}).get("active") or 0) > 0:
-            # Preempted, pods still stopping: their power and GPUs are not free
-            # until they are gone, and the job cannot start again before then.
-            assert job is not None
-            nodes = _placement(job)
-            w = mem.believed.get(
-                ref, float(_stored_forecast(job).get("gpuWatts", pol.gpu_tdp_watts))
-            )
-            running.append(
-                RunningJob(
-                    f"{ref[0]}/{ref[1]}",
-                    spec.replicas,
-                    spec.gpus_per_replica,
-                    w,
-                    spec.priority,
-                    False,
-                    now_s,
-                    now_s + pol.control_period_s,
-                    nodes,
-                    None,
-                    w,
-                )
-            )
-            for n in nodes:
-                held[n] = held.get(n, 0) + spec.gpus_per_replica
-            continue
-        if job is not None and not suspended:
-            done = _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet")
-            failed = _job_condition(job, "Failed")
-            if done or failed:
-                plan.tj_status[ref] = _finished(tj, spec, job, mem, ref, bool(done), now_iso)
-                if status.get("phase") not in TERMINAL:
-                    phase = SUCCEEDED if done else FAILED
-                    plan.events.append(
-                        (
-                            tj,
-                            "Normal" if done else "Warning",
-                            phase,
-                            f"batch Job {job_name(spec.name)} {phase.lower()}",
-                        )
-                    )
-                continue
-            nodes = _placement(job)
-            fc_raw = _stored_forecast(job)
-            started = _ts(job, "metadata", "creationTimestamp") or now_s
-            dur = float(fc_raw.get("durationSeconds", pol.default_duration_s))
-            fc = PowerForecast(
-                float(fc_raw.get("gpuWatts", pol.gpu_tdp_watts)),
-                float(fc_raw.get("quantile", 1.0)),
-                str(fc_raw.get("source", "prior")),
-                0,
-            )
-            samples = mem.samples.get(ref, [])
-            measured = sum(v for _, v in samples) / len(samples) if samples else None
-            if measuring:
-                steady = [v for t, v in samples if t >= samples[0][0] + WARMUP_S]
-                planned = mem.forecaster.running(fc, steady)
-                mem.believed[ref] = planned.gpu_watts
-                believed = planned.gpu_watts
-            else:
-                # no trustworthy measurement: plan at the admission forecast, but
-                # keep believing the last measured figure so nothing is shed for it
-                planned = fc
-                believed = mem.believed.get(ref, fc.gpu_watts)
-            running.append(
-                RunningJob(
-                    f"{ref[0]}/{ref[1]}",
-                    spec.replicas,
-                    spec.gpus_per_replica,
-                    planned.gpu_watts,
-                    spec.priority,
-                    spec.preemptible,
-                    started,
-                    started + dur,
-                    nodes,
-                    measured,
-                    believed,
-                )
-            )
-            for n in nodes:
-                held[n] = held.get(n, 0) + spec.gpus_per_replica
-            active = int((job.get("status") or {}).get("active") or 0)
-            phase = RUNNING if active > 0 else ADMITTED
-            st: dict[str, Any] = {
-                "phase": phase,
-                "placement": list(nodes),
-                "jobName": job_name(spec.name),
-                "totalGPUs": spec.gpus,
-                "estimatedStart": None,
-                "forecast": _forecast_status(fc, spec.gpus, dur),  # as admitted
-                "plannedGpuWatts": round(planned.gpu_watts, 1),
-            }
-            if phase == RUNNING and not status.get("startedAt"):
-                st["startedAt"] = now_iso
-            if measured is not None:
-                st["measuredWatts"] = round(measured * spec.gpus, -1)
-            plan.tj_status[ref] = st
-            continue
-        # queued: never admitted, or preempted (its Job is suspended)
-        fc = mem.forecaster.forecast(spec.workload_class, spec.gpu_watts_hint)
-        own = [v for _, v in mem.samples.get(ref, [])]
-        if len(own) >= 3:
-            # preempted after running: what it drew beats what its class or hint says
-            seen = mem.forecaster.running(PowerForecast(pol.gpu_tdp_watts, 1.0, "prior", 0), own)
-            if seen.gpu_watts > fc.gpu_watts:
-                fc = seen
-        dur = mem.forecaster.duration(
-            spec.workload_class, spec.expected_duration_s, pol.default_duration_s
-        )
-        forecasts[ref] = (fc, dur)
-        submitted = _ts(tj, "metadata", "creationTimestamp") or now_s
-        queued.append(
-            QueuedJob(
-                f"{ref[0]}/{ref[1]}",
-                spec.replicas,
-                spec.gpus_per_replica,
-                fc.gpu_watts,
-                spec.priority,
-                submitted,
-                dur,
-                spec.preemptible,
-                spec.max_delay_s,
-            )
-        )
+        _read_one(tj, state, mem, now_s, unmeasured, pic, plan)
+    _forget_gone(mem, pic)
 
-    nodes = node_states(state, held)
+    pol = state.policy
+    nodes = node_states(state, pic.held)
     cap_now = pol.cap_at(now_s)
-    site_w = reading.site_watts if measuring and reading is not None else None
+    site_w = _site_watts(state, pic, unmeasured)
     mem.over_cap_since_s = over_cap_since(mem.over_cap_since_s, site_w, cap_now, now_s)
-    snap = Snapshot(now_s, pol, nodes, running, queued, site_w, mem.over_cap_since_s)
+    snap = Snapshot(
+        now_s, _reaction(pol, now_s), nodes, pic.running, pic.queued, site_w, mem.over_cap_since_s
+    )
     dec = decide(snap)
     plan.decision = dec
     if any(p.reason == PREEMPT_MEASURED for p in dec.preempts):
@@ -369,82 +311,591 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         # this shedding only after another grace period, never shed twice for one excess
         mem.over_cap_since_s = now_s
 
-    def ref_of(key: str) -> tuple[str, str]:
-        ns, _, name = key.partition("/")
-        return ns, name
-
-    for a in dec.admits:
-        ref = ref_of(a.key)
-        spec = specs[ref]
-        fc, dur = forecasts[ref]
-        fstatus = _forecast_status(fc, spec.gpus, dur)
-        existing = state.jobs.get(ref)
-        if existing is not None:
-            plan.resume_jobs.append(
-                (ref[0], existing["metadata"]["name"], _resume_patch(spec, a.nodes, fstatus))
-            )
-        else:
-            plan.create_jobs.append(build_job(by_ref[ref], spec, a.nodes, fstatus))
-        msg = (
-            f"admitted on {', '.join(a.nodes)}: +{fmt_watts(a.site_watts)} keeps the site "
-            f"projection under the usable cap {fmt_watts(dec.effective_cap_watts)}"
-        )
-        plan.tj_status[ref] = {
-            "phase": ADMITTED,
-            "reason": "Admitted",
-            "message": msg,
-            "placement": list(a.nodes),
-            "admittedAt": now_iso,
-            "estimatedStart": None,
-            "jobName": job_name(spec.name),
-            "totalGPUs": spec.gpus,
-            "forecast": fstatus,
-            "conditions": [condition("Admitted", "True", "Admitted", msg, now_iso)],
-        }
-        plan.events.append((by_ref[ref], "Normal", "Admitted", msg))
-
-    for w in dec.waits:
-        ref = ref_of(w.key)
-        spec = specs[ref]
-        fc, dur = forecasts[ref]
-        prev = (by_ref[ref].get("status") or {}).get("phase")
-        phase = PREEMPTED if prev == PREEMPTED else QUEUED
-        plan.tj_status[ref] = {
-            "phase": phase,
-            "reason": w.reason,
-            "message": w.message,
-            "estimatedStart": format_time(w.est_start_s) if w.est_start_s else None,
-            "totalGPUs": spec.gpus,
-            "forecast": _forecast_status(fc, spec.gpus, dur),
-            "placement": [],
-            "conditions": [condition("Admitted", "False", w.reason, w.message, now_iso)],
-        }
-        if w.reason == UNSCHEDULABLE and (by_ref[ref].get("status") or {}).get("reason") != (
-            UNSCHEDULABLE
-        ):
-            plan.events.append((by_ref[ref], "Warning", UNSCHEDULABLE, w.message))
-
+    now_iso = format_time(now_s)
     for p in dec.preempts:
-        ref = ref_of(p.key)
-        job = state.jobs[ref]
-        plan.suspend_jobs.append((ref[0], job["metadata"]["name"]))
-        count = int((by_ref[ref].get("status") or {}).get("preemptions") or 0) + 1
-        plan.tj_status[ref] = {
-            "phase": PREEMPTED,
-            "reason": p.reason,
-            "message": p.message,
-            "placement": [],
-            "preemptions": count,
-            "estimatedStart": None,
-            "conditions": [condition("Admitted", "False", p.reason, p.message, now_iso)],
-        }
-        plan.events.append((by_ref[ref], "Warning", "Preempted", p.message))
+        _isolated(plan, pic, _ref_of(p.key), now_iso, "preempt", _plan_preempt, p, state)
+    for a in dec.admits:
+        _isolated(plan, pic, _ref_of(a.key), now_iso, "admit", _plan_admit, a, dec, state)
+    for w in dec.waits:
+        _isolated(plan, pic, _ref_of(w.key), now_iso, "wait", _plan_wait, w)
 
-    plan.policy_status = _policy_status(dec, pol, now_s, len(queued), len(running))
+    plan.policy_status = _policy_status(dec, pol, now_s, len(pic.queued), len(pic.running))
     plan.policy_status["conditions"] = _measurement_conditions(
         state, mem, site_w, cap_now, now_s, plan
     )
     return plan
+
+
+def _site_watts(state: SiteState, pic: _Picture, unmeasured: set[str] | None) -> float | None:
+    """Measured site power, with nodes that have no fresh data at what is planned there.
+
+    Without a site meter the reading sums measured nodes only; each unmeasured
+    node adds its running jobs' GPUs at their planned watts (the admission
+    forecast) and its other GPUs at idle, so measured-overdraw enforcement
+    keeps working for the measured part of the site.
+    """
+    reading = state.reading
+    if reading is None or unmeasured is None or reading.site_watts is None:
+        return None
+    if reading.metered or not unmeasured:
+        return reading.site_watts
+    pol = state.policy
+    gpu_w = 0.0
+    for n in state.nodes:
+        name = _get(n, "metadata", "name")
+        if name not in unmeasured:
+            continue
+        total = _quantity_int(_get(n, "status", "allocatable", GPU) or 0)
+        busy, busy_w = 0, 0.0
+        for r in pic.running:
+            if name in r.nodes:
+                busy += r.gpus_per_replica
+                busy_w += r.gpus_per_replica * r.gpu_watts
+        gpu_w += busy_w + max(0, total - busy) * pol.gpu_idle_watts
+    return reading.site_watts + pol.pue * gpu_w
+
+
+def _reaction(pol: PowerPolicy, now_s: float) -> PowerPolicy:
+    """The policy as `decide` should see it ahead of a scheduled cap drop.
+
+    A job shed now still draws power for up to its pods' termination grace,
+    so the site needs a control period plus `maxTerminationGracePeriod`
+    (which wattcap enforces on the pods it creates) to react to a drop.
+    `decide` looks one control period ahead when it sheds and plans
+    preemptible work; while a drop is that reaction time away, it is handed
+    the reaction time as its period, so it sheds early enough. Otherwise the
+    policy is unchanged: the period also sets when the next cycle can start
+    anything, which the grace has nothing to do with.
+    """
+    lead = pol.control_period_s + pol.max_termination_grace_s
+    if pol.max_termination_grace_s <= 0:
+        return pol
+    cap_now = pol.cap_at(now_s)
+    if all(pol.cap_at(t) >= cap_now for t in pol.cap_changes(now_s, now_s + lead + 1e-6)):
+        return pol
+    return replace(pol, control_period_s=lead)
+
+
+def _ref_of(key: str) -> tuple[str, str]:
+    ns, _, name = key.partition("/")
+    return ns, name
+
+
+def _tj_ref(tj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = tj["metadata"]
+    return meta.get("namespace", "default"), meta["name"]
+
+
+def _read_one(
+    tj: dict[str, Any],
+    state: SiteState,
+    mem: ControllerMemory,
+    now_s: float,
+    unmeasured: set[str] | None,
+    pic: _Picture,
+    plan: Plan,
+) -> None:
+    """Add one TrainingJob to the picture; an error stays with it (see `_fallback`)."""
+    try:
+        ref = _tj_ref(tj)
+    except (KeyError, TypeError, AttributeError):
+        plan.errors.append(("read", "MalformedObject"))
+        return
+    try:
+        entry = _entry(tj, ref, state, mem, now_s, unmeasured)
+    except Exception as err:  # one object's surprise must not stop the site's loop
+        plan.errors.append(("read", type(err).__name__))
+        entry = _fallback(ref, state, err, now_s)
+    if entry is None:
+        return
+    pic.by_ref[ref] = tj
+    if entry.spec is not None:
+        pic.specs[ref] = entry.spec
+    if entry.running is not None:
+        pic.running.append(entry.running)
+        gpn = entry.running.gpus_per_replica
+        for n in entry.held_nodes:
+            pic.held[n] = pic.held.get(n, 0) + gpn
+    if entry.queued is not None and entry.forecast is not None:
+        pic.queued.append(entry.queued)
+        pic.forecasts[ref] = entry.forecast
+    if entry.status is not None:
+        plan.tj_status[ref] = entry.status
+    plan.events.extend(entry.events)
+    if entry.suspend:
+        job = state.jobs[ref]
+        plan.suspend_jobs.append((ref[0], job["metadata"]["name"]))
+
+
+def _invalid(tj: Mapping[str, Any], err: ManifestError, now_iso: str) -> _Entry:
+    return _Entry(
+        status={
+            "phase": FAILED,
+            "reason": "InvalidSpec",
+            "message": str(err),
+            "observedGeneration": (tj.get("metadata") or {}).get("generation"),
+            "conditions": [condition("Admitted", "False", "InvalidSpec", str(err), now_iso)],
+        }
+    )
+
+
+def _judged_again(tj: Mapping[str, Any]) -> bool:
+    """An InvalidSpec failure is final only for the generation it judged."""
+    status = tj.get("status") or {}
+    gen = (tj.get("metadata") or {}).get("generation")
+    return (
+        status.get("phase") == FAILED
+        and status.get("reason") == "InvalidSpec"
+        and gen is not None
+        and status.get("observedGeneration") != gen
+    )
+
+
+def _entry(
+    tj: dict[str, Any],
+    ref: tuple[str, str],
+    state: SiteState,
+    mem: ControllerMemory,
+    now_s: float,
+    unmeasured: set[str] | None,
+) -> _Entry | None:
+    """What one TrainingJob adds to the picture (None: nothing, it is leaving)."""
+    pol = state.policy
+    meta = tj["metadata"]
+    job = state.jobs.get(ref)
+    if meta.get("deletionTimestamp") and job is None:
+        return None  # leaving: never admit it (its Job, if any, still holds power)
+    status = tj.get("status") or {}
+    try:
+        spec = parse_training_job(tj)
+    except ManifestError as err:
+        return _invalid(tj, err, format_time(now_s))
+    if job is None and status.get("phase") in TERMINAL and not _judged_again(tj):
+        _learn(mem, tj, spec, status.get("measuredWatts"), None)
+        return _Entry(spec=spec)
+    if job is not None and (job.get("metadata") or {}).get("deletionTimestamp"):
+        return _replacing(tj, spec, job, mem, now_s)
+    suspended = job is not None and bool((job.get("spec") or {}).get("suspend"))
+    if job is not None and suspended and _int(_get(job, "status", "active")) > 0:
+        # Preempted, pods still stopping: their power and GPUs are not free
+        # until they are gone, and the job cannot start again before then.
+        nodes = _placement(job)
+        w = mem.believed.get(ref, _num(_stored_forecast(job), "gpuWatts", pol.gpu_tdp_watts))
+        key = f"{ref[0]}/{ref[1]}"
+        run = RunningJob(
+            key, spec.replicas, spec.gpus_per_replica, w, spec.priority, False,
+            now_s, now_s + pol.control_period_s, nodes, None, w,
+        )  # fmt: skip
+        return _Entry(spec=spec, running=run, held_nodes=nodes)
+    if job is not None and not suspended:
+        return _admitted(tj, ref, spec, job, mem, now_s, unmeasured, pol)
+    return _waiting(tj, ref, spec, mem, now_s, pol)
+
+
+def _replacing(
+    tj: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    job: Mapping[str, Any],
+    mem: ControllerMemory,
+    now_s: float,
+) -> _Entry:
+    """Its old Job is being deleted (a move to other nodes): hold its power while
+    its pods run, then wait for the name to be free before creating the new one."""
+    ref = (spec.namespace, spec.name)
+    nodes = _placement(job)
+    active = _int(_get(job, "status", "active"))
+    if active > 0:
+        pol_w = _num(_stored_forecast(job), "gpuWatts", mem.forecaster.tdp)
+        w = mem.believed.get(ref, pol_w)
+        run = RunningJob(
+            spec.key, spec.replicas, spec.gpus_per_replica, w, spec.priority, False,
+            now_s, now_s + 1.0, nodes, None, w,
+        )  # fmt: skip
+        return _Entry(spec=spec, running=run, held_nodes=nodes)
+    return _Entry(spec=spec)
+
+
+def _admitted(
+    tj: dict[str, Any],
+    ref: tuple[str, str],
+    spec: TrainingJobSpec,
+    job: Mapping[str, Any],
+    mem: ControllerMemory,
+    now_s: float,
+    unmeasured: set[str] | None,
+    pol: PowerPolicy,
+) -> _Entry:
+    """A TrainingJob whose Job runs (or has finished).
+
+    It is measured only if every node it runs on is: a job on a node
+    without fresh data is planned at its admission forecast."""
+    now_iso = format_time(now_s)
+    status = tj.get("status") or {}
+    done = _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet")
+    failed = _job_condition(job, "Failed")
+    if done or failed:
+        entry = _Entry(spec=spec, status=_finished(tj, spec, job, mem, ref, bool(done), now_iso))
+        if status.get("phase") not in TERMINAL:
+            phase = SUCCEEDED if done else FAILED
+            msg = f"batch Job {job_name(spec.name)} {phase.lower()}"
+            entry.events.append((tj, "Normal" if done else "Warning", phase, msg))
+        return entry
+    nodes = _placement(job)
+    measuring = unmeasured is not None and not unmeasured.intersection(nodes)
+    fc_raw = _stored_forecast(job)
+    started = _ts(job, "metadata", "creationTimestamp") or now_s
+    dur = _num(fc_raw, "durationSeconds", pol.default_duration_s)
+    fc = PowerForecast(
+        _num(fc_raw, "gpuWatts", pol.gpu_tdp_watts),
+        _num(fc_raw, "quantile", 1.0),
+        str(fc_raw.get("source", "prior")),
+        0,
+    )
+    samples = mem.samples.get(ref, [])
+    measured = sum(v for _, v in samples) / len(samples) if samples else None
+    if measuring:
+        steady = [v for t, v in samples if t >= samples[0][0] + WARMUP_S]
+        planned = mem.forecaster.running(fc, steady)
+        believed = planned.gpu_watts
+    else:
+        # no trustworthy measurement: plan at the admission forecast, but
+        # keep believing the last measured figure so nothing is shed for it
+        planned = fc
+        believed = mem.believed.get(ref, fc.gpu_watts)
+    run = RunningJob(
+        spec.key, spec.replicas, spec.gpus_per_replica, planned.gpu_watts, spec.priority,
+        spec.preemptible, started, started + dur, nodes, measured, believed,
+    )  # fmt: skip
+    if _pods_not_ready(job, spec, now_s, pol):
+        return _requeue(tj, ref, spec, job, mem, now_s, run, nodes)
+    active = _int(_get(job, "status", "active"))
+    phase = RUNNING if active > 0 else ADMITTED
+    st: dict[str, Any] = {
+        "phase": phase,
+        "placement": list(nodes),
+        "jobName": job_name(spec.name),
+        "totalGPUs": spec.gpus,
+        "estimatedStart": None,
+        "forecast": _forecast_status(fc, spec.gpus, dur),  # as admitted
+        "plannedGpuWatts": round(planned.gpu_watts, 1),
+    }
+    if phase == RUNNING and not status.get("startedAt"):
+        st["startedAt"] = now_iso
+    if measured is not None:
+        st["measuredWatts"] = round(measured * spec.gpus, -1)
+    if measuring:
+        mem.believed[ref] = believed  # kept only once the whole entry is built
+    return _Entry(spec=spec, running=run, held_nodes=nodes, status=st)
+
+
+def _pods_not_ready(
+    job: Mapping[str, Any], spec: TrainingJobSpec, now_s: float, pol: PowerPolicy
+) -> bool:
+    """Whether admitted work is still not all ready (or done) after podsReadyTimeout."""
+    admitted = _ts(job, "metadata", "annotations", ANN_ADMITTED) or _ts(
+        job, "metadata", "creationTimestamp"
+    )
+    if admitted is None or now_s - admitted <= pol.pods_ready_timeout_s:
+        return False
+    started = _int(_get(job, "status", "ready")) + _int(_get(job, "status", "succeeded"))
+    return started < spec.replicas
+
+
+def _requeue(
+    tj: dict[str, Any],
+    ref: tuple[str, str],
+    spec: TrainingJobSpec,
+    job: Mapping[str, Any],
+    mem: ControllerMemory,
+    now_s: float,
+    run: RunningJob,
+    nodes: tuple[str, ...],
+) -> _Entry:
+    """Suspend admitted work whose pods never got ready (pinned GPUs taken, a
+    quota, an image that never pulls), so it stops holding power and GPUs it
+    does not use; it waits out a back-off before it is admitted again. Its
+    pods may still draw power this cycle, so they are still counted."""
+    ready = _int(_get(job, "status", "ready")) + _int(_get(job, "status", "succeeded"))
+    attempts = mem.backoff.get(ref, (0, 0.0))[0] + 1
+    delay = min(MAX_BACKOFF_S, mem.period_s * 2 ** (attempts - 1))
+    mem.backoff[ref] = (attempts, now_s + delay)
+    msg = (
+        f"{ready} of {spec.replicas} pods ready, past podsReadyTimeout "
+        f"after admission): suspended and queued again, not before {delay:.0f}s"
+    )
+    status = {
+        "phase": QUEUED,
+        "reason": "PodsNotReady",
+        "message": msg,
+        "placement": [],
+        "estimatedStart": None,
+        "conditions": [condition("Admitted", "False", "PodsNotReady", msg, format_time(now_s))],
+    }
+    entry = _Entry(spec=spec, running=run, held_nodes=nodes, status=status)
+    entry.events.append((tj, "Warning", "PodsNotReady", msg))
+    entry.suspend = True
+    return entry
+
+
+def _waiting(
+    tj: dict[str, Any],
+    ref: tuple[str, str],
+    spec: TrainingJobSpec,
+    mem: ControllerMemory,
+    now_s: float,
+    pol: PowerPolicy,
+) -> _Entry:
+    """Queued: never admitted, or preempted (its Job is suspended)."""
+    meta = tj.get("metadata") or {}
+    seen = (meta.get("uid"), meta.get("generation"))
+    if seen[1] is None or mem.valid_templates.get(ref) != seen:
+        try:
+            validate_template(spec.template, spec.gpus_per_replica)
+        except ManifestError as err:
+            return _invalid(tj, err, format_time(now_s))
+        if seen[1] is not None:  # a template changes only with the generation
+            mem.valid_templates[ref] = seen
+    backoff = mem.backoff.get(ref)
+    if backoff is not None and now_s < backoff[1]:
+        return _Entry(spec=spec)  # its last write failed: it says so, and holds nothing
+    fc = mem.forecaster.forecast(spec.workload_class, spec.gpu_watts_hint)
+    own = [v for _, v in mem.samples.get(ref, [])]
+    if len(own) >= 3:
+        # preempted after running: what it drew beats what its class or hint says
+        seen = mem.forecaster.running(PowerForecast(pol.gpu_tdp_watts, 1.0, "prior", 0), own)
+        if seen.gpu_watts > fc.gpu_watts:
+            fc = seen
+    dur = mem.forecaster.duration(
+        spec.workload_class, spec.expected_duration_s, pol.default_duration_s
+    )
+    submitted = _ts(tj, "metadata", "creationTimestamp") or now_s
+    queued = QueuedJob(
+        spec.key, spec.replicas, spec.gpus_per_replica, fc.gpu_watts, spec.priority,
+        submitted, dur, spec.preemptible, spec.max_delay_s,
+    )  # fmt: skip
+    return _Entry(spec=spec, queued=queued, forecast=(fc, dur))
+
+
+def _fallback(ref: tuple[str, str], state: SiteState, err: Exception, now_s: float) -> _Entry:
+    """What is planned for a TrainingJob whose handling raised.
+
+    It is never admitted, and a Job of it that may be running is planned at
+    TDP on every GPU of its nodes, not preemptible: wattcap does not shed or
+    start what it cannot read, but it never forgets power that may be drawn.
+    """
+    pol = state.policy
+    job = state.jobs.get(ref)
+    why = f"{type(err).__name__}: {err}"[:300]
+    entry = _Entry()
+    holds = ""
+    if job is not None:
+        nodes = _placement(job)
+        per_node = {
+            (n.get("metadata") or {}).get("name"): _quantity_int(
+                ((n.get("status") or {}).get("allocatable") or {}).get(GPU, 0)
+            )
+            for n in state.nodes
+        }
+        gpn = max([per_node.get(n, 0) for n in nodes] + [1])
+        key = f"{ref[0]}/{ref[1]}"
+        w = pol.gpu_tdp_watts
+        end = now_s + pol.default_duration_s
+        entry.running = RunningJob(
+            key, max(1, len(nodes)), gpn, w, 0, False, now_s, end, nodes, None, w
+        )
+        entry.held_nodes = nodes
+        holds = "; its Job is planned at TDP on all GPUs of its nodes until this is fixed"
+    entry.status = {
+        "reason": "CycleError",
+        "message": f"wattcap could not handle this TrainingJob ({why}); retried every cycle"
+        + holds,
+    }
+    return entry
+
+
+def _isolated(
+    plan: Plan,
+    pic: _Picture,
+    ref: tuple[str, str],
+    now_iso: str,
+    step: str,
+    fn: Any,
+    *args: Any,
+) -> None:
+    """Run one object's step of the plan; an error goes to its status, not the cycle."""
+    try:
+        fn(plan, pic, ref, now_iso, *args)
+    except ManifestError as err:
+        plan.errors.append((step, "InvalidSpec"))
+        tj = pic.by_ref.get(ref)
+        if tj is not None:
+            plan.tj_status[ref] = _invalid(tj, err, now_iso).status or {}
+    except Exception as err:  # see _read_one
+        plan.errors.append((step, type(err).__name__))
+        why = f"{type(err).__name__}: {err}"[:300]
+        plan.tj_status[ref] = {
+            "reason": "CycleError",
+            "message": f"wattcap could not {step} this TrainingJob ({why}); retried every cycle",
+        }
+
+
+def _plan_preempt(
+    plan: Plan, pic: _Picture, ref: tuple[str, str], now_iso: str, p: Any, state: SiteState
+) -> None:
+    job = state.jobs[ref]
+    tj = pic.by_ref[ref]
+    plan.suspend_jobs.append((ref[0], job["metadata"]["name"]))
+    count = _int((tj.get("status") or {}).get("preemptions")) + 1
+    plan.tj_status[ref] = {
+        "phase": PREEMPTED,
+        "reason": p.reason,
+        "message": p.message,
+        "placement": [],
+        "preemptions": count,
+        "estimatedStart": None,
+        "conditions": [condition("Admitted", "False", p.reason, p.message, now_iso)],
+    }
+    plan.events.append((tj, "Warning", "Preempted", p.message))
+
+
+def _plan_admit(
+    plan: Plan,
+    pic: _Picture,
+    ref: tuple[str, str],
+    now_iso: str,
+    a: Any,
+    dec: Decision,
+    state: SiteState,
+) -> None:
+    """The Job write for one admission: create, resume in place, or move.
+
+    A Job that ran cannot have its pod template's node affinity changed
+    (`spec.template` is immutable once a Job has started), so a preempted job
+    resumes in place when it gets its old nodes back, and is otherwise moved:
+    its suspended Job (no pods left) is deleted, with a uid precondition, and a
+    fresh one of the same deterministic name is created on the new nodes.
+    """
+    spec = pic.specs[ref]
+    tj = pic.by_ref[ref]
+    fc, dur = pic.forecasts[ref]
+    fstatus = _forecast_status(fc, spec.gpus, dur)
+    existing = state.jobs.get(ref)
+    name = job_name(spec.name)
+    if existing is not None and set(_placement(existing)) == set(a.nodes):
+        name = existing["metadata"]["name"]
+        plan.resume_jobs.append((ref[0], name, resume_patch(spec, a.nodes, fstatus, now_iso)))
+    else:
+        body = build_job(tj, spec, a.nodes, fstatus, now_iso, state.policy.max_termination_grace_s)
+        if existing is not None:
+            old = existing["metadata"]
+            plan.delete_jobs.append((ref[0], old["name"], old.get("uid")))
+        plan.create_jobs.append(body)
+    plan.job_refs[(ref[0], name)] = ref
+    plan.job_tjs[ref] = tj
+    msg = (
+        f"admitted on {', '.join(a.nodes)}: +{fmt_watts(a.site_watts)} keeps the site "
+        f"projection under the usable cap {fmt_watts(dec.effective_cap_watts)}"
+    )
+    plan.tj_status[ref] = {
+        "phase": ADMITTED,
+        "reason": "Admitted",
+        "message": msg,
+        "placement": list(a.nodes),
+        "admittedAt": now_iso,
+        "estimatedStart": None,
+        "jobName": job_name(spec.name),
+        "totalGPUs": spec.gpus,
+        "forecast": fstatus,
+        "conditions": [condition("Admitted", "True", "Admitted", msg, now_iso)],
+    }
+    plan.events.append((tj, "Normal", "Admitted", msg))
+
+
+def _plan_wait(plan: Plan, pic: _Picture, ref: tuple[str, str], now_iso: str, w: Any) -> None:
+    spec = pic.specs[ref]
+    tj = pic.by_ref[ref]
+    fc, dur = pic.forecasts[ref]
+    prev = (tj.get("status") or {}).get("phase")
+    phase = PREEMPTED if prev == PREEMPTED else QUEUED
+    plan.tj_status[ref] = {
+        "phase": phase,
+        "reason": w.reason,
+        "message": w.message,
+        "estimatedStart": format_time(w.est_start_s) if w.est_start_s else None,
+        "totalGPUs": spec.gpus,
+        "forecast": _forecast_status(fc, spec.gpus, dur),
+        "placement": [],
+        "conditions": [condition("Admitted", "False", w.reason, w.message, now_iso)],
+    }
+    if w.reason == UNSCHEDULABLE and (tj.get("status") or {}).get("reason") != UNSCHEDULABLE:
+        plan.events.append((tj, "Warning", UNSCHEDULABLE, w.message))
+
+
+def _forget_gone(mem: ControllerMemory, pic: _Picture) -> None:
+    """Back-off entries of TrainingJobs that are gone: memory stays bounded."""
+    for ref in [r for r in mem.backoff if r not in pic.by_ref]:
+        del mem.backoff[ref]
+    for ref in [r for r in mem.valid_templates if r not in pic.by_ref]:
+        del mem.valid_templates[ref]
+
+
+MAX_BACKOFF_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFailure:
+    """A Job write the API server refused, for the TrainingJob it was for."""
+
+    ref: tuple[str, str]
+    what: str  # "create Job", "resume Job", "delete Job"
+    code: int | None
+    reason: str
+    message: str
+
+
+def note_write_failures(
+    plan: Plan, mem: ControllerMemory, failures: Iterable[WriteFailure], now_s: float
+) -> None:
+    """Turn refused Job writes into what users see, before statuses are written.
+
+    A job is Admitted only once its Job write succeeded: a refused write puts
+    it back in the queue with a `WriteFailed` condition and a Warning Event,
+    and it sits out a back-off (one period, doubling to MAX_BACKOFF_S) during
+    which it holds no power and no GPUs. Jobs whose writes went through forget
+    their back-off.
+    """
+    now_iso = format_time(now_s)
+    failed = {}
+    for f in failures:
+        failed[f.ref] = f
+    for ref in set(plan.job_refs.values()) - set(failed):
+        mem.backoff.pop(ref, None)
+    for ref, f in failed.items():
+        attempts = mem.backoff.get(ref, (0, 0.0))[0] + 1
+        delay = min(MAX_BACKOFF_S, mem.period_s * 2 ** (attempts - 1))
+        mem.backoff[ref] = (attempts, now_s + delay)
+        reason = {"create Job": "CreateFailed", "resume Job": "ResumeFailed"}.get(
+            f.what, "WriteFailed"
+        )
+        code = f"{f.code} " if f.code is not None else ""
+        msg = (
+            f"{f.what} {job_name(ref[1])} failed ({attempts} in a row): {code}{f.reason}: "
+            f"{f.message}"[:700]
+            + f"; not admitted, retried after {delay:.0f}s"
+        )
+        tj = plan.job_tjs.get(ref)
+        prev = ((tj or {}).get("status") or {}).get("phase")
+        plan.tj_status[ref] = {
+            "phase": PREEMPTED if prev == PREEMPTED else QUEUED,
+            "reason": reason,
+            "message": msg,
+            "placement": [],
+            "estimatedStart": None,
+            "conditions": [condition("Admitted", "False", reason, msg, now_iso)],
+        }
+        plan.events = [e for e in plan.events if not (e[0] is tj and e[2] == "Admitted")]
+        if tj is not None:
+            plan.events.append((tj, "Warning", reason, msg))
 
 
 def _measurement_conditions(
@@ -474,13 +925,15 @@ def _measurement_conditions(
         )
         ok = None
     elif reading.ok:
-        measured = condition(
-            "Measured",
-            "True",
-            "Measuring",
-            f"measured site power {fmt_watts(reading.site_watts or 0.0)}",
-            now_iso,
-        )
+        msg = f"measured site power {fmt_watts(site_w or 0.0)}"
+        if reading.unmeasured:
+            gaps = sorted(reading.unmeasured.items())
+            msg += (
+                f"; {len(gaps)} node(s) without fresh data are planned at forecast: "
+                + ", ".join(f"{n} ({why})" for n, why in gaps[:5])
+                + (" ..." if len(gaps) > 5 else "")
+            )
+        measured = condition("Measured", "True", "Measuring", msg, now_iso)
         ok = True
     else:
         measured = condition(
@@ -532,13 +985,20 @@ def _sample(state: SiteState, mem: ControllerMemory, now_s: float) -> None:
     """Record each running TrainingJob's mean per-GPU power from this reading."""
     assert state.reading is not None
     by_pod = state.reading.gpu_watts_by_pod
+    # pods carry job_name(TrainingJob name), which differs for long names
+    names = {}
+    for t in state.trainingjobs:
+        meta = t.get("metadata") or {}
+        if isinstance(meta.get("name"), str):
+            names[(meta.get("namespace", "default"), job_name(meta["name"]))] = meta["name"]
     per_job: dict[tuple[str, str], list[float]] = {}
     for pod in state.pods:
         meta = pod.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get(LABEL_TJ)
-        values = by_pod.get((meta.get("namespace", "default"), meta.get("name", "")))
+        ns = meta.get("namespace", "default")
+        owner = names.get((ns, (meta.get("labels") or {}).get(LABEL_TJ)))
+        values = by_pod.get((ns, meta.get("name", "")))
         if owner and values:
-            per_job.setdefault((meta.get("namespace", "default"), owner), []).extend(values)
+            per_job.setdefault((ns, owner), []).extend(values)
     for ref, values in per_job.items():
         series = mem.samples.setdefault(ref, [])
         series.append((now_s, sum(values) / len(values)))
@@ -648,115 +1108,6 @@ def _policy_status(
         "waitingByReason": reasons,
         "activeWindow": window.name if window else None,
         "lastCycle": format_time(now_s),
-    }
-
-
-def _pod_spec(spec: TrainingJobSpec, nodes: Iterable[str]) -> dict[str, Any]:
-    """The user's pod template, pinned to the chosen nodes, with the GPUs requested."""
-    template = json.loads(json.dumps(spec.template or {}))  # deep copy of plain data
-    meta = template.setdefault("metadata", {})
-    meta.setdefault("labels", {})[LABEL_TJ] = spec.name
-    pod = template.setdefault("spec", {})
-    pod.setdefault("restartPolicy", "Never")
-    containers = pod.setdefault("containers", [])
-    if not containers:
-        containers.append({"name": "train", "image": "busybox:1.36", "command": ["true"]})
-    res = containers[0].setdefault("resources", {})
-    for kind in ("requests", "limits"):
-        res.setdefault(kind, {})[GPU] = spec.gpus_per_replica
-    for c in containers:  # quantities are strings in the API; the client refuses numbers
-        for kind in ("requests", "limits"):
-            amounts = (c.get("resources") or {}).get(kind) or {}
-            for name, amount in amounts.items():
-                amounts[name] = str(amount)
-    affinity = pod.setdefault("affinity", {})
-    affinity["nodeAffinity"] = {
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {
-                    "matchExpressions": [
-                        {
-                            "key": "kubernetes.io/hostname",
-                            "operator": "In",
-                            "values": sorted(set(nodes)),
-                        }
-                    ]
-                }
-            ]
-        }
-    }
-    if spec.replicas > 1:
-        affinity["podAntiAffinity"] = {
-            "requiredDuringSchedulingIgnoredDuringExecution": [
-                {
-                    "labelSelector": {"matchLabels": {LABEL_TJ: spec.name}},
-                    "topologyKey": "kubernetes.io/hostname",
-                }
-            ]
-        }
-    # kwok fake nodes carry this taint in some setups; harmless elsewhere
-    pod.setdefault("tolerations", []).append(
-        {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
-    )
-    return template
-
-
-def build_job(
-    tj: Mapping[str, Any],
-    spec: TrainingJobSpec,
-    nodes: tuple[str, ...],
-    forecast: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The batch Job that runs an admitted TrainingJob, owned by it."""
-    meta = tj["metadata"]
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": job_name(spec.name),
-            "namespace": spec.namespace,
-            "labels": {LABEL_TJ: spec.name, "app.kubernetes.io/managed-by": "wattcap"},
-            "annotations": {
-                ANN_PLACEMENT: json.dumps(list(nodes)),
-                ANN_FORECAST: json.dumps(dict(forecast)),
-            },
-            "ownerReferences": [
-                {
-                    "apiVersion": API,
-                    "kind": "TrainingJob",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": {
-            "parallelism": spec.replicas,
-            "completions": spec.replicas,
-            "completionMode": "Indexed",
-            "backoffLimit": 0,
-            "suspend": False,
-            "template": _pod_spec(spec, nodes),
-        },
-    }
-
-
-def _resume_patch(
-    spec: TrainingJobSpec, nodes: tuple[str, ...], forecast: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Unsuspend a preempted Job on its new placement (allowed while suspended)."""
-    return {
-        "metadata": {
-            "annotations": {
-                ANN_PLACEMENT: json.dumps(list(nodes)),
-                ANN_FORECAST: json.dumps(dict(forecast)),
-            }
-        },
-        "spec": {
-            "suspend": False,
-            "template": {"spec": {"affinity": _pod_spec(spec, nodes)["spec"]["affinity"]}},
-        },
     }
 
 

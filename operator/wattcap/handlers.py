@@ -15,7 +15,6 @@ from typing import Any
 
 import kopf
 from kubernetes.client.rest import ApiException
-from urllib3.exceptions import HTTPError
 
 from . import metrics
 from .cluster import Cluster
@@ -27,8 +26,10 @@ from .controller import (
     SiteState,
     condition,
     cycle,
+    note_write_failures,
 )
 from .forecast import Forecaster
+from .health import LIVENESS
 from .model import (
     API_GROUP,
     API_VERSION,
@@ -50,6 +51,11 @@ log = logging.getLogger("wattcap")
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    # no call may hang forever: kopf's own requests and watches time out too
+    settings.networking.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    settings.watching.connect_timeout = 10
+    settings.watching.client_timeout = 330  # a little past the server's own timeout
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="wattcap.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="wattcap.io")
     metrics.serve(METRICS_PORT)
@@ -73,65 +79,94 @@ def _governing(cluster: Cluster) -> str | None:
 
 @kopf.daemon(API_GROUP, API_VERSION, "powerpolicies", cancellation_timeout=10.0)
 def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """The admission loop for one site. Errors never admit: a cycle that cannot
-    read the cluster does nothing and is retried."""
+    """The admission loop for one site. Errors never admit: a cycle that fails
+    does nothing more, is counted in `wattcap_errors_total` and is retried;
+    whatever it raises, the loop goes on (kopf would otherwise restart it a
+    minute later, and the site would go undecided meanwhile). Each completed
+    cycle is reported to the liveness probe."""
     cluster = Cluster()
-    mem: ControllerMemory | None = None
-    telemetry: Telemetry | None = None
-    period = 15.0
-    while not stopped:
-        started = time.monotonic()
-        try:
-            if _governing(cluster) != name:
-                _set_active(
-                    cluster,
-                    name,
-                    "AnotherPolicyGoverns",
-                    "the oldest PowerPolicy governs; this one waits",
-                )
-                stopped.wait(30)
-                continue
-            body = cluster.custom.get_cluster_custom_object(
-                API_GROUP, API_VERSION, "powerpolicies", name
-            )
+    site = _Site()
+    LIVENESS.started(name, site.period)
+    try:
+        while not stopped:
+            started = time.monotonic()
+            step = ["read"]
             try:
-                policy = parse_power_policy(body)
-            except ManifestError as err:
-                _set_active(
-                    cluster, name, "InvalidPolicy", f"{err}; nothing is admitted until it is fixed"
-                )
-                stopped.wait(10)
+                pause = _run_cycle(cluster, name, site, started, step)
+            except Exception as err:  # everything: the loop is what keeps the site under its cap
+                kind = f"http_{err.status}" if isinstance(err, ApiException) else type(err).__name__
+                metrics.count_error(step[0], kind)
+                log.warning("cycle failed at %s, nothing admitted; retrying: %r", step[0], err)
+                stopped.wait(min(site.period, 5.0))
                 continue
-            period = policy.control_period_s
-            if mem is None:
-                mem = ControllerMemory(
-                    Forecaster(policy.gpu_tdp_watts, policy.gpu_idle_watts, policy.coverage)
-                )
-            WAKE.clear()
-            state = cluster.read_site(policy)
-            if policy.prometheus_url:
-                if telemetry is None or telemetry.url != policy.prometheus_url:
-                    telemetry = Telemetry(policy.prometheus_url)
-                state.reading = _read_power(telemetry, policy, state)
-            now = time.time()
-            plan = cycle(state, mem, now)
-            plan.policy_status["conditions"].append(
-                condition(
-                    "Active",
-                    "True",
-                    "Governing",
-                    f"governs {len(state.nodes)} nodes",
-                    format_time(now),
-                )
-            )
-            cluster.apply(plan, state, name)
-            if plan.decision is not None:
-                _record(plan, state, mem, now, time.monotonic() - started)
-        except (ApiException, HTTPError, OSError) as err:
-            log.warning("cycle failed, nothing admitted; retrying: %s", err)
-            stopped.wait(min(period, 5.0))
-            continue
-        _sleep_until_due(stopped, started, period)
+            LIVENESS.completed(name, site.period)
+            metrics.LAST_CYCLE.set_to_current_time()
+            if pause:
+                stopped.wait(pause)
+                continue
+            _sleep_until_due(stopped, started, site.period)
+    finally:
+        LIVENESS.stopped(name)
+
+
+class _Site:
+    """What one site loop keeps between cycles."""
+
+    def __init__(self) -> None:
+        self.mem: ControllerMemory | None = None
+        self.telemetry: Telemetry | None = None
+        self.period = 15.0
+
+
+def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: list[str]) -> float:
+    """One cycle, in steps (`step[0]` names the one running, for the error metric).
+    Returns how long to pause instead of the usual period (0: none)."""
+    if _governing(cluster) != name:
+        _set_active(
+            cluster, name, "AnotherPolicyGoverns", "the oldest PowerPolicy governs; this one waits"
+        )
+        return 30.0
+    body = cluster.custom.get_cluster_custom_object(
+        API_GROUP, API_VERSION, "powerpolicies", name, _request_timeout=cluster.timeout
+    )
+    try:
+        policy = parse_power_policy(body)
+    except ManifestError as err:
+        _set_active(cluster, name, "InvalidPolicy", f"{err}; nothing is admitted until it is fixed")
+        return 10.0
+    site.period = policy.control_period_s
+    if site.mem is None:
+        site.mem = ControllerMemory(
+            Forecaster(policy.gpu_tdp_watts, policy.gpu_idle_watts, policy.coverage)
+        )
+    mem = site.mem
+    WAKE.clear()
+    state = cluster.read_site(policy)
+    if policy.prometheus_url:
+        step[0] = "telemetry"
+        if site.telemetry is None or site.telemetry.url != policy.prometheus_url:
+            site.telemetry = Telemetry(policy.prometheus_url)
+        state.reading = _read_power(site.telemetry, policy, state)
+    step[0] = "decide"
+    now = time.time()
+    plan = cycle(state, mem, now)
+    for where, kind in plan.errors:
+        metrics.count_error(where, kind)
+    plan.policy_status["conditions"].append(
+        condition(
+            "Active", "True", "Governing", f"governs {len(state.nodes)} nodes", format_time(now)
+        )
+    )
+    step[0] = "write"
+    failures = cluster.apply_jobs(plan)
+    for f in failures:
+        metrics.count_error("write", f"http_{f.code}" if f.code else f.reason)
+    note_write_failures(plan, mem, failures, now)
+    for _ in range(cluster.apply_status(plan, state, name)):
+        metrics.count_error("status", "refused")
+    if plan.decision is not None:
+        _record(plan, state, mem, now, time.monotonic() - started)
+    return 0.0
 
 
 def _set_active(cluster: Cluster, name: str, reason: str, message: str) -> None:
@@ -142,15 +177,21 @@ def _set_active(cluster: Cluster, name: str, reason: str, message: str) -> None:
 
 def _read_power(telemetry: Telemetry, policy: PowerPolicy, state: SiteState) -> Reading:
     """Measured power of the site's GPU nodes; never raises."""
-    names, gpus = [], 0
+    gpus: dict[str, int] = {}
     for n in state.nodes:
-        count = int(str(((n.get("status") or {}).get("allocatable") or {}).get(GPU, 0)) or 0)
+        count = _int(((n.get("status") or {}).get("allocatable") or {}).get(GPU, 0))
         if count > 0:
-            names.append(n["metadata"]["name"])
-            gpus += count
-    reading = telemetry.read(policy, names, gpus)
+            gpus[n["metadata"]["name"]] = count
+    reading = telemetry.read(policy, gpus)
     metrics.PROMETHEUS_UP.set(1 if reading.ok else 0)
     return reading
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
 
 
 def _record(

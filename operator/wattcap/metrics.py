@@ -1,10 +1,18 @@
-"""The operator's own /metrics, named by Prometheus conventions (base units, _total)."""
+"""The operator's own /metrics, named by Prometheus conventions (base units, _total).
+
+The same port serves the probes of `health.py` (`/healthz`, `/readyz`).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import socketserver
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 from .admission import Decision
+from .health import LIVENESS, Liveness, health_app
 
 SITE_POWER = Gauge("wattcap_site_power_watts", "Site power in watts.", ["source"])
 CAP = Gauge("wattcap_cap_watts", "Power cap in force now, in watts.")
@@ -28,14 +36,40 @@ FORECAST_ERROR = Gauge(
 )
 PREEMPTIONS = Counter("wattcap_preemptions_total", "Jobs preempted, by reason.", ["reason"])
 PROMETHEUS_UP = Gauge("wattcap_prometheus_up", "1 if the last read of measured power worked.")
+ERRORS = Counter(
+    "wattcap_errors_total",
+    "Errors the site loop caught and carried on from, by step and kind of error.",
+    ["step", "kind"],
+)
+LAST_CYCLE = Gauge(
+    "wattcap_last_cycle_timestamp_seconds", "When the site loop last completed a cycle."
+)
 
 _KNOWN_REASONS: set[str] = set()
 
 
-def serve(port: int) -> None:
-    """Expose /metrics on the port (0 disables)."""
-    if port:
-        start_http_server(port)
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Probes every few seconds would flood the operator's log."""
+
+
+def serve(port: int, liveness: Liveness = LIVENESS, addr: str = "0.0.0.0") -> WSGIServer | None:
+    """Expose /metrics, /healthz and /readyz on the port (0 disables); returns the server."""
+    if not port:
+        return None
+    app = health_app(liveness, make_wsgi_app())
+    server = make_server(addr, port, app, server_class=_Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+def count_error(step: str, kind: str) -> None:
+    """One error the loop survived; `kind` is an exception class name or an HTTP status."""
+    ERRORS.labels(step, kind).inc()
 
 
 def record_cycle(dec: Decision, running: int, seconds: float) -> None:

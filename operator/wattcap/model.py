@@ -20,6 +20,10 @@ API_VERSION = "v1alpha1"
 API = f"{API_GROUP}/{API_VERSION}"
 
 ORDERINGS = ("PriorityFIFO", "FIFO")
+# Bounds the CRD states too: a period below a second is a hot loop against the
+# API server, and no site runs a job on more replicas (one per node) than this.
+MIN_CONTROL_PERIOD_S = 1.0
+MAX_REPLICAS = 10_000
 
 
 class ManifestError(ValueError):
@@ -186,6 +190,8 @@ class PowerPolicy:
     preemption: bool = True
     control_period_s: float = 15.0
     grace_period_s: float = 60.0
+    pods_ready_timeout_s: float = 600.0  # admitted work whose pods are not all ready is requeued
+    max_termination_grace_s: float = 120.0  # caps the pods' terminationGracePeriodSeconds
     default_duration_s: float = 3600.0
     max_wait_s: float = 86400.0
     prometheus_url: str | None = None
@@ -324,6 +330,13 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
         grace_period_s=parse_duration(
             spec.get("gracePeriod", DEFAULTS.grace_period_s), f"{p}.gracePeriod"
         ),
+        pods_ready_timeout_s=parse_duration(
+            spec.get("podsReadyTimeout", DEFAULTS.pods_ready_timeout_s), f"{p}.podsReadyTimeout"
+        ),
+        max_termination_grace_s=parse_duration(
+            spec.get("maxTerminationGracePeriod", DEFAULTS.max_termination_grace_s),
+            f"{p}.maxTerminationGracePeriod",
+        ),
         default_duration_s=parse_duration(
             spec.get("defaultJobDuration", DEFAULTS.default_duration_s),
             f"{p}.defaultJobDuration",
@@ -335,8 +348,11 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
         site_nodes=site_nodes,
         site_gpus_per_node=site_gpn,
     )
-    if policy.control_period_s <= 0:
-        raise ManifestError(f"{p}.controlPeriod", "must be > 0")
+    if policy.control_period_s < MIN_CONTROL_PERIOD_S:
+        raise ManifestError(
+            f"{p}.controlPeriod",
+            f"must be at least {MIN_CONTROL_PERIOD_S:g}s, got {policy.control_period_s:g}s",
+        )
     if site_nodes is not None and site_gpn is not None:
         validate_cap_against_site(policy, site_nodes, site_nodes * site_gpn, path=p)
     return policy
@@ -408,7 +424,7 @@ def parse_training_job(obj: Mapping[str, Any]) -> TrainingJobSpec:
     return TrainingJobSpec(
         name=_string(meta, "name", "metadata"),
         namespace=_string(meta, "namespace", "metadata", "default"),
-        replicas=_integer(spec, "replicas", p, 1, minimum=1),
+        replicas=_integer(spec, "replicas", p, 1, minimum=1, maximum=MAX_REPLICAS),
         gpus_per_replica=_integer(spec, "gpusPerReplica", p, minimum=1),
         priority=_integer(spec, "priority", p, 0),
         workload_class=_string(spec, "workloadClass", p, "default") or "default",

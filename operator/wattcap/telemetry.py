@@ -1,16 +1,18 @@
 """Measured power from Prometheus (prometheus-api-client): the site now, and per pod.
 
-The operator trusts a reading only if it is whole and plausible. A slow,
-unreachable or nonsensical Prometheus yields `Reading(ok=False)`, and the
-cycle falls back to the conservative model: it never admits on numbers it
-cannot verify, and never preempts because a meter went quiet.
+The operator trusts a node's reading only if it is whole, fresh and
+plausible; a node that fails is planned at forecast while the rest of the
+site stays measured. A slow, unreachable or nonsensical Prometheus (or no
+node measured at all) yields `Reading(ok=False)`, and the cycle falls back to
+the conservative model: it never admits on numbers it cannot verify, and
+never preempts because a meter went quiet. Every query has a timeout.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,60 +27,102 @@ STALE_AFTER_S = 60.0  # older samples mean the exporter stopped: not a measureme
 
 @dataclass(slots=True)
 class Reading:
-    """One read of measured power; `ok=False` says why in `error`."""
+    """One read of measured power; `ok=False` says why in `error`.
+
+    `unmeasured` names the site's nodes without fresh, plausible data for
+    every GPU, and why; `node_gpu_watts` sums the GPUs of each measured node.
+    Without a site meter (`metered=False`), `site_watts` covers every node's
+    base power and the measured nodes' GPUs only: the controller adds the
+    unmeasured nodes' GPUs at what it plans for them.
+    """
 
     ok: bool
     site_watts: float | None = None
     gpu_watts_by_pod: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     error: str | None = None
+    unmeasured: dict[str, str] = field(default_factory=dict)
+    node_gpu_watts: dict[str, float] = field(default_factory=dict)
+    metered: bool = False
+
+
+def _key(labels: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in labels.items() if k != "__name__"))
+
+
+def _sample_times(raw: list[dict[str, Any]] | None) -> dict[tuple[tuple[str, str], ...], float]:
+    """Each series' own sample time, from `timestamp(<metric>)`."""
+    out: dict[tuple[tuple[str, str], ...], float] = {}
+    for s in raw or []:
+        try:
+            out[_key(s.get("metric") or {})] = float(s["value"][1])
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue
+    return out
 
 
 def interpret(
     gpu_series: list[dict[str, Any]],
     site_series: list[dict[str, Any]] | None,
     policy: PowerPolicy,
-    site_nodes: Iterable[str],
-    site_gpus: int,
+    site_nodes: Mapping[str, int],
     now_s: float,
+    sample_times: list[dict[str, Any]] | None = None,
 ) -> Reading:
     """Turn raw query results into a Reading, refusing what cannot be true.
 
-    Without a site query, site power is the FORMAT.md model on measured GPU
-    power, and every GPU of the site must be reported.
+    In this order, so one bad series spoils at most its own node: keep only
+    the site's nodes (`site_nodes`: name -> GPUs); keep one sample per (node,
+    GPU), the newest (a duplicated scrape target must not double the
+    reading); then judge each sample's plausibility and age, the age from
+    the sample's own timestamp (`sample_times`, the result of
+    `timestamp(<metric>)`; the query's evaluation time otherwise, which
+    Prometheus's lookback makes up to 5 minutes late). A node is measured
+    only if every one of its GPUs passed.
     """
-    nodes = set(site_nodes)
     ceiling = policy.gpu_tdp_watts * 1.5  # DCGM reads a little over TDP in spikes; not 2x
-    gpu_sum = 0.0
-    seen = 0
-    by_pod: dict[tuple[str, str], list[float]] = {}
+    times = _sample_times(sample_times)
+    best: dict[tuple[str, str], tuple[float, float, Mapping[str, Any]]] = {}
+    bad: dict[str, str] = {}
     for s in gpu_series:
         labels = s.get("metric") or {}
+        host = labels.get("Hostname")
+        if host not in site_nodes:
+            continue
         try:
             ts, raw = s["value"]
-            value = float(raw)
-            ts = float(ts)
+            value, ts = float(raw), float(ts)
         except (KeyError, TypeError, ValueError):
-            return Reading(False, error=f"unparseable sample {s!r:.120}")
-        if not math.isfinite(value) or value < 0 or value > ceiling:
-            return Reading(
-                False,
-                error=f"implausible GPU power {value!r} W on "
-                f"{labels.get('Hostname', '?')}/{labels.get('gpu', '?')}",
-            )
-        if now_s - ts > STALE_AFTER_S:
-            return Reading(False, error=f"stale GPU power ({now_s - ts:.0f}s old)")
-        if labels.get("Hostname") not in nodes:
+            bad[host] = f"unparseable sample {s!r:.80}"
             continue
-        seen += 1
-        gpu_sum += value
-        pod, ns = labels.get("pod"), labels.get("namespace")
-        if pod and ns:
-            by_pod.setdefault((ns, pod), []).append(value)
-    if seen < site_gpus:
-        # a partial scrape (exporter starting, a node not reporting) is no
-        # measurement of the site: filling the gaps at TDP would read as an
-        # excursion and shed work for a monitoring gap
-        return Reading(False, error=f"GPU power reported for {seen} of the site's {site_gpus} GPUs")
+        ts = times.get(_key(labels), ts)
+        gpu = str(labels.get("gpu", labels.get("UUID", "")))
+        prev = best.get((host, gpu))
+        if prev is None or (ts, value) > prev[:2]:
+            best[(host, gpu)] = (ts, value, labels)
+    good: dict[str, list[tuple[float, Mapping[str, Any]]]] = {}
+    for (host, gpu), (ts, value, labels) in best.items():
+        if not math.isfinite(value) or value < 0 or value > ceiling:
+            bad.setdefault(host, f"implausible GPU power {value!r} W on GPU {gpu}")
+        elif now_s - ts > STALE_AFTER_S:
+            bad.setdefault(host, f"stale GPU power ({now_s - ts:.0f}s old) on GPU {gpu}")
+        else:
+            good.setdefault(host, []).append((value, labels))
+    unmeasured: dict[str, str] = {}
+    node_watts: dict[str, float] = {}
+    by_pod: dict[tuple[str, str], list[float]] = {}
+    for host, gpus in site_nodes.items():
+        seen = good.get(host, [])
+        if host in bad:
+            unmeasured[host] = bad[host]
+        elif len(seen) < gpus:
+            unmeasured[host] = f"GPU power reported for {len(seen)} of its {gpus} GPUs"
+        else:
+            node_watts[host] = sum(v for v, _ in seen)
+            for value, labels in seen:
+                pod, ns = labels.get("pod"), labels.get("namespace")
+                if pod and ns:
+                    by_pod.setdefault((ns, pod), []).append(value)
+    site_gpus = sum(site_nodes.values())
     if site_series is not None:
         if len(site_series) != 1:
             return Reading(
@@ -89,15 +133,20 @@ def interpret(
             site = float(site_series[0]["value"][1])
         except (KeyError, TypeError, ValueError, IndexError):
             return Reading(False, error="site power query returned no number")
-        floor = policy.idle_site_watts(len(nodes), site_gpus) * 0.5
+        floor = policy.idle_site_watts(len(site_nodes), site_gpus) * 0.5
         if not math.isfinite(site) or site < floor:
             return Reading(
                 False,
                 error=f"implausible site power {site!r} W (idle alone is about {floor * 2:.0f} W)",
             )
-    else:
-        site = policy.pue * (len(nodes) * policy.node_base_watts + gpu_sum)
-    return Reading(True, site, by_pod)
+        return Reading(True, site, by_pod, None, unmeasured, node_watts, metered=True)
+    if not node_watts and site_nodes:
+        # nothing measured at all: that is no measurement of the site, and
+        # filling it all in from the plan would only repeat the plan
+        why = "; ".join(f"{n}: {w}" for n, w in sorted(unmeasured.items())[:3])
+        return Reading(False, error=f"no node of the site has fresh GPU power ({why})")
+    site = policy.pue * (len(site_nodes) * policy.node_base_watts + sum(node_watts.values()))
+    return Reading(True, site, by_pod, None, unmeasured, node_watts)
 
 
 class Telemetry:
@@ -109,9 +158,11 @@ class Telemetry:
             url, disable_ssl=True, timeout=timeout_s, retry=Retry(total=0)
         )
 
-    def read(self, policy: PowerPolicy, site_nodes: list[str], site_gpus: int) -> Reading:
+    def read(self, policy: PowerPolicy, site_nodes: Mapping[str, int]) -> Reading:
+        """Query and interpret; never raises (every failure is a Reading with ok=False)."""
         try:
             gpu = self.prom.custom_query(GPU_POWER_METRIC)
+            stamps = self.prom.custom_query(f"timestamp({GPU_POWER_METRIC})")
             site = (
                 self.prom.custom_query(policy.site_power_query) if policy.site_power_query else None
             )
@@ -121,4 +172,5 @@ class Telemetry:
             )
         if not isinstance(gpu, list) or (site is not None and not isinstance(site, list)):
             return Reading(False, error="Prometheus returned a non-vector result")
-        return interpret(gpu, site, policy, site_nodes, site_gpus, time.time())
+        stamps = stamps if isinstance(stamps, list) else None
+        return interpret(gpu, site, policy, site_nodes, time.time(), stamps)

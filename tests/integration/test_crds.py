@@ -154,7 +154,7 @@ def test_trainingjob_without_gpus_is_refused(kc: str) -> None:
         ({"pue": 3.5}, "spec.pue", "less than or equal to 3"),
         ({"safetyMargin": 0.6}, "spec.safetyMargin", "less than or equal to 0.5"),
         ({"coverageTarget": 0.3}, "spec.coverageTarget", "greater than or equal to 0.5"),
-        ({"controlPeriod": "0s"}, "spec.controlPeriod", "must be greater than zero"),
+        ({"controlPeriod": "0s"}, "spec.controlPeriod", "must be at least 1s"),
         ({"controlPeriod": 0}, "spec.controlPeriod", "seconds >= 1"),
         (
             {
