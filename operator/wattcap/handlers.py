@@ -30,6 +30,7 @@ from .controller import (
 )
 from .forecast import Forecaster
 from .health import LIVENESS
+from .lease import SiteLease
 from .model import (
     API_GROUP,
     API_VERSION,
@@ -107,6 +108,8 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
             _sleep_until_due(stopped, started, site.period)
     finally:
         LIVENESS.stopped(name)
+        if site.lease is not None:
+            site.lease.release()
 
 
 class _Site:
@@ -115,6 +118,7 @@ class _Site:
     def __init__(self) -> None:
         self.mem: ControllerMemory | None = None
         self.telemetry: Telemetry | None = None
+        self.lease: SiteLease | None = None
         self.period = 15.0
 
 
@@ -135,6 +139,11 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         _set_active(cluster, name, "InvalidPolicy", f"{err}; nothing is admitted until it is fixed")
         return 10.0
     site.period = policy.control_period_s
+    if site.lease is None:
+        site.lease = SiteLease(cluster.coordination, name, request_timeout_s=cluster.timeout[1])
+    step[0] = "lease"
+    if not site.lease.holds():
+        return site.period  # a standby replica: another one decides this site
     if site.mem is None:
         site.mem = ControllerMemory(
             Forecaster(policy.gpu_tdp_watts, policy.gpu_idle_watts, policy.coverage)
@@ -154,10 +163,19 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         metrics.count_error(where, kind)
     plan.policy_status["conditions"].append(
         condition(
-            "Active", "True", "Governing", f"governs {len(state.nodes)} nodes", format_time(now)
+            "Active",
+            "True",
+            "Governing",
+            f"governs {len(state.nodes)} nodes; decided by {site.lease.identity}",
+            format_time(now),
         )
     )
     step[0] = "write"
+    if not site.lease.fresh(started):
+        # paused or slow past half a lease: another replica may be deciding now
+        metrics.count_error("write", "lease_lost")
+        log.warning("lease lost or cycle too slow; this cycle's writes are dropped")
+        return 0.0
     failures = cluster.apply_jobs(plan)
     for f in failures:
         metrics.count_error("write", f"http_{f.code}" if f.code else f.reason)
