@@ -359,3 +359,85 @@ def test_declared_fields_are_immutable_after_submission(
         drop = json.dumps([{"op": "remove", "path": f"/spec/{field}"}])
         res = as_tenant(tenancy, tenant_ns, "patch", "tj", "flip", "--type=json", "-p", drop)
         refused(res, f"spec.{field} is immutable")
+
+
+# --------------------------------------------------------------------- the operator's own role
+
+
+def _operator_kubeconfig(kc: str, tmp: Any) -> str:
+    """A kubeconfig for the chart's ServiceAccount, bound to the chart's ClusterRole only."""
+    import os
+
+    helm = os.environ.get("WATTCAP_HELM", os.path.expanduser("~/.cache/wattcap/bin/helm"))
+    ns = "wattcap-test"  # hack/tenancy.sh renders release wattcap-test there: its SA is trusted
+    rendered = subprocess.run(
+        [
+            helm,
+            "template",
+            "wattcap-test",
+            str(ROOT / "charts" / "wattcap"),
+            "--namespace",
+            ns,
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kubectl(kc, "create", "namespace", ns, check=False)
+    kubectl(kc, "apply", "-f", "-", stdin=rendered)
+    token = kubectl(kc, "create", "token", "wattcap-test", "-n", ns, "--duration=1h").stdout.strip()
+    path = str(tmp / "operator.kubeconfig")
+    with open(kc) as src, open(path, "w") as dst:
+        dst.write(src.read())
+    kubectl(path, "config", "set-credentials", "wattcap-operator", f"--token={token}")
+    kubectl(path, "config", "set-context", "--current", "--user=wattcap-operator")
+    return path
+
+
+def test_the_operator_runs_with_nothing_but_the_charts_role(
+    tenant_ns: str, tenancy: str, tmp_path: Any
+) -> None:
+    """The trimmed ClusterRole still lets the operator admit a tenant's job, and
+    the admission policies let its Job (and the Job's pods) through."""
+    from conftest import OperatorProcess
+
+    op_kc = _operator_kubeconfig(tenancy, tmp_path)
+    who = kubectl(op_kc, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
+    assert who == "system:serviceaccount:wattcap-test:wattcap-test"
+    assert (
+        kubectl(op_kc, "auth", "can-i", "delete", "jobs.batch", "-A", check=False).stdout.strip()
+        == "no"
+    )
+    policy = {
+        "apiVersion": "wattcap.io/v1alpha1",
+        "kind": "PowerPolicy",
+        "metadata": {"name": "tenancy-site"},
+        "spec": {"capWatts": 100_000, "controlPeriod": "2s", "nodeSelector": {"type": "kwok"}},
+    }
+    kubectl(tenancy, "apply", "-f", "-", stdin=dump(policy))
+    tj = trainingjob("admit-me", gpusPerReplica=1)
+    tj["spec"]["template"]["metadata"] = {"annotations": {"wattcap.io/sim-duration": "600s"}}
+    res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(tj))
+    assert res.returncode == 0, res.stderr
+    op = OperatorProcess(op_kc, tmp_path / "operator.log")
+    op.start()
+    try:
+        deadline = time.monotonic() + 120
+        phase = None
+        while time.monotonic() < deadline and phase != "Running":
+            time.sleep(1)
+            phase = (kget(tenancy, "-n", tenant_ns, "tj", "admit-me").get("status") or {}).get(
+                "phase"
+            )
+        log = (tmp_path / "operator.log").read_text()
+        assert phase == "Running", log[-3000:]
+        assert "403" not in log and "forbidden" not in log.lower(), log[-3000:]
+        job = kget(tenancy, "-n", tenant_ns, "job", "admit-me")
+        assert job["metadata"]["ownerReferences"][0]["controller"] is True
+    finally:
+        op.stop()
+        kubectl(tenancy, "delete", "powerpolicy", "tenancy-site", "--wait=false", check=False)
