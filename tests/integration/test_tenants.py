@@ -441,3 +441,58 @@ def test_the_operator_runs_with_nothing_but_the_charts_role(
     finally:
         op.stop()
         kubectl(tenancy, "delete", "powerpolicy", "tenancy-site", "--wait=false", check=False)
+
+
+# --------------------------------------------------------------------- same name, new object
+
+
+def test_a_trainingjob_recreated_under_an_old_name_does_not_inherit_the_old_job(
+    tenant_ns: str, tenancy: str, tmp_path: Any
+) -> None:
+    """The tenant deletes a finished TrainingJob and re-creates it under the same
+    name before its old Job is collected (a finalizer holds the Job here, as a
+    slow garbage collector would): matched by name, the new one would take the
+    old Job's completion and "succeed" at once without running."""
+    from conftest import OperatorProcess
+
+    policy = {
+        "apiVersion": "wattcap.io/v1alpha1",
+        "kind": "PowerPolicy",
+        "metadata": {"name": "tenancy-site"},
+        "spec": {"capWatts": 100_000, "controlPeriod": "2s", "nodeSelector": {"type": "kwok"}},
+    }
+    kubectl(tenancy, "apply", "-f", "-", stdin=dump(policy))
+    tj = trainingjob("same", gpusPerReplica=1)
+    tj["spec"]["template"]["metadata"] = {"annotations": {"wattcap.io/sim-duration": "1s"}}
+    op = OperatorProcess(tenancy, tmp_path / "operator.log")
+    op.start()
+    job_held = False
+    try:
+        assert as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(tj)).returncode == 0
+        _wait_for_phase(tenancy, tenant_ns, "same", "Succeeded")
+        kubectl(tenancy, "-n", tenant_ns, "patch", "job", "same", "--type=merge", "-p",
+                '{"metadata":{"finalizers":["wattcap.test/hold"]}}')  # fmt: skip
+        job_held = True
+        res = as_tenant(tenancy, tenant_ns, "delete", "tj", "same", "--wait=true")
+        assert res.returncode == 0, res.stderr
+        old_owner = kget(tenancy, "-n", tenant_ns, "job", "same")["metadata"]["ownerReferences"]
+        assert as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(tj)).returncode == 0
+        first = _wait_for_phase(tenancy, tenant_ns, "same", None)
+        assert first != "Succeeded", f"inherited the old Job (owner {old_owner})"
+    finally:
+        if job_held:
+            kubectl(tenancy, "-n", tenant_ns, "patch", "job", "same", "--type=merge", "-p",
+                    '{"metadata":{"finalizers":null}}', check=False)  # fmt: skip
+        op.stop()
+        kubectl(tenancy, "delete", "powerpolicy", "tenancy-site", "--wait=false", check=False)
+
+
+def _wait_for_phase(kc: str, ns: str, name: str, phase: str | None) -> str:
+    """The TrainingJob's phase once it is `phase` (None: once it has any); bounded."""
+    deadline = time.monotonic() + 120
+    while True:
+        got = (kget(kc, "-n", ns, "tj", name).get("status") or {}).get("phase")
+        if got and (phase is None or got == phase):
+            return got
+        assert time.monotonic() < deadline, f"{name} never reached {phase or 'a phase'}: {got}"
+        time.sleep(0.5)
