@@ -15,6 +15,7 @@ with a message naming the rule.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import subprocess
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, kget, kubectl
+from conftest import ROOT, OperatorProcess, kget, kubectl
 
 from wattcap.controller import build_job
 from wattcap.model import parse_training_job
@@ -361,6 +362,31 @@ def test_declared_fields_are_immutable_after_submission(
         refused(res, f"spec.{field} is immutable")
 
 
+@contextlib.contextmanager
+def operator_on_site(
+    kc: str, log: Any, operator_kc: str | None = None, **policy_spec: Any
+) -> Iterator[None]:
+    """The PowerPolicy `site` (the name the other modules use, so it replaces
+    any left behind) and `wattcap operator` running with `operator_kc` (default:
+    the admin's `kc`); the policy is deleted while the operator still runs (it
+    holds kopf's finalizer), then the operator stops."""
+    spec = {"capWatts": 100_000, "controlPeriod": "2s", "nodeSelector": {"type": "kwok"}}
+    policy = {
+        "apiVersion": "wattcap.io/v1alpha1",
+        "kind": "PowerPolicy",
+        "metadata": {"name": "site"},
+        "spec": {**spec, **policy_spec},
+    }
+    kubectl(kc, "apply", "-f", "-", stdin=dump(policy))
+    op = OperatorProcess(operator_kc or kc, log)
+    op.start()
+    try:
+        yield
+    finally:
+        kubectl(kc, "delete", "powerpolicy", "site", "--timeout=60s", check=False)
+        op.stop()
+
+
 # --------------------------------------------------------------------- the operator's own role
 
 
@@ -403,8 +429,6 @@ def test_the_operator_runs_with_nothing_but_the_charts_role(
 ) -> None:
     """The trimmed ClusterRole still lets the operator admit a tenant's job, and
     the admission policies let its Job (and the Job's pods) through."""
-    from conftest import OperatorProcess
-
     op_kc = _operator_kubeconfig(tenancy, tmp_path)
     who = kubectl(op_kc, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
     assert who == "system:serviceaccount:wattcap-test:wattcap-test"
@@ -412,35 +436,17 @@ def test_the_operator_runs_with_nothing_but_the_charts_role(
         kubectl(op_kc, "auth", "can-i", "delete", "jobs.batch", "-A", check=False).stdout.strip()
         == "no"
     )
-    policy = {
-        "apiVersion": "wattcap.io/v1alpha1",
-        "kind": "PowerPolicy",
-        "metadata": {"name": "tenancy-site"},
-        "spec": {"capWatts": 100_000, "controlPeriod": "2s", "nodeSelector": {"type": "kwok"}},
-    }
-    kubectl(tenancy, "apply", "-f", "-", stdin=dump(policy))
     tj = trainingjob("admit-me", gpusPerReplica=1)
     tj["spec"]["template"]["metadata"] = {"annotations": {"wattcap.io/sim-duration": "600s"}}
     res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(tj))
     assert res.returncode == 0, res.stderr
-    op = OperatorProcess(op_kc, tmp_path / "operator.log")
-    op.start()
-    try:
-        deadline = time.monotonic() + 120
-        phase = None
-        while time.monotonic() < deadline and phase != "Running":
-            time.sleep(1)
-            phase = (kget(tenancy, "-n", tenant_ns, "tj", "admit-me").get("status") or {}).get(
-                "phase"
-            )
+    with operator_on_site(tenancy, tmp_path / "operator.log", op_kc):
+        phase = _wait_for_phase(tenancy, tenant_ns, "admit-me", "Running")
         log = (tmp_path / "operator.log").read_text()
         assert phase == "Running", log[-3000:]
         assert "403" not in log and "forbidden" not in log.lower(), log[-3000:]
         job = kget(tenancy, "-n", tenant_ns, "job", "admit-me")
         assert job["metadata"]["ownerReferences"][0]["controller"] is True
-    finally:
-        op.stop()
-        kubectl(tenancy, "delete", "powerpolicy", "tenancy-site", "--wait=false", check=False)
 
 
 # --------------------------------------------------------------------- same name, new object
@@ -453,38 +459,53 @@ def test_a_trainingjob_recreated_under_an_old_name_does_not_inherit_the_old_job(
     name before its old Job is collected (a finalizer holds the Job here, as a
     slow garbage collector would): matched by name, the new one would take the
     old Job's completion and "succeed" at once without running."""
-    from conftest import OperatorProcess
-
-    policy = {
-        "apiVersion": "wattcap.io/v1alpha1",
-        "kind": "PowerPolicy",
-        "metadata": {"name": "tenancy-site"},
-        "spec": {"capWatts": 100_000, "controlPeriod": "2s", "nodeSelector": {"type": "kwok"}},
-    }
-    kubectl(tenancy, "apply", "-f", "-", stdin=dump(policy))
     tj = trainingjob("same", gpusPerReplica=1)
     tj["spec"]["template"]["metadata"] = {"annotations": {"wattcap.io/sim-duration": "1s"}}
-    op = OperatorProcess(tenancy, tmp_path / "operator.log")
-    op.start()
     job_held = False
-    try:
-        assert as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(tj)).returncode == 0
-        _wait_for_phase(tenancy, tenant_ns, "same", "Succeeded")
-        kubectl(tenancy, "-n", tenant_ns, "patch", "job", "same", "--type=merge", "-p",
-                '{"metadata":{"finalizers":["wattcap.test/hold"]}}')  # fmt: skip
-        job_held = True
-        res = as_tenant(tenancy, tenant_ns, "delete", "tj", "same", "--wait=true")
-        assert res.returncode == 0, res.stderr
-        old_owner = kget(tenancy, "-n", tenant_ns, "job", "same")["metadata"]["ownerReferences"]
-        assert as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(tj)).returncode == 0
-        first = _wait_for_phase(tenancy, tenant_ns, "same", None)
-        assert first != "Succeeded", f"inherited the old Job (owner {old_owner})"
-    finally:
-        if job_held:
+    with operator_on_site(tenancy, tmp_path / "operator.log"):
+        try:
+            res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(tj))
+            assert res.returncode == 0, res.stderr
+            _wait_for_phase(tenancy, tenant_ns, "same", "Succeeded")
             kubectl(tenancy, "-n", tenant_ns, "patch", "job", "same", "--type=merge", "-p",
-                    '{"metadata":{"finalizers":null}}', check=False)  # fmt: skip
-        op.stop()
-        kubectl(tenancy, "delete", "powerpolicy", "tenancy-site", "--wait=false", check=False)
+                    '{"metadata":{"finalizers":["wattcap.test/hold"]}}')  # fmt: skip
+            job_held = True
+            res = as_tenant(tenancy, tenant_ns, "delete", "tj", "same", "--wait=true")
+            assert res.returncode == 0, res.stderr
+            old_owner = kget(tenancy, "-n", tenant_ns, "job", "same")["metadata"]["ownerReferences"]
+            res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(tj))
+            assert res.returncode == 0, res.stderr
+            first = _wait_for_phase(tenancy, tenant_ns, "same", None)
+            assert first != "Succeeded", f"inherited the old Job (owner {old_owner})"
+        finally:
+            if job_held:
+                kubectl(tenancy, "-n", tenant_ns, "patch", "job", "same", "--type=merge", "-p",
+                        '{"metadata":{"finalizers":null}}', check=False)  # fmt: skip
+
+
+def test_a_tiny_hint_is_planned_at_the_policy_floor(
+    tenant_ns: str, tenancy: str, tmp_path: Any
+) -> None:
+    """gpuWattsHint: 0.001 on a fresh class would plan 8 GPUs at idle power and be
+    admitted under any cap; at the floor (0.5 x 700 W) it needs 2.24 kW, and the
+    site has 1.5 kW to spend."""
+    idle_site = 8 * 800 + 64 * 70  # kwok site: 8 nodes, 64 GPUs, PUE 1
+    tj = trainingjob("liar", gpusPerReplica=8, gpuWattsHint=0.001, workloadClass="never-seen")
+    res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(tj))
+    assert res.returncode == 0, res.stderr
+    site = {
+        "capWatts": idle_site + 1500,
+        "pue": 1.0,
+        "safetyMargin": 0.0,
+        "nodeBaseWatts": 800,
+        "gpuIdleWatts": 70,
+        "gpuTdpWatts": 700,
+    }
+    with operator_on_site(tenancy, tmp_path / "operator.log", **site):
+        phase = _wait_for_phase(tenancy, tenant_ns, "liar", None)
+        status = kget(tenancy, "-n", tenant_ns, "tj", "liar")["status"]
+        assert phase == "Queued", status
+        assert status["forecast"]["gpuWatts"] == 350.0, status["forecast"]
 
 
 def _wait_for_phase(kc: str, ns: str, name: str, phase: str | None) -> str:
