@@ -51,6 +51,50 @@ def _describe(err: Exception) -> tuple[int | None, str, str]:
     return None, type(err).__name__, str(err)[:300]
 
 
+def match_owned(
+    trainingjobs: list[dict[str, Any]],
+    jobs: list[dict[str, Any]],
+    pods: list[dict[str, Any]],
+) -> tuple[dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]]]:
+    """Owned Jobs by (namespace, TrainingJob name), and the pods as the cycle should see them.
+
+    A Job is a TrainingJob's only if its controller ownerReference carries the
+    TrainingJob's uid: a TrainingJob re-created under an old name must not
+    inherit the old Job (and "succeed" at once), and labels are anyone's to set.
+    A pod labelled wattcap.io/trainingjob counts through its TrainingJob only
+    if its controlling Job is one of those; any other (a forged label, a Job
+    left by a deleted TrainingJob) is returned without the label, so its GPUs
+    count as foreign use and its power is attributed to no TrainingJob.
+    """
+    uids = {
+        (t["metadata"].get("namespace", "default"), t["metadata"].get("uid")): t["metadata"]["name"]
+        for t in trainingjobs
+    }
+    owned: dict[tuple[str, str], dict[str, Any]] = {}
+    job_uids: set[str] = set()
+    for job in jobs:
+        meta = job["metadata"]
+        ns = meta.get("namespace", "default")
+        for ref in meta.get("ownerReferences") or []:
+            name = uids.get((ns, ref.get("uid")))
+            if ref.get("kind") == "TrainingJob" and ref.get("controller") and name is not None:
+                owned[(ns, name)] = job
+                job_uids.add(meta.get("uid", ""))
+                break
+    seen: list[dict[str, Any]] = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if LABEL_TJ in labels and not any(
+            ref.get("controller") and ref.get("uid") in job_uids
+            for ref in meta.get("ownerReferences") or []
+        ):
+            rest = {k: v for k, v in labels.items() if k != LABEL_TJ}
+            pod = {**pod, "metadata": {**meta, "labels": rest}}
+        seen.append(pod)
+    return owned, seen
+
+
 class Cluster:
     """Thin wrapper over the kubernetes client for what the operator needs."""
 
@@ -113,20 +157,12 @@ class Cluster:
                 _request_timeout=self.timeout,
             )
         ).get("items", [])
-        jobs: dict[tuple[str, str], dict[str, Any]] = {}
         raw = self._json(
             self.batch.list_job_for_all_namespaces(
                 label_selector=LABEL_TJ, _preload_content=False, _request_timeout=self.timeout
             )
         )
-        for job in raw.get("items", []):
-            meta = job["metadata"]
-            owner = next(
-                (o for o in meta.get("ownerReferences") or [] if o.get("kind") == "TrainingJob"),
-                None,
-            )
-            if owner is not None:
-                jobs[(meta["namespace"], owner["name"])] = job
+        jobs, pods = match_owned(tjs, raw.get("items", []), pods)
         return SiteState(policy, nodes, pods, tjs, jobs)
 
     # ------------------------------------------------------------------ writes

@@ -471,7 +471,8 @@ def _entry(
     except ManifestError as err:
         return _invalid(tj, err, format_time(now_s))
     if job is None and status.get("phase") in TERMINAL and not _judged_again(tj):
-        _learn(mem, tj, spec, status.get("measuredWatts"), None)
+        # finished before this operator saw it: never learned from its status,
+        # which anyone with trainingjobs/status could have written
         return _Entry(spec=spec)
     if job is not None and (job.get("metadata") or {}).get("deletionTimestamp"):
         return _replacing(tj, spec, job, mem, now_s)
@@ -658,7 +659,12 @@ def _waiting(
     backoff = mem.backoff.get(ref)
     if backoff is not None and now_s < backoff[1]:
         return _Entry(spec=spec)  # its last write failed: it says so, and holds nothing
-    fc = mem.forecaster.forecast(spec.workload_class, spec.gpu_watts_hint)
+    fc = mem.forecaster.forecast(
+        spec.workload_class,
+        spec.gpu_watts_hint,
+        namespace=spec.namespace,
+        hint_floor_fraction=pol.hint_floor_fraction,
+    )
     own = [v for _, v in mem.samples.get(ref, [])]
     if len(own) >= 3:
         # preempted after running: what it drew beats what its class or hint says
@@ -666,12 +672,15 @@ def _waiting(
         if seen.gpu_watts > fc.gpu_watts:
             fc = seen
     dur = mem.forecaster.duration(
-        spec.workload_class, spec.expected_duration_s, pol.default_duration_s
+        spec.workload_class,
+        spec.expected_duration_s,
+        pol.default_duration_s,
+        namespace=spec.namespace,
     )
     submitted = _ts(tj, "metadata", "creationTimestamp") or now_s
     queued = QueuedJob(
         spec.key, spec.replicas, spec.gpus_per_replica, fc.gpu_watts, spec.priority,
-        submitted, dur, spec.preemptible, spec.max_delay_s,
+        submitted, dur, spec.preemptible, pol.max_delay_for(spec.max_delay_s),
     )  # fmt: skip
     return _Entry(spec=spec, queued=queued, forecast=(fc, dur))
 
@@ -1032,8 +1041,10 @@ def _finished(
         else status.get("measuredWatts")
     )
     start, end = _ts(job, "status", "startTime"), _ts(job, "status", "completionTime")
-    if done:
-        _learn(mem, tj, spec, measured, end - start if start and end else None)
+    if done and samples:  # only what the operator measured itself teaches the class
+        own = sum(v for _, v in samples) / len(samples) * spec.gpus
+        fc = _stored_forecast(job).get("gpuWatts")
+        _learn(mem, tj, spec, own, end - start if start and end else None, fc)
     out: dict[str, Any] = {
         "phase": phase,
         "reason": cond.get("reason") or phase,
@@ -1051,26 +1062,26 @@ def _learn(
     mem: ControllerMemory,
     tj: Mapping[str, Any],
     spec: TrainingJobSpec,
-    measured_job_watts: float | None,
+    measured_job_watts: float,
     duration_s: float | None,
+    forecast_gpu_watts: Any,
 ) -> None:
-    """Feed a succeeded job's measured power to the forecaster, once per job.
+    """Feed a succeeded job's measured power to its (namespace, class), once per job.
 
-    After a restart, finished TrainingJobs still carry `measuredWatts`, so the
-    class history is rebuilt from the cluster itself.
+    Only the operator's own samples and the forecast on the Job it wrote are
+    used, never TrainingJob status: a tenant could write `measuredWatts` or
+    `forecast` there. History is therefore lost on restart and relearned.
     """
     uid = (tj.get("metadata") or {}).get("uid", spec.key)
-    if uid in mem.observed or measured_job_watts is None:
+    if uid in mem.observed:
         return
     mem.observed.add(uid)
-    status = tj.get("status") or {}
-    if duration_s is None:
-        started, finished = _ts(tj, "status", "startedAt"), _ts(tj, "status", "finishedAt")
-        duration_s = finished - started if started and finished else None
-    forecast = (status.get("forecast") or {}).get("gpuWatts")
-    fc = float(forecast) if forecast is not None else None
+    try:
+        fc = float(forecast_gpu_watts) if forecast_gpu_watts is not None else None
+    except (TypeError, ValueError):
+        fc = None
     per_gpu = float(measured_job_watts) / spec.gpus
-    mem.forecaster.observe(spec.workload_class, per_gpu, duration_s, fc)
+    mem.forecaster.observe(spec.workload_class, per_gpu, duration_s, fc, namespace=spec.namespace)
     if fc:
         mem.finished.append((spec.workload_class, per_gpu, fc))
 

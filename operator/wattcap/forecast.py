@@ -15,6 +15,15 @@ A job's power is forecast per GPU for its `workloadClass`:
 
 Only measurements enter here. The simulator and the operator both feed it
 what a live site could observe; nothing reads a job's ground truth.
+
+On a shared site the class name is a tenant's choice, so history is kept per
+(namespace, class): one tenant's idle jobs of class `llm-pretrain` must not
+lower another tenant's `llm-pretrain` forecasts. What other namespaces
+measured for a class is pooled as a site-wide prior that can only raise a
+namespace's forecast (the highest bound among them, weighed against the
+namespace's own samples), never lower it. A namespace new to a class starts
+from that pool; a hint is a claim, floored at a fraction of TDP, and used only
+where nothing of the class has been measured.
 """
 
 from __future__ import annotations
@@ -32,6 +41,10 @@ MIN_REL_SPREAD = 0.02
 PRIOR_REL_SPREAD = 0.05
 HISTORY = 64  # samples kept per class: recent behaviour matters more than old
 CALIBRATION_STEP = 0.01
+# Pseudo-samples the site-wide pool weighs as, against a namespace's own history.
+POOL_WEIGHT = 5.0
+# A hint below this fraction of TDP is raised to it (PowerPolicy.hintFloorFraction).
+HINT_FLOOR_FRACTION = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +53,7 @@ class PowerForecast:
 
     gpu_watts: float
     quantile: float
-    source: str  # "prior" (TDP), "hint", "history", "measured"
+    source: str  # "prior" (TDP), "hint", "pool", "history", "measured"
     samples: int
 
 
@@ -101,29 +114,65 @@ class Forecaster:
         gpu_idle_watts: float,
         coverage: float = 0.95,
         duration_quantile: float = 0.9,
+        hint_floor_fraction: float = HINT_FLOOR_FRACTION,
     ) -> None:
         self.tdp = gpu_tdp_watts
         self.idle = gpu_idle_watts
         self.coverage = coverage
         self.level = coverage  # the calibrated quantile level actually used
         self.duration_quantile = duration_quantile
-        self._classes: dict[str, _ClassHistory] = {}
+        self.hint_floor_fraction = hint_floor_fraction
+        # class -> namespace -> history
+        self._classes: dict[str, dict[str, _ClassHistory]] = {}
         self.misses = 0
         self.outcomes = 0
 
     # ------------------------------------------------------------------ power
 
-    def forecast(self, workload_class: str, hint_gpu_watts: float | None = None) -> PowerForecast:
-        """Per-GPU watts to reserve for a job of this class that has not run yet."""
-        hist = self._classes.get(workload_class)
-        if hist is not None and hist.watts:
-            if hist.stats is None:
-                hist.stats = _stats(hist.watts)
-            watts = _bound(hist.stats, self.level)
-            return PowerForecast(self._clamp(watts), self.level, "history", len(hist.watts))
+    def forecast(
+        self,
+        workload_class: str,
+        hint_gpu_watts: float | None = None,
+        namespace: str = "",
+        hint_floor_fraction: float | None = None,
+    ) -> PowerForecast:
+        """Per-GPU watts to reserve for a job of this class that has not run yet.
+
+        The namespace's own history first, raised toward the site-wide pool of
+        the class; else the pool; else the hint (floored); else TDP.
+        """
+        by_ns = self._classes.get(workload_class)
+        own = by_ns.get(namespace) if by_ns else None
+        pool = self._pool_bound(by_ns, namespace) if by_ns else None
+        if own is not None and own.watts:
+            watts = self._own_bound(own)
+            if pool is not None and pool > watts:
+                n = len(own.watts)
+                watts = (n * watts + POOL_WEIGHT * pool) / (n + POOL_WEIGHT)
+            return PowerForecast(self._clamp(watts), self.level, "history", len(own.watts))
+        if pool is not None:
+            return PowerForecast(self._clamp(pool), self.level, "pool", 0)
         if hint_gpu_watts is not None:
-            return PowerForecast(self._clamp(hint_gpu_watts), self.level, "hint", 0)
+            frac = self.hint_floor_fraction if hint_floor_fraction is None else hint_floor_fraction
+            floored = max(hint_gpu_watts, frac * self.tdp)
+            return PowerForecast(self._clamp(floored), self.level, "hint", 0)
         return PowerForecast(self.tdp, 1.0, "prior", 0)
+
+    def _own_bound(self, hist: _ClassHistory) -> float:
+        if hist.stats is None:
+            hist.stats = _stats(hist.watts)
+        return _bound(hist.stats, self.level)
+
+    def _pool_bound(self, by_ns: dict[str, _ClassHistory], namespace: str) -> float | None:
+        """The highest bound among the other namespaces that measured this class:
+        a tenant's low draws never lower another's plan."""
+        best = None
+        for ns, hist in by_ns.items():
+            if ns != namespace and hist.watts:
+                b = self._own_bound(hist)
+                if best is None or b > best:
+                    best = b
+        return best
 
     def running(self, admitted: PowerForecast, measured_samples: list[float]) -> PowerForecast:
         """Tighten a running job's reservation once its own draw has been seen.
@@ -155,6 +204,7 @@ class Forecaster:
         measured_gpu_watts: float,
         duration_s: float | None,
         forecast_gpu_watts: float | None,
+        namespace: str = "",
     ) -> None:
         """A job of this class finished: learn its measured mean power and duration.
 
@@ -162,7 +212,7 @@ class Forecaster:
         is what calibrates the quantile level. Prior (TDP) forecasts cannot be
         missed and would only push the level down, so they are not counted.
         """
-        hist = self._classes.setdefault(workload_class, _ClassHistory())
+        hist = self._classes.setdefault(workload_class, {}).setdefault(namespace, _ClassHistory())
         if forecast_gpu_watts is not None and forecast_gpu_watts < self.tdp:
             miss = 1.0 if measured_gpu_watts > forecast_gpu_watts else 0.0
             self.misses += int(miss)
@@ -181,14 +231,24 @@ class Forecaster:
     # ------------------------------------------------------------------ duration
 
     def duration(
-        self, workload_class: str, user_estimate_s: float | None, default_s: float
+        self,
+        workload_class: str,
+        user_estimate_s: float | None,
+        default_s: float,
+        namespace: str = "",
     ) -> float:
-        """Seconds to plan a job for: the user's estimate, else a class quantile."""
+        """Seconds to plan a job for: the user's estimate, else a class quantile
+        from the namespace's history, else the longest other namespaces' say."""
         if user_estimate_s is not None and user_estimate_s > 0:
             return user_estimate_s
-        hist = self._classes.get(workload_class)
-        if hist is None or not hist.durations:
-            return default_s
+        by_ns = self._classes.get(workload_class) or {}
+        own = by_ns.get(namespace)
+        if own is not None and own.durations:
+            return self._duration_of(own)
+        others = [self._duration_of(h) for ns, h in by_ns.items() if h.durations]
+        return max(others) if others else default_s
+
+    def _duration_of(self, hist: _ClassHistory) -> float:
         ordered = sorted(hist.durations)
         if len(ordered) < 5:
             return ordered[-1] * 1.2
@@ -198,8 +258,10 @@ class Forecaster:
     # ------------------------------------------------------------------ introspection
 
     def classes(self) -> dict[str, int]:
-        """Samples per class, for status and the CLI."""
-        return {name: len(h.watts) for name, h in self._classes.items()}
+        """Samples per class (all namespaces together), for status and the CLI."""
+        return {
+            name: sum(len(h.watts) for h in by_ns.values()) for name, by_ns in self._classes.items()
+        }
 
     def miss_rate(self) -> float | None:
         return self.misses / self.outcomes if self.outcomes else None

@@ -194,11 +194,20 @@ class PowerPolicy:
     max_termination_grace_s: float = 120.0  # caps the pods' terminationGracePeriodSeconds
     default_duration_s: float = 3600.0
     max_wait_s: float = 86400.0
+    # What tenants declare is bounded by the site: a hint below this fraction
+    # of TDP is raised to it, and a maxDelay below the minimum is raised to it
+    # (maxDelay: 0 would otherwise put a job ahead of every priority at once).
+    hint_floor_fraction: float = 0.5
+    min_max_delay_s: float = 3600.0
     prometheus_url: str | None = None
     site_power_query: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     site_nodes: int | None = None
     site_gpus_per_node: int | None = None
+
+    def max_delay_for(self, requested_s: float | None) -> float | None:
+        """A job's maxDelay as the policy allows it: never below minMaxDelay."""
+        return None if requested_s is None else max(requested_s, self.min_max_delay_s)
 
     def cap_at(self, t_s: float) -> float:
         """Cap in force at time t: the lowest of the base cap and every open window."""
@@ -342,6 +351,12 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
             f"{p}.defaultJobDuration",
         ),
         max_wait_s=parse_duration(spec.get("maxWait", DEFAULTS.max_wait_s), f"{p}.maxWait"),
+        hint_floor_fraction=_number(
+            spec, "hintFloorFraction", p, DEFAULTS.hint_floor_fraction, minimum=0, maximum=1
+        ),
+        min_max_delay_s=parse_duration(
+            spec.get("minMaxDelay", DEFAULTS.min_max_delay_s), f"{p}.minMaxDelay"
+        ),
         prometheus_url=prom.get("url") or None,
         site_power_query=prom.get("sitePowerQuery") or None,
         node_selector={str(k): str(v) for k, v in selector.items()},

@@ -303,8 +303,10 @@ POLICY_DEFAULTS = {  # CRD field -> PowerPolicy dataclass field
     "gracePeriod": "grace_period_s",
     "defaultJobDuration": "default_duration_s",
     "maxWait": "max_wait_s",
+    "hintFloorFraction": "hint_floor_fraction",
+    "minMaxDelay": "min_max_delay_s",
 }
-DURATIONS = {"controlPeriod", "gracePeriod", "defaultJobDuration", "maxWait"}
+DURATIONS = {"controlPeriod", "gracePeriod", "defaultJobDuration", "maxWait", "minMaxDelay"}
 
 
 def test_policy_defaults_equal_dataclass_defaults() -> None:

@@ -45,3 +45,35 @@ app.kubernetes.io/part-of: wattcap
 {{- define "wattcap.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
+
+{{/* Identities the admission policies trust as the operator, as a CEL list literal. */}}
+{{- define "wattcap.operatorUsers" -}}
+{{- $sa := printf "system:serviceaccount:%s:%s" .Release.Namespace (include "wattcap.serviceAccountName" .) -}}
+{{- prepend (.Values.admission.operatorUsers | default list) $sa | toJson -}}
+{{- end }}
+
+{{- define "wattcap.operatorGroups" -}}
+{{- .Values.admission.operatorGroups | default list | toJson -}}
+{{- end }}
+
+{{/* CEL: the request comes from the operator. */}}
+{{- define "wattcap.isOperator" -}}
+(request.userInfo.username in {{ include "wattcap.operatorUsers" . }} || (has(request.userInfo.groups) && request.userInfo.groups.exists(g, g in {{ include "wattcap.operatorGroups" . }})))
+{{- end }}
+
+{{/* The namespaces the admission policies govern: the selector less the exempt ones. */}}
+{{- define "wattcap.governedNamespaces" -}}
+{{- $sel := .Values.admission.namespaceSelector | default dict -}}
+{{- with $sel.matchLabels }}
+matchLabels:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+matchExpressions:
+  {{- with $sel.matchExpressions }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values:
+      {{- toYaml (.Values.admission.exemptNamespaces | default (list "kube-system")) | nindent 6 }}
+{{- end }}
