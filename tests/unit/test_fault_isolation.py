@@ -149,10 +149,12 @@ class ForecasterThatFailsOnOneJob(Forecaster):
             raise RuntimeError("forecaster bug for this job")
         return super().running(admitted, measured_samples)
 
-    def forecast(self, workload_class: str, hint_gpu_watts: float | None = None) -> PowerForecast:
+    def forecast(
+        self, workload_class: str, hint_gpu_watts: float | None = None, **kw: Any
+    ) -> PowerForecast:
         if workload_class == "odd":
             raise RuntimeError("forecaster bug for this class")
-        return super().forecast(workload_class, hint_gpu_watts)
+        return super().forecast(workload_class, hint_gpu_watts, **kw)
 
 
 def test_an_error_in_one_object_stays_with_it_and_its_power_still_counts() -> None:
