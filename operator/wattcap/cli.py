@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch TrainingJobs in every namespace (the default)",
     )
     op.add_argument("--metrics-port", type=int, default=8080, help="0 disables /metrics")
+    op.add_argument(
+        "--lease-duration",
+        type=int,
+        default=15,
+        help="seconds a silent replica keeps the site's Lease before another takes over",
+    )
     op.add_argument("--verbose", action="store_true")
     return parser
 
@@ -108,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _operator(args: argparse.Namespace) -> int:
-    """Run kopf in this process. Standalone: the chart runs one replica (Recreate)."""
+    """Run kopf in this process. Standalone as far as kopf goes: replicas agree
+    on who decides through the site's Lease (`lease.py`), not kopf's peering."""
     import logging
 
     import kopf
@@ -116,6 +123,7 @@ def _operator(args: argparse.Namespace) -> int:
     from . import handlers
 
     handlers.METRICS_PORT = args.metrics_port
+    handlers.LEASE_DURATION_S = max(2, args.lease_duration)
     kopf.configure(verbose=args.verbose)
     if not args.verbose:  # one line per watch event drowns what matters
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -45,6 +45,7 @@ from .telemetry import Reading, Telemetry
 WAKE = threading.Event()
 MIN_GAP_S = 1.0  # debounce: a burst of watch events costs one cycle, not hundreds
 METRICS_PORT = 0
+LEASE_DURATION_S = 15
 log = logging.getLogger("wattcap")
 
 
@@ -140,7 +141,12 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         return 10.0
     site.period = policy.control_period_s
     if site.lease is None:
-        site.lease = SiteLease(cluster.coordination, name, request_timeout_s=cluster.timeout[1])
+        site.lease = SiteLease(
+            cluster.coordination,
+            name,
+            duration_s=LEASE_DURATION_S,
+            request_timeout_s=cluster.timeout[1],
+        )
     step[0] = "lease"
     if not site.lease.holds():
         return site.period  # a standby replica: another one decides this site

@@ -58,16 +58,23 @@ def crds(kubeconfig: str) -> str:
 class OperatorProcess:
     """`wattcap operator` as a user runs it: a separate process, killable."""
 
-    def __init__(self, kubeconfig: str, log_path: Path, metrics_port: int = 0) -> None:
+    def __init__(
+        self,
+        kubeconfig: str,
+        log_path: Path,
+        metrics_port: int = 0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.metrics_port = metrics_port
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         import sys
 
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.proc = subprocess.Popen(
             [
@@ -77,6 +84,10 @@ class OperatorProcess:
                 "operator",
                 "--metrics-port",
                 str(self.metrics_port),
+                # a killed operator's successor (or the next test's) takes the
+                # site's Lease over after 5 s instead of 15
+                "--lease-duration",
+                "5",
             ],
             env=env,
             stdout=log,

@@ -378,7 +378,10 @@ def operator_on_site(
         "spec": {**spec, **policy_spec},
     }
     kubectl(kc, "apply", "-f", "-", stdin=dump(policy))
-    op = OperatorProcess(operator_kc or kc, log)
+    # with the chart's ServiceAccount, the site's Lease lives where the chart's
+    # Role lets it write one: the release namespace
+    env = {"WATTCAP_NAMESPACE": "wattcap-test"} if operator_kc else {}
+    op = OperatorProcess(operator_kc or kc, log, env=env)
     op.start()
     try:
         yield
