@@ -441,6 +441,9 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         plan.events.append((by_ref[ref], "Warning", "Preempted", p.message))
 
     plan.policy_status = _policy_status(dec, pol, now_s, len(queued), len(running))
+    from .outlook import outlook  # the plan ahead, published for users and alerts
+
+    plan.policy_status["outlook"] = outlook(dec, pol, running, queued, now_s)
     plan.policy_status["conditions"] = _measurement_conditions(
         state, mem, site_w, cap_now, now_s, plan
     )

@@ -159,6 +159,7 @@ def _record(
     dec = plan.decision
     assert dec is not None
     metrics.record_cycle(dec, int(plan.policy_status.get("runningJobs", 0)), seconds)
+    metrics.record_outlook(plan.policy_status)
     while mem.finished:
         workload_class, measured, forecast = mem.finished.pop()
         metrics.FORECAST_ERROR.labels(workload_class).set((measured - forecast) / forecast)

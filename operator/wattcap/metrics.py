@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from .admission import Decision
+from .model import parse_time
 
 SITE_POWER = Gauge("wattcap_site_power_watts", "Site power in watts.", ["source"])
 CAP = Gauge("wattcap_cap_watts", "Power cap in force now, in watts.")
@@ -28,6 +33,18 @@ FORECAST_ERROR = Gauge(
 )
 PREEMPTIONS = Counter("wattcap_preemptions_total", "Jobs preempted, by reason.", ["reason"])
 PROMETHEUS_UP = Gauge("wattcap_prometheus_up", "1 if the last read of measured power worked.")
+# For alerts (charts/wattcap/templates/prometheusrule.yaml): loop liveness, and
+# from the outlook the operator publishes in PowerPolicy status (outlook.py).
+LAST_CYCLE = Gauge("wattcap_last_cycle_timestamp_seconds", "Unix time of the last decision.")
+PAST_MAX_WAIT = Gauge("wattcap_jobs_past_max_wait", "Waiting TrainingJobs past their maxWait.")
+CAP_DROP_AT = Gauge(
+    "wattcap_cap_drop_timestamp_seconds", "Unix time of the next cap drop within 24 h (+Inf: none)."
+)
+CAP_DROP_CAP = Gauge("wattcap_cap_drop_watts", "Cap from the next cap drop on (NaN: none).")
+CAP_DROP_HEADROOM = Gauge(
+    "wattcap_cap_drop_headroom_watts",
+    "Over the next cap drop's window: least usable cap less committed (non-preemptible) draw.",
+)
 
 _KNOWN_REASONS: set[str] = set()
 
@@ -55,3 +72,19 @@ def record_cycle(dec: Decision, running: int, seconds: float) -> None:
     for p in dec.preempts:
         PREEMPTIONS.labels(p.reason).inc()
     CYCLE_SECONDS.observe(seconds)
+    LAST_CYCLE.set_to_current_time()
+
+
+def record_outlook(policy_status: Mapping[str, Any]) -> None:
+    """Gauges from the outlook a cycle published, so alerts see the plan ahead."""
+    out = policy_status.get("outlook") or {}
+    PAST_MAX_WAIT.set(out.get("pastMaxWait", 0))
+    drop = out.get("nextCapDrop")
+    if drop:
+        CAP_DROP_AT.set(parse_time(drop["at"], "nextCapDrop.at"))
+        CAP_DROP_CAP.set(drop["capWatts"])
+        CAP_DROP_HEADROOM.set(drop["headroomWatts"])
+    else:
+        CAP_DROP_AT.set(math.inf)
+        CAP_DROP_CAP.set(math.nan)
+        CAP_DROP_HEADROOM.set(math.nan)
