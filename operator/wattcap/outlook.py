@@ -46,12 +46,16 @@ def outlook(
         if r.key not in gone:
             w = pol.job_site_watts(r.gpus, r.gpu_watts)
             loads.append((now_s, max(r.expected_end_s, soonest_end), w, not r.preemptible))
-    by_key = {q.key: q for q in queued}
+    # a deep queue has few admissions and reservations: index only those
+    wanted = {a.key for a in dec.admits}
+    booked = [wt for wt in dec.waits if wt.est_start_s is not None]
+    wanted.update(wt.key for wt in booked)
+    by_key = {q.key: q for q in queued if q.key in wanted}
     for a in dec.admits:
         q = by_key.get(a.key)
         if q is not None:
             loads.append((now_s, now_s + max(q.duration_s, 1.0), a.site_watts, not q.preemptible))
-    for wt in dec.waits:
+    for wt in booked:
         q = by_key.get(wt.key)
         if q is not None and wt.est_start_s is not None:
             w = pol.job_site_watts(q.gpus, q.gpu_watts)
@@ -91,7 +95,7 @@ def outlook(
         "horizonSeconds": int(horizon_s),
         "steps": [_step(*s) for s in _envelope(steps, now_s, end_s)],
         "nextCapDrop": _next_drop(steps, pol),
-        "pastMaxWait": _past_max_wait(dec, pol, by_key, now_s),
+        "pastMaxWait": _past_max_wait(dec, pol, queued, now_s),
     }
 
 
@@ -156,13 +160,13 @@ def _next_drop(steps: list[Step], pol: PowerPolicy) -> dict[str, Any] | None:
 
 
 def _past_max_wait(
-    dec: Decision, pol: PowerPolicy, by_key: dict[str, QueuedJob], now_s: float
+    dec: Decision, pol: PowerPolicy, queued: Sequence[QueuedJob], now_s: float
 ) -> int:
+    """Jobs still waiting after this cycle that have waited past their limit."""
+    admitted = {a.key for a in dec.admits}
+    default = pol.max_wait_s
     n = 0
-    for wt in dec.waits:
-        q = by_key.get(wt.key)
-        if q is None:
-            continue
-        limit = pol.max_wait_s if q.max_delay_s is None else q.max_delay_s
-        n += now_s - q.submitted_s > limit
+    for q in queued:
+        if now_s - q.submitted_s > (default if q.max_delay_s is None else q.max_delay_s):
+            n += q.key not in admitted
     return n
