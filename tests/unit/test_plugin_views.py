@@ -66,7 +66,7 @@ def test_queue_is_in_the_cores_order_past_max_wait_first_then_priority_then_fifo
 
 def test_status_counts_jobs_and_lists_cap_changes_from_the_published_outlook() -> None:
     outlook = {"steps": [step(0, 20_000, 9_000), step(600, 12_000, 9_000), step(900, 20_000, 0)]}
-    pol = policy(capWatts=20_000, headroomWatts=11_000, outlook=outlook)
+    pol = policy(capWatts=20_000, headroomWatts=11_000, outlook=outlook, lastCycle=format_time(NOW))
     tjs = [
         tj("a", phase="Running", forecast={"jobWatts": 4000}, measuredWatts=3000),
         tj("b", phase="Preempted"),
@@ -155,3 +155,9 @@ def test_flags_go_before_or_after_the_command() -> None:
         assert (args.namespace, args.output, args.command) == ("ml", "json", "queue")
     args = build_parser().parse_args(["status"])
     assert not hasattr(args, "namespace") and "namespace" in FLAG_DEFAULTS
+
+
+def test_an_outlook_older_than_the_last_cycle_is_not_shown() -> None:
+    stale = {"steps": [step(0, 20_000, 9_000)], "nextCapDrop": None}
+    (rec,) = status_records([policy(outlook=stale, lastCycle=format_time(NOW + 15))], [])
+    assert not rec["outlookCurrent"] and rec["outlook"] == [] and rec["nextCapDrop"] is None

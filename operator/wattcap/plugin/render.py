@@ -52,7 +52,7 @@ def chart(
     draw, `=` both in one cell, `!` planned draw above the cap. Each column shows the lowest cap and
     the highest planned draw within it (as the published plan does)."""
     if not steps:
-        return "(no outlook published yet)"
+        return "(no current outlook: the operator has not published one since its last cycle)"
     times = [_epoch(s["at"]) for s in steps]
     col_s = horizon_s / width
     caps, draws = [], []

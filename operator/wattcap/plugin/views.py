@@ -79,6 +79,10 @@ def status_records(
         st = _status(pol)
         outlook = st.get("outlook") or {}
         steps = outlook.get("steps") or []
+        # published by the last cycle (an older operator leaves an old one behind)
+        current = bool(steps) and steps[0].get("at") == st.get("lastCycle")
+        if not current:
+            outlook, steps = {}, []
         changes = [
             {"at": s["at"], "capWatts": s["capWatts"]}
             for prev, s in pairwise(steps)
@@ -103,6 +107,7 @@ def status_records(
                 "lastCycle": st.get("lastCycle"),
                 "nextCapDrop": outlook.get("nextCapDrop"),
                 "pastMaxWait": outlook.get("pastMaxWait"),
+                "outlookCurrent": current,
                 "outlook": steps,
             }
         )
