@@ -85,7 +85,7 @@ def test_status_shows_cap_draw_jobs_and_the_published_plan(busy_site: tuple[str,
         assert f"\n{label}" in text, label
     assert "next cap drop" in text and "(evening-peak)" in text
     assert "queued" in text and "running" in text and "preempted" in text
-    assert "- cap   # planned draw" in text  # the 24 h chart's legend
+    assert "# committed (idle, non-preemptible)  + preemptible and reserved  - cap" in text
     doc = json.loads(plugin(kc, "status", "-o", "json"))
     (site,) = [p for p in doc["items"] if p["name"] == "site"]
     assert {
@@ -139,7 +139,7 @@ def test_explain_says_why_a_job_waits_from_its_status(busy_site: tuple[str, str]
     status = kget(kc, "trainingjob.wattcap.io", "third", "-n", ns)["status"]
     assert f"reason          {status['reason']}" in text
     assert status["message"].split(";")[0] in text
-    assert "queue position  2 of 2" in text
+    assert "queue position  2 of 2 in the site's queue" in text
     rec = json.loads(plugin(kc, "explain", "third", "-n", ns, "-o", "json"))
     assert rec["kind"] == "Explanation"
     assert {"reason", "message", "estimatedStart", "forecast", "position", "sooner"} <= set(

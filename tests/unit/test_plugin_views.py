@@ -135,7 +135,7 @@ def test_chart_marks_planned_draw_above_the_cap() -> None:
     steps = [step(0, 20_000, 10_000), step(3600, 8_000, 10_000), step(7200, 20_000, 0)]
     text = chart(steps, NOW, width=24, height=6)
     rows = text.splitlines()
-    assert len(rows) == 6 + 3
+    assert len(rows) == 6 + 4  # bars, axis, ticks, two lines of legend
     body = [r.split("|", 1)[1] for r in rows[:6]]
     assert all(len(b) == 24 for b in body)
     assert any("!" in b[1:3] for b in body)  # hour 1-2: 10 kW planned under an 8 kW cap
@@ -161,3 +161,19 @@ def test_an_outlook_older_than_the_last_cycle_is_not_shown() -> None:
     stale = {"steps": [step(0, 20_000, 9_000)], "nextCapDrop": None}
     (rec,) = status_records([policy(outlook=stale, lastCycle=format_time(NOW + 15))], [])
     assert not rec["outlookCurrent"] and rec["outlook"] == [] and rec["nextCapDrop"] is None
+
+
+def test_chart_marks_only_committed_draw_above_the_cap() -> None:
+    # in a window, preemptible work (planned, not committed) is shed: it shows as `+`
+    steps = [
+        {**step(0, 20_000, 15_000), "committedWatts": 5_000},
+        {**step(3600, 8_000, 15_000), "committedWatts": 5_000},
+        {**step(7200, 20_000, 15_000), "committedWatts": 9_000},
+        {**step(10800, 20_000, 0), "committedWatts": 0},
+    ]
+    body = [r.split("|", 1)[1] for r in chart(steps, NOW, 4 * 3600, width=4).splitlines()[:8]]
+    assert not any("!" in b for b in body)
+    assert any(b[1] == "+" for b in body) and any(b[1] == "#" for b in body)
+    steps[2]["capWatts"] = 8_000  # committed 9 kW under an 8 kW cap
+    body = [r.split("|", 1)[1] for r in chart(steps, NOW, 4 * 3600, width=4).splitlines()[:8]]
+    assert any(b[2] == "!" for b in body) and not any("!" in b[:2] + b[3:] for b in body)

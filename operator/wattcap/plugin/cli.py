@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
+from kubernetes.client.rest import ApiException
 
 from . import views
 from .render import NONE, age, chart, kw, table
@@ -46,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kubectl wattcap", description=__doc__.split("\n")[0], parents=[common]
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
+    st = sub.add_parser(
         "status", parents=[common], help="cap now and next, draw, headroom, jobs, 24 h plan"
+    )
+    st.add_argument(
+        "--hours", type=float, default=24.0, help="hours of the published plan to chart (<= 24)"
     )
     sub.add_parser("queue", parents=[common], help="waiting jobs in decision order")
     ex = sub.add_parser("explain", parents=[common], help="why one TrainingJob waits")
@@ -144,11 +148,11 @@ def _status(reader: Reader, args: argparse.Namespace) -> int:
     for i, r in enumerate(recs):
         if i:
             print()
-        print(_status_text(r, now, wide=args.output == "wide"))
+        print(_status_text(r, now, wide=args.output == "wide", hours=min(24.0, args.hours)))
     return 0
 
 
-def _status_text(r: Mapping[str, Any], now: float, wide: bool) -> str:
+def _status_text(r: Mapping[str, Any], now: float, wide: bool, hours: float = 24.0) -> str:
     role = "governing" if r["governing"] else "not governing (the oldest policy governs)"
     window = f" (window {r['activeWindow']})" if r["activeWindow"] else ""
     changes = ", ".join(
@@ -182,8 +186,8 @@ def _status_text(r: Mapping[str, Any], now: float, wide: bool) -> str:
         why = ", ".join(f"{k} {v}" for k, v in sorted(r["waitingByReason"].items()))
         lines.append(f"waiting        {why}")
     lines.append("")
-    lines.append("next 24 h: cap against the operator's planned draw")
-    lines.append(chart(r["outlook"], now, width=96 if wide else 48))
+    lines.append(f"next {hours:g} h: the cap against the draw the operator planned")
+    lines.append(chart(r["outlook"], now, hours * 3600, width=96 if wide else 48))
     return "\n".join(lines)
 
 
@@ -227,7 +231,11 @@ def _explain(reader: Reader, args: argparse.Namespace, ns: str) -> int:
         print(f'error: trainingjob "{args.trainingjob}" not found in {ns}', file=sys.stderr)
         return 1
     policy = views.governing(reader.policies())
-    rec = views.explain_record(tj, policy, views.queue_records(policy, tjs))
+    try:  # its place in the site's queue, where the reader may list every namespace
+        site, scope = reader.trainingjobs(None), "the site's queue"
+    except ApiException:
+        site, scope = tjs, f"the queue of {ns}"
+    rec = views.explain_record(tj, policy, views.queue_records(policy, site))
     if _emit(args, "Explanation", rec):
         return 0
     fc = rec["forecast"]
@@ -241,7 +249,7 @@ def _explain(reader: Reader, args: argparse.Namespace, ns: str) -> int:
         f"quantile {fc.get('quantile', NONE)})",
     ]
     if rec["position"] is not None:
-        lines.append(f"queue position  {rec['position']} of {rec['queueLength']} in {ns}")
+        lines.append(f"queue position  {rec['position']} of {rec['queueLength']} in {scope}")
     if rec.get("headroomWatts") is not None:
         lines.append(
             f"site headroom   {kw(rec['headroomWatts'])} kW now; this job adds "

@@ -48,14 +48,16 @@ def chart(
     width: int = 48,
     height: int = 8,
 ) -> str:
-    """The next `horizon_s` as `width` columns: `-` marks the cap, `#` the planned
-    draw, `=` both in one cell, `!` planned draw above the cap. Each column shows the lowest cap and
-    the highest planned draw within it (as the published plan does)."""
+    """The next `horizon_s` as `width` columns, each with the lowest cap and the
+    highest draws within it: `#` committed draw (idle and non-preemptible work:
+    what a cap drop cannot shed), `+` the rest of the planned draw (preemptible
+    work, which a drop sheds, and reservations), `-` the cap, `=` the cap
+    inside the committed bar, `!` committed draw above the cap."""
     if not steps:
         return "(no current outlook: the operator has not published one since its last cycle)"
     times = [_epoch(s["at"]) for s in steps]
     col_s = horizon_s / width
-    caps, draws = [], []
+    cols: list[tuple[float, float, float] | None] = []  # cap, committed, planned
     for c in range(width):
         lo, hi = start_s + c * col_s, start_s + (c + 1) * col_s
         inside = [
@@ -63,28 +65,45 @@ def chart(
             for k, s in enumerate(steps)
             if times[k] < hi and (k + 1 == len(steps) or times[k + 1] > lo)
         ]
-        caps.append(min(float(s["capWatts"]) for s in inside) if inside else None)
-        draws.append(max(float(s["plannedWatts"]) for s in inside) if inside else None)
-    top = max([v for v in caps + draws if v is not None] + [1.0]) * 1.05
+        if not inside:
+            cols.append(None)
+            continue
+        cols.append(
+            (
+                min(float(s["capWatts"]) for s in inside),
+                max(float(s.get("committedWatts", s["plannedWatts"])) for s in inside),
+                max(float(s["plannedWatts"]) for s in inside),
+            )
+        )
+    top = max([v for col in cols if col for v in col] + [1.0]) * 1.05
     rows = []
     for r in range(height, 0, -1):
         lo, hi = top * (r - 1) / height, top * r / height
         line = []
-        for cap, draw in zip(caps, draws, strict=True):
+        for col in cols:
             ch = " "
-            if draw is not None and draw > lo:
-                ch = "!" if cap is not None and draw > cap and hi > cap else "#"
-            if cap is not None and lo < cap <= hi:
-                ch = "!" if draw is not None and draw > cap else "=" if ch == "#" else "-"
+            if col is not None:
+                cap, fixed, planned = col
+                if fixed > lo:
+                    ch = "!" if fixed > cap and hi > cap else "#"
+                elif planned > lo:
+                    ch = "+"
+                if lo < cap <= hi:
+                    ch = "!" if fixed > cap else "=" if ch == "#" else "-"
             line.append(ch)
-        label = f"{hi / 1000:8.1f} kW |"
-        rows.append(label + "".join(line))
-    axis = " " * 12 + "+" + "".join("|" if c % (width // 4) == 0 else "-" for c in range(width))
+        rows.append(f"{hi / 1000:8.1f} kW |" + "".join(line))
+    quarter = max(1, width // 4)
+    axis = " " * 12 + "+" + "".join("|" if c % quarter == 0 else "-" for c in range(width))
     ticks = " " * 13
-    for c in range(0, width, width // 4):
+    for c in range(0, width, quarter):
         t = datetime.fromtimestamp(start_s + c * col_s, UTC).strftime("%H:%M")
-        ticks += t.ljust(width // 4)
-    legend = " " * 13 + "- cap   # planned draw   = both   ! planned draw above the cap (UTC)"
+        ticks += t.ljust(quarter)
+    legend = (
+        " " * 13
+        + "# committed (idle, non-preemptible)  + preemptible and reserved  - cap\n"
+        + " " * 13
+        + "= cap within the committed draw  ! committed draw above the cap  (UTC)"
+    )
     return "\n".join([*rows, axis, ticks.rstrip(), legend])
 
 

@@ -232,7 +232,7 @@ def explain_record(
             fit = int(headroom // step)
             sooner.append(
                 f"fewer GPUs: the site's headroom now ({headroom / 1000:.1f} kW) fits "
-                f"{fit} GPUs at this job's forecast {per_gpu:.0f} W/GPU "
+                f"{fit} GPU{'' if fit == 1 else 's'} at this job's forecast {per_gpu:.0f} W/GPU "
                 f"({step:.0f} W/GPU at the site with PUE {pol.pue:g}); it asks for {gpus}"
             )
     reason = st.get("reason") or ""
