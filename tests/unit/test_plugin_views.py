@@ -82,6 +82,13 @@ def test_status_counts_jobs_and_lists_cap_changes_from_the_published_outlook() -
     assert rec["runningForecastWatts"] == 4000 and rec["runningMeasuredWatts"] == 3000
 
 
+def test_waits_by_reason_count_the_jobs_not_a_lingering_policy_field() -> None:
+    pol = policy(waitingByReason={"SheddingLoad": 2, "WaitingForPower": 1})
+    tjs = [tj("a", reason="WaitingForPower"), tj("b", phase="Preempted", reason="CapDrop")]
+    (rec,) = status_records([pol], tjs)
+    assert rec["waitingByReason"] == {"WaitingForPower": 1, "CapDrop": 1}
+
+
 def test_explain_says_how_many_gpus_fit_the_published_headroom() -> None:
     # PUE 1, idle 100 W: a 400 W/GPU forecast adds 300 W per GPU; 1,000 W fit 3 GPUs
     pol = policy(headroomWatts=1_000)

@@ -58,6 +58,9 @@ def status_records(
     """Per PowerPolicy: the cap now and next, draw, headroom, job counts, outlook."""
     counts = {"queued": 0, "running": 0, "preempted": 0, "succeeded": 0, "failed": 0}
     forecast_w = measured_w = 0.0
+    # from each job's own status: the policy's waitingByReason is merge-patched,
+    # so a reason no job has any more can linger there
+    waits: dict[str, int] = {}
     for tj in tjs:
         st = _status(tj)
         phase = st.get("phase") or "Queued"
@@ -69,6 +72,9 @@ def status_records(
             counts["preempted"] += 1
         elif phase == "Queued":
             counts["queued"] += 1
+        if phase in WAITING:
+            reason = st.get("reason") or "Pending"
+            waits[reason] = waits.get(reason, 0) + 1
         elif phase == "Succeeded":
             counts["succeeded"] += 1
         elif phase == "Failed":
@@ -103,7 +109,7 @@ def status_records(
                 "runningMeasuredWatts": round(measured_w, 1),
                 "headroomWatts": _num(st.get("headroomWatts")),
                 "jobs": dict(counts) if pol is gov else {},
-                "waitingByReason": dict(st.get("waitingByReason") or {}),
+                "waitingByReason": dict(waits) if pol is gov else {},
                 "lastCycle": st.get("lastCycle"),
                 "nextCapDrop": outlook.get("nextCapDrop"),
                 "pastMaxWait": outlook.get("pastMaxWait"),
