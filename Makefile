@@ -62,3 +62,15 @@ cluster-down:
 clean:
 	hack/cluster.sh down || true
 	rm -rf .pytest_cache .ruff_cache .hypothesis build *.egg-info $(VENV)
+
+# The whole stack on this machine with a demand-response window ahead (hack/demo.sh).
+.PHONY: demo demo-down alerts-test
+demo: deps
+	hack/demo.sh up
+
+demo-down:
+	hack/demo.sh down
+
+# The chart's alert rules under promtool (also part of the unit tier).
+alerts-test: deps
+	$(PYTEST) -q tests/unit/test_alerts.py

@@ -50,6 +50,7 @@ from .model import (
     parse_time,
     parse_training_job,
 )
+from .outlook import outlook
 from .podtemplate import validate_template
 from .telemetry import Reading
 
@@ -320,6 +321,8 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         _isolated(plan, pic, _ref_of(w.key), now_iso, "wait", _plan_wait, w)
 
     plan.policy_status = _policy_status(dec, pol, now_s, len(pic.queued), len(pic.running))
+    # the plan ahead, published for users (kubectl wattcap) and alerts
+    plan.policy_status["outlook"] = outlook(dec, pol, pic.running, pic.queued, now_s)
     plan.policy_status["conditions"] = _measurement_conditions(
         state, mem, site_w, cap_now, now_s, plan
     )

@@ -102,7 +102,6 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
                 stopped.wait(min(site.period, 5.0))
                 continue
             LIVENESS.completed(name, site.period)
-            metrics.LAST_CYCLE.set_to_current_time()
             if pause:
                 stopped.wait(pause)
                 continue
@@ -224,6 +223,7 @@ def _record(
     dec = plan.decision
     assert dec is not None
     metrics.record_cycle(dec, int(plan.policy_status.get("runningJobs", 0)), seconds)
+    metrics.record_outlook(plan.policy_status)
     while mem.finished:
         workload_class, measured, forecast = mem.finished.pop()
         metrics.FORECAST_ERROR.labels(workload_class).set((measured - forecast) / forecast)

@@ -5,14 +5,18 @@ The same port serves the probes of `health.py` (`/healthz`, `/readyz`).
 
 from __future__ import annotations
 
+import math
 import socketserver
 import threading
+from collections.abc import Mapping
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 from .admission import Decision
 from .health import LIVENESS, Liveness, health_app
+from .model import parse_time
 
 SITE_POWER = Gauge("wattcap_site_power_watts", "Site power in watts.", ["source"])
 CAP = Gauge("wattcap_cap_watts", "Power cap in force now, in watts.")
@@ -43,6 +47,17 @@ ERRORS = Counter(
 )
 LAST_CYCLE = Gauge(
     "wattcap_last_cycle_timestamp_seconds", "When the site loop last completed a cycle."
+)
+# For alerts (charts/wattcap/templates/prometheusrule.yaml): loop liveness, and
+# from the outlook the operator publishes in PowerPolicy status (outlook.py).
+PAST_MAX_WAIT = Gauge("wattcap_jobs_past_max_wait", "Waiting TrainingJobs past their maxWait.")
+CAP_DROP_AT = Gauge(
+    "wattcap_cap_drop_timestamp_seconds", "Unix time of the next cap drop within 24 h (+Inf: none)."
+)
+CAP_DROP_CAP = Gauge("wattcap_cap_drop_watts", "Cap from the next cap drop on (NaN: none).")
+CAP_DROP_HEADROOM = Gauge(
+    "wattcap_cap_drop_headroom_watts",
+    "Over the next cap drop's window: least usable cap less committed (non-preemptible) draw.",
 )
 
 _KNOWN_REASONS: set[str] = set()
@@ -89,3 +104,19 @@ def record_cycle(dec: Decision, running: int, seconds: float) -> None:
     for p in dec.preempts:
         PREEMPTIONS.labels(p.reason).inc()
     CYCLE_SECONDS.observe(seconds)
+    LAST_CYCLE.set_to_current_time()
+
+
+def record_outlook(policy_status: Mapping[str, Any]) -> None:
+    """Gauges from the outlook a cycle published, so alerts see the plan ahead."""
+    out = policy_status.get("outlook") or {}
+    PAST_MAX_WAIT.set(out.get("pastMaxWait", 0))
+    drop = out.get("nextCapDrop")
+    if drop:
+        CAP_DROP_AT.set(parse_time(drop["at"], "nextCapDrop.at"))
+        CAP_DROP_CAP.set(drop["capWatts"])
+        CAP_DROP_HEADROOM.set(drop["headroomWatts"])
+    else:
+        CAP_DROP_AT.set(math.inf)
+        CAP_DROP_CAP.set(math.nan)
+        CAP_DROP_HEADROOM.set(math.nan)
