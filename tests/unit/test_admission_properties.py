@@ -27,7 +27,15 @@ from core_snapshots import (
 from hypothesis import HealthCheck, Phase, event, given, seed, settings
 from hypothesis import strategies as st
 
-from wattcap.admission import Snapshot, decide, order_queue
+from wattcap.admission import (
+    NodeState,
+    QueuedJob,
+    RunningJob,
+    Snapshot,
+    decide,
+    order_queue,
+)
+from wattcap.model import PowerPolicy
 
 # Each property's snapshots, and the share of examples each of its cases must
 # reach (checked by test_core_properties_reach_their_cases).
@@ -272,6 +280,42 @@ def test_the_next_cycle_admits_nothing_more_once_this_ones_admissions_run(
         event(SECOND_LOOK)
         again = decide(after, estimate_starts=not lazy, explain=not lazy)
         assert again.admits == [], [a.key for a in again.admits]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core gap (issue 19 report): Profile.reserve's moves_in counts only a booking's "
+    "end reaching another step, not its start (booked at the next cycle, which moves with "
+    "now) passing a running job's planned end; replan_at_s then says nothing changes "
+    "for an hour while the operator's next cycle admits more",
+)
+def test_a_booking_that_passes_a_running_jobs_end_asks_to_be_replanned() -> None:
+    """`wide` (2 x 8 GPUs) cannot be placed now and is booked from the next
+    cycle (+15 s), while `short` still holds 4 GPUs until +20 s; `small`
+    would overlap that booking, so it waits. Five seconds later the next
+    cycle is +20 s, the booking starts after `short` ends and `small` fits
+    beside it: the decision must ask to be made again by then (`replan_at_s`),
+    or a replay deciding at events and at `replan_at_s` starts `small` later
+    than the operator does (here at `short`'s end, one period late)."""
+    pol = PowerPolicy(
+        cap_watts=1e9, pue=1.0, node_base_watts=0.0, gpu_idle_watts=100.0, safety_margin=0.0
+    )
+    now = 1_782_864_000.0
+    nodes = [NodeState("n0", 8, 4), NodeState("n1", 8, 4), NodeState("n2", 8, 8)]
+    running = [
+        RunningJob("short", 1, 4, 400.0, 0, False, now - 100, now + 20, ("n0",)),
+        RunningJob("long", 1, 4, 400.0, 0, False, now - 100, now + 7200, ("n1",)),
+    ]
+    queued = [
+        QueuedJob("wide", 2, 8, 400.0, 5, now - 50, 3600.0),
+        QueuedJob("small", 1, 4, 400.0, 0, now - 40, 600.0),
+    ]
+    snap = Snapshot(now, pol, nodes, running, queued)
+    first = decide(snap)
+    assert first.admits == []
+    later = decide(dataclasses.replace(snap, now_s=now + pol.control_period_s))
+    assert [a.key for a in later.admits] == ["small"]  # what the operator's next cycle does
+    assert first.replan_at_s is not None and first.replan_at_s <= now + pol.control_period_s
 
 
 # ------------------------------------------------------------------ the shares
