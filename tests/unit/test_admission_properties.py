@@ -18,7 +18,6 @@ from core_snapshots import (
     SECOND_LOOK,
     SHED_CAP_DROP,
     SHED_MEASURED,
-    STARVING,
     STARVING_AHEAD,
     cases,
     next_cycle,
@@ -35,12 +34,13 @@ from wattcap.admission import (
     decide,
     order_queue,
 )
-from wattcap.model import PowerPolicy
+from wattcap.model import CapWindow, PowerPolicy
 
 # Each property's snapshots, and the share of examples each of its cases must
 # reach (checked by test_core_properties_reach_their_cases).
-# (hypothesis draws the first entries of `sampled_from` more often than the last)
-EVERYTHING = (*[MEASURED_OVERDRAW, DROP_AHEAD, BUSY] * 3, STARVING, MIXED)
+# Kinds are drawn uniformly from these tuples; starving jobs come from every
+# kind's queue (own max delays of 0 s), so STARVING is not needed here.
+EVERYTHING = (*[MEASURED_OVERDRAW] * 4, *[DROP_AHEAD] * 4, BUSY, BUSY, MIXED)
 FLOORS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
     "everything": (
         EVERYTHING,
@@ -48,7 +48,7 @@ FLOORS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
     ),
     "shedding": (
         (MEASURED_OVERDRAW, CAP_DROP_NOW, MEASURED_OVERDRAW, CAP_DROP_NOW, MIXED),
-        {SHED_MEASURED: 0.3, SHED_CAP_DROP: 0.3},
+        {SHED_MEASURED: 0.3, SHED_CAP_DROP: 0.25},
     ),
     "future caps": (
         (DROP_AHEAD, DROP_AHEAD, MIXED),
@@ -316,6 +316,36 @@ def test_a_booking_that_passes_a_running_jobs_end_asks_to_be_replanned() -> None
     later = decide(dataclasses.replace(snap, now_s=now + pol.control_period_s))
     assert [a.key for a in later.admits] == ["small"]  # what the operator's next cycle does
     assert first.replan_at_s is not None and first.replan_at_s <= now + pol.control_period_s
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug (issue 19 report): admission._shed subtracts each victim's measured "
+    "draw above idle from the measured excess even when nothing is measured over the cap; "
+    "a victim measured below the policy's idle makes that excess positive and sheds "
+    "another job, labelled MeasuredOverCap",
+)
+def test_a_job_measured_below_idle_does_not_shed_another() -> None:
+    """A cap drop needs 3.6 kW shed; `a` (lowest priority) frees 4 kW on the
+    plan, so it alone is shed. It measures 50 W a GPU, below the policy's
+    100 W idle, and no site measurement exists: nothing may be shed for a
+    measurement."""
+    now = 1_782_864_000.0
+    pol = PowerPolicy(
+        cap_watts=1e5,
+        pue=1.0,
+        node_base_watts=0.0,
+        gpu_idle_watts=100.0,
+        safety_margin=0.0,
+        cap_schedule=(CapWindow(now - 10, now + 3600, 6000.0, "dr"),),
+    )
+    nodes = [NodeState("n0", 8, 0), NodeState("n1", 8, 0)]
+    running = [
+        RunningJob("a", 1, 8, 600.0, 0, True, now - 50, now + 7200, ("n0",), 50.0),
+        RunningJob("b", 1, 8, 600.0, 1, True, now - 100, now + 7200, ("n1",)),
+    ]
+    d = decide(Snapshot(now, pol, nodes, running, []))
+    assert [(p.key, p.reason) for p in d.preempts] == [("a", "CapDrop")]
 
 
 # ------------------------------------------------------------------ the shares
