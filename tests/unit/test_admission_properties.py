@@ -50,7 +50,7 @@ FLOORS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
         (MEASURED_OVERDRAW, CAP_DROP_NOW, MEASURED_OVERDRAW, CAP_DROP_NOW, MIXED),
         {SHED_MEASURED: 0.3, SHED_CAP_DROP: 0.25},
     ),
-    "future caps": (
+    "future-caps": (
         (DROP_AHEAD, DROP_AHEAD, MIXED),
         {NP_ACROSS_DROP: 0.4},
     ),
@@ -58,7 +58,7 @@ FLOORS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
 
 EVERY_SITE = snapshots(FLOORS["everything"][0])
 SHEDDING_SITES = snapshots(FLOORS["shedding"][0])
-DROP_SITES = snapshots(FLOORS["future caps"][0])
+DROP_SITES = snapshots(FLOORS["future-caps"][0])
 
 
 def count(snap: Snapshot, dec: object) -> None:
