@@ -19,7 +19,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 INSTALL_INPUTS := pyproject.toml setup.py operator/wattcap/profile.py \
 	operator/wattcap/sim/meter_math.py
 
-.PHONY: test deps venv tools lint unit integration bench cluster-up cluster-down clean
+.PHONY: test deps venv tools lint unit integration bench mutation cluster-up cluster-down clean
 
 test: deps tools lint unit integration
 
@@ -52,6 +52,10 @@ integration: deps
 bench: deps
 	$(PY) bench/bench_decide.py
 	$(PY) bench/bench_sim.py
+
+# Deliberate breaks of the decision core: each must fail the core's unit tests.
+mutation: deps
+	$(PY) bench/mutation_check.py
 
 cluster-up:
 	hack/cluster.sh up

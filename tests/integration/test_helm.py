@@ -1,8 +1,16 @@
-"""`helm install` of charts/wattcap into the real control plane, as a platform team would."""
+"""`helm install` of charts/wattcap into the real control plane, as a platform team would.
+
+Self-contained: it removes the wattcap CRDs first (an earlier test's install
+would otherwise make "the chart installs its CRDs" true whatever the chart
+does), uses a namespace of its own, and checks that `helm uninstall`
+succeeds and removes what the release made. Helm never deletes CRDs on
+uninstall, so the chart's CRDs stay for the tests after this one.
+"""
 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 from pathlib import Path
 
@@ -11,16 +19,30 @@ from conftest import ROOT, kget, kubectl
 
 pytestmark = pytest.mark.integration
 HELM = os.environ.get("WATTCAP_HELM", str(Path.home() / ".cache/wattcap/bin/helm"))
+CRDS = ("trainingjobs.wattcap.io", "powerpolicies.wattcap.io")
 
 
-def helm(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [HELM, "--kubeconfig", kubeconfig, *args], capture_output=True, text=True, check=True
+def helm(kubeconfig: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(
+        [HELM, "--kubeconfig", kubeconfig, *args], capture_output=True, text=True, check=False
     )
+    if check:
+        assert out.returncode == 0, f"helm {' '.join(args)}: {out.stderr}"
+    return out
 
 
-def test_chart_installs_and_uninstalls(kubeconfig: str) -> None:
-    ns = "wattcap-helm-test"
+def crd_uids(kubeconfig: str) -> dict[str, str]:
+    return {
+        c["metadata"]["name"]: c["metadata"]["uid"]
+        for c in kget(kubeconfig, "crd")["items"]
+        if c["metadata"]["name"] in CRDS
+    }
+
+
+def test_chart_installs_its_crds_and_operator_and_uninstalls(kubeconfig: str) -> None:
+    ns = f"wattcap-helm-{random.randrange(10**6)}"
+    kubectl(kubeconfig, "delete", "crd", *CRDS, "--ignore-not-found", "--wait=true")
+    assert crd_uids(kubeconfig) == {}, "the CRDs are still there: the test would prove nothing"
     try:
         helm(
             kubeconfig,
@@ -34,6 +56,11 @@ def test_chart_installs_and_uninstalls(kubeconfig: str) -> None:
             "dashboard.enabled=true",
             "--wait=false",
         )
+        installed = crd_uids(kubeconfig)
+        assert set(installed) == set(CRDS), "the chart installs both CRDs"
+        for crd in CRDS:
+            wait = ("wait", "--for=condition=Established", "--timeout=60s")
+            kubectl(kubeconfig, *wait, "crd/" + crd)
         deploy = kget(kubeconfig, "deployment", "-n", ns, "-l", "app.kubernetes.io/name=wattcap")[
             "items"
         ]
@@ -41,8 +68,6 @@ def test_chart_installs_and_uninstalls(kubeconfig: str) -> None:
         container = deploy[0]["spec"]["template"]["spec"]["containers"][0]
         assert "operator" in container["args"] or "operator" in container.get("command", [])
         sa = deploy[0]["spec"]["template"]["spec"]["serviceAccountName"]
-        crds = {c["metadata"]["name"] for c in kget(kubeconfig, "crd")["items"]}
-        assert {"trainingjobs.wattcap.io", "powerpolicies.wattcap.io"} <= crds
         # least privilege, checked by the API server's own authorizer
         who = f"system:serviceaccount:{ns}:{sa}"
 
@@ -62,9 +87,14 @@ def test_chart_installs_and_uninstalls(kubeconfig: str) -> None:
 
         assert can_i("create", "jobs.batch") == "yes"
         assert can_i("get", "secrets") == "no"
+
+        out = helm(kubeconfig, "uninstall", "wattcap", "--namespace", ns, "--wait")
+        assert "uninstalled" in out.stdout
+        assert helm(kubeconfig, "status", "wattcap", "--namespace", ns, check=False).returncode
+        left = kget(kubeconfig, "deployment,serviceaccount,service", "-n", ns)["items"]
+        assert [i["metadata"]["name"] for i in left if i["kind"] != "ServiceAccount"] == []
+        assert sa not in {i["metadata"]["name"] for i in left}
+        assert crd_uids(kubeconfig) == installed, "helm keeps CRDs on uninstall"
     finally:
-        subprocess.run(
-            [HELM, "--kubeconfig", kubeconfig, "uninstall", "wattcap", "--namespace", ns],
-            capture_output=True,
-            text=True,
-        )
+        helm(kubeconfig, "uninstall", "wattcap", "--namespace", ns, check=False)
+        kubectl(kubeconfig, "delete", "namespace", ns, "--wait=false", check=False)

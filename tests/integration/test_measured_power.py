@@ -169,8 +169,15 @@ def test_a_job_drawing_more_than_forecast_is_shed_after_grace(
     )
     # over the cap by measurement: nothing new is admitted, however small
     apply(kc, measured_job("tiny", namespace, 100, 600, "tiny", gpus=1, hint=100))
-    time.sleep(3)
-    assert status(kc, namespace, "tiny").get("phase") in ("Queued", None)
+    wait_for(
+        "the operator to decide on the tiny job",
+        lambda: status(kc, namespace, "tiny").get("phase") is not None,
+        30,
+        every=0.5,
+    )
+    tiny = status(kc, namespace, "tiny")
+    assert tiny["phase"] == "Queued", tiny
+    assert tiny.get("reason") in ("WaitingForPower", "SheddingLoad"), tiny
 
     wait_for(
         "site power back under the cap",

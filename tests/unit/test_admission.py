@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 
+from core_snapshots import snapshots
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wattcap import admission
 from wattcap.admission import (
-    HORIZON_S,
     SHEDDING_LOAD,
     UNSCHEDULABLE,
     WAITING_FOR_CAP_WINDOW,
@@ -24,6 +23,7 @@ from wattcap.admission import (
 from wattcap.model import CapWindow, PowerPolicy
 
 NOW = 1_782_864_000.0
+EVERY_SITE = snapshots()
 
 
 def policy(cap: float, **kw: object) -> PowerPolicy:
@@ -51,147 +51,14 @@ def nodes(n: int, g: int = 8) -> list[NodeState]:
 
 
 # ------------------------------------------------------------------ random snapshots
-
-job_st = st.builds(
-    lambda i, r, g, w, p, dur, pre: (i, r, g, w, p, dur, pre),
-    st.integers(0, 10_000),
-    st.integers(1, 3),
-    st.sampled_from([1, 2, 4, 8]),
-    st.floats(100, 700),
-    st.integers(0, 3),
-    st.floats(60, 20_000),
-    st.booleans(),
-)
-
-
-@st.composite
-def snapshots(draw: st.DrawFn) -> Snapshot:
-    n_nodes = draw(st.integers(1, 12))
-    ns = nodes(n_nodes)
-    running = []
-    for i, n in enumerate(ns):
-        used = draw(st.sampled_from([0, 0, 2, 4, 8]))
-        if used:
-            n.gpus_free -= used
-            running.append(
-                RunningJob(
-                    f"r{i}",
-                    1,
-                    used,
-                    draw(st.floats(100, 700)),
-                    draw(st.integers(0, 3)),
-                    draw(st.booleans()),
-                    NOW - 100,
-                    NOW + draw(st.floats(-50, 30_000)),
-                    (n.name,),
-                )
-            )
-    raw = draw(st.lists(job_st, max_size=25))
-    queued = [
-        QueuedJob(f"q{k}", r, g, w, p, NOW - k, dur, pre)
-        for k, (_, r, g, w, p, dur, pre) in enumerate(raw)
-    ]
-    full = n_nodes * 8 * 600.0
-    cap = draw(st.floats(n_nodes * 8 * 100.0 + 1, full * 1.2))
-    windows = ()
-    if draw(st.booleans()):
-        start = NOW + draw(st.floats(-3600, 20_000))
-        wcap = draw(st.floats(n_nodes * 8 * 100.0 + 1, cap))
-        windows = (CapWindow(start, start + draw(st.floats(60, 20_000)), wcap, "dr"),)
-    pol = policy(
-        cap,
-        cap_schedule=windows,
-        preemption=draw(st.booleans()),
-        safety_margin=draw(st.sampled_from([0.0, 0.05])),
-    )
-    measured = draw(st.one_of(st.none(), st.floats(0, full * 1.5)))
-    return Snapshot(NOW, pol, ns, running, queued, measured_site_watts=measured)
-
-
-def planned_after(snap: Snapshot, dec_admit_keys: set[str], preempted: set[str]) -> float:
-    pol = snap.policy
-    total = sum(n.gpus_total for n in snap.nodes)
-    load = pol.idle_site_watts(len(snap.nodes), total)
-    for j in snap.running:
-        if j.key not in preempted:
-            load += pol.job_site_watts(j.gpus, j.gpu_watts)
-    for j in snap.queued:
-        if j.key in dec_admit_keys:
-            load += pol.job_site_watts(j.gpus, j.gpu_watts)
-    return load
-
-
-@settings(max_examples=300, deadline=None)
-@given(snapshots())
-def test_admissions_never_push_projection_over_cap_now(snap: Snapshot) -> None:
-    d = decide(snap)
-    admitted = {a.key for a in d.admits}
-    preempted = {p.key for p in d.preempts}
-    if admitted:
-        ecap = snap.policy.effective_cap_at(NOW)
-        measured = snap.measured_site_watts or 0.0
-        before = planned_after(snap, set(), preempted)
-        after = planned_after(snap, admitted, preempted)
-        assert after <= ecap + 1e-6
-        # what is measured counts too: admission never goes past it either
-        assert max(before, measured) + (after - before) <= ecap + 1e-6
-    assert admitted.isdisjoint({w.key for w in d.waits})
-    assert len(admitted) + len(d.waits) == len(snap.queued)
-
-
-@settings(max_examples=300, deadline=None)
-@given(snapshots())
-def test_no_node_is_overcommitted_and_replicas_stay_whole(snap: Snapshot) -> None:
-    d = decide(snap)
-    by_key = {j.key: j for j in snap.queued}
-    used: Counter[str] = Counter()
-    for a in d.admits:
-        j = by_key[a.key]
-        assert len(a.nodes) == j.replicas
-        for n in a.nodes:
-            used[n] += j.gpus_per_replica
-    for n in snap.nodes:
-        assert used[n.name] <= n.gpus_free
+# The invariants over random sites (cap now, placement, future caps,
+# shedding, order, the next cycle) are in test_admission_properties.py, over
+# the stratified sites of core_snapshots.py; these hold the fast paths to
+# the slow ones over the same sites.
 
 
 @settings(max_examples=200, deadline=None)
-@given(snapshots())
-def test_non_preemptible_admissions_fit_every_future_cap(snap: Snapshot) -> None:
-    """A non-preemptible job admitted now must fit every cap it will run under,
-    counting running non-preemptible work that is still planned to run then."""
-    pol = snap.policy
-    d = decide(snap)
-    if d.preempts or not d.admits:
-        return
-    by_key = {j.key: j for j in snap.queued}
-    admitted = [by_key[a.key] for a in d.admits]
-    total = sum(n.gpus_total for n in snap.nodes)
-    idle = pol.idle_site_watts(len(snap.nodes), total)
-    checkpoints = [NOW, *pol.cap_changes(NOW, NOW + 30 * 86400)]
-    for t in checkpoints:
-        if pol.cap_at(t) >= pol.cap_at(NOW) and t > NOW:
-            continue  # only drops can hurt: load only falls over time otherwise
-        load = idle
-        for r in snap.running:
-            end = max(r.expected_end_s, NOW + pol.control_period_s)
-            if end > t and not (
-                r.preemptible and pol.preemption and t > NOW + pol.control_period_s
-            ):
-                load += pol.job_site_watts(r.gpus, r.gpu_watts)
-        added = sum(
-            pol.job_site_watts(j.gpus, j.gpu_watts)
-            for j in admitted
-            if NOW + j.duration_s > t and not (j.preemptible and pol.preemption and t > NOW)
-        )
-        measured_excess = max(
-            0.0, (snap.measured_site_watts or 0.0) - planned_after(snap, set(), set())
-        )
-        if added > 1e-9:  # running work alone may already be over; admission adds to no excess
-            assert load + added + measured_excess <= pol.effective_cap_at(t) + 1e-6, t
-
-
-@settings(max_examples=200, deadline=None)
-@given(snapshots())
+@given(EVERY_SITE)
 def test_decide_is_deterministic(snap: Snapshot) -> None:
     a, b = decide(snap), decide(snap)
     assert a.admits == b.admits
@@ -202,7 +69,7 @@ def test_decide_is_deterministic(snap: Snapshot) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(snapshots())
+@given(EVERY_SITE)
 def test_lazy_reservations_admit_exactly_the_same(snap: Snapshot) -> None:
     """Lazy bookings (made only when a later job could start, and without
     waits to explain, only until that job is found not to fit) admit what
@@ -215,7 +82,7 @@ def test_lazy_reservations_admit_exactly_the_same(snap: Snapshot) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(snapshots(), st.integers(0, 4), st.booleans(), st.booleans())
+@given(EVERY_SITE, st.integers(0, 4), st.booleans(), st.booleans())
 def test_bulk_scan_decides_as_the_one_job_walk(
     snap: Snapshot, reservations: int, eager: bool, backfill: bool
 ) -> None:
@@ -502,45 +369,3 @@ def test_a_cycle_admits_what_the_next_one_would_once_its_admissions_run():
     ]
     waiting = [j for j in queued if j.key in ("h1", "h2")]
     assert decide(Snapshot(NOW + 15, pol, after, running + started, waiting)).admits == []
-
-
-@settings(max_examples=60, deadline=None)
-@given(snap=snapshots())
-def test_deciding_again_once_the_admissions_run_admits_nothing_more(snap: Snapshot):
-    """What one cycle leaves waiting, the next, with that cycle's admissions
-    running (their planned ends and nodes), leaves waiting too: otherwise a
-    replay deciding only at events starts jobs later than the operator."""
-    snap = dataclasses.replace(snap, measured_site_watts=None)  # a new reading would differ
-    idle = snap.policy.gpu_idle_watts  # (admission holds no less than idle for a job)
-    dec = decide(snap, estimate_starts=False, explain=False)
-    if not dec.admits or dec.preempts:
-        return
-    by_key = {j.key: j for j in snap.queued}
-    free = {n.name: n.gpus_free for n in snap.nodes}
-    running = list(snap.running)
-    for a in dec.admits:
-        j = by_key[a.key]
-        for name in a.nodes:
-            free[name] -= j.gpus_per_replica
-        end = snap.now_s + min(max(j.duration_s, 1.0), HORIZON_S)
-        running.append(
-            RunningJob(
-                j.key,
-                j.replicas,
-                j.gpus_per_replica,
-                max(j.gpu_watts, idle),
-                j.priority,
-                j.preemptible,
-                snap.now_s,
-                end,
-                a.nodes,
-            )
-        )
-    admitted = {a.key for a in dec.admits}
-    after = dataclasses.replace(
-        snap,
-        nodes=[NodeState(n.name, n.gpus_total, free[n.name]) for n in snap.nodes],
-        running=running,
-        queued=[j for j in snap.queued if j.key not in admitted],
-    )
-    assert decide(after, estimate_starts=False, explain=False).admits == []

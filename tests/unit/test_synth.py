@@ -91,10 +91,27 @@ def test_custom_classes_file(tmp_path: Path) -> None:
 
 
 def test_fast_path_builds_the_same_jobs_as_the_constructor() -> None:
-    jobs = synthetic_trace(50, seed=5)
-    for j in jobs:
-        assert dataclasses.replace(j) == j
-        assert hash(j) == hash(dataclasses.replace(j))
+    """`_make_jobs` fills TraceJob's slots column by column, skipping the
+    constructor: each job must equal the one the constructor builds from the
+    same row (by keyword, so a column put in the wrong slot shows), the
+    defaults included, and the fast path must be the one taken."""
+    jobs = synthetic_trace(3, seed=5)
+    fields = [f.name for f in dataclasses.fields(synth.TraceJob)]
+    given = [f for f in fields if f != "user"]  # `user` is left to its default
+    columns = {name: [getattr(j, name) for j in jobs] for name in given}
+    columns["job_id"] = ["a", "b", "c"]
+    columns["submit_s"] = [1.0, 2.0, 3.0]
+    columns["duration_s"] = [10.0, 20.0, 30.0]
+    columns["priority"] = [7, 8, 9]
+    columns["gpu_watts"] = [301.0, 302.0, 303.0]
+    columns["est_duration_s"] = [None, 11.0, None]
+    built = synth._make_jobs(columns, 3)
+    expected = [synth.TraceJob(**{k: columns[k][i] for k in given}) for i in range(3)]
+    assert built == expected
+    assert [j.user for j in built] == ["", "", ""]
+    assert all(type(j) is synth.TraceJob for j in built)
+    # the fast path is the one in use: TraceJob has slots and no __post_init__
+    assert not hasattr(synth.TraceJob, "__post_init__") and hasattr(synth.TraceJob, "__slots__")
 
 
 def test_edge_cases() -> None:
