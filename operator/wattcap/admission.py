@@ -793,6 +793,9 @@ def _shed(
         excess_meas = meas - ecap_now
     if excess_plan <= 0 and excess_meas <= 0:
         return []
+    # a measured excess is only worked off while there is one: a cap drop alone
+    # must not turn a victim's measurement into a reason to shed another job
+    shedding_measured = excess_meas > 0
     victims = sorted(
         (j for j in running if j.preemptible), key=lambda j: (j.priority, -j.started_s, j.key)
     )
@@ -817,7 +820,9 @@ def _shed(
             )
             out.append(Preempt(j.key, PREEMPT_CAP_DROP, msg))
         excess_plan -= planned
-        excess_meas -= pue * j.gpus * (drawn - idle_w)
+        if shedding_measured:
+            # a job measured below idle frees nothing, never less than nothing
+            excess_meas -= pue * j.gpus * max(0.0, drawn - idle_w)
     return out
 
 

@@ -318,13 +318,6 @@ def test_a_booking_that_passes_a_running_jobs_end_asks_to_be_replanned() -> None
     assert first.replan_at_s is not None and first.replan_at_s <= now + pol.control_period_s
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug (issue 19 report): admission._shed subtracts each victim's measured "
-    "draw above idle from the measured excess even when nothing is measured over the cap; "
-    "a victim measured below the policy's idle makes that excess positive and sheds "
-    "another job, labelled MeasuredOverCap",
-)
 def test_a_job_measured_below_idle_does_not_shed_another() -> None:
     """A cap drop needs 3.6 kW shed; `a` (lowest priority) frees 4 kW on the
     plan, so it alone is shed. It measures 50 W a GPU, below the policy's
