@@ -57,6 +57,17 @@ def clean_site(crds: str) -> Iterator[str]:
     def clean() -> None:
         for ns in ("ml", "vision"):
             kubectl(crds, "delete", "trainingjobs.wattcap.io", "--all", "-n", ns, check=False)
+        # kopf's finalizer stays on a policy whose operator is gone: drop it first
+        kubectl(
+            crds,
+            "patch",
+            "powerpolicy.wattcap.io",
+            "site",
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
         kubectl(crds, "delete", "powerpolicy.wattcap.io", "site", "--ignore-not-found")
 
     clean()
