@@ -69,7 +69,7 @@ clean:
 
 # The whole stack on this machine with a demand-response window ahead (hack/demo.sh).
 .PHONY: demo demo-down alerts-test
-demo: deps
+demo: deps tools
 	hack/demo.sh up
 
 demo-down:
