@@ -41,6 +41,7 @@ from .jobs import (
     job_name,
     resume_patch,
 )
+from .jobs import get_path as _get
 from .model import (
     API,
     ManifestError,
@@ -182,15 +183,6 @@ def _forecast_status(fc: PowerForecast, gpus: int, duration_s: float) -> dict[st
         "source": fc.source,
         "durationSeconds": int(duration_s),
     }
-
-
-def _get(obj: Any, *path: str) -> Any:
-    """obj[path...], or None where any step is missing or not a mapping."""
-    for p in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(p)
-    return obj
 
 
 def _int(value: Any) -> int:

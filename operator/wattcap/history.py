@@ -22,21 +22,10 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .model import ManifestError, format_time, parse_duration, parse_time, parse_training_job
+from .sim.trace import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from .telemetry import GPU_POWER_METRIC
 
-COLUMNS = (
-    "job_id",
-    "submit_s",
-    "duration_s",
-    "replicas",
-    "gpus_per_replica",
-    "workload_class",
-    "priority",
-    "gpu_watts",
-    "user",
-    "preemptible",
-    "est_duration_s",
-)
+COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 
 # (namespace, Job name, start, end) -> mean per-GPU watts, or None when unmeasured
 PowerLookup = Callable[[str, str, float, float], float | None]

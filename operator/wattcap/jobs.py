@@ -23,7 +23,9 @@ ANN_ADMITTED = "wattcap.io/admitted-at"  # when the Job was last created or resu
 DEFAULT_GRACE_S = 30  # Kubernetes' own default terminationGracePeriodSeconds
 
 
-def _get(obj: Any, *path: str) -> Any:
+def get_path(obj: Any, *path: str) -> Any:
+    """obj[path...], or None where any step is missing or not a mapping:
+    API JSON read without trusting its shape."""
     for p in path:
         if not isinstance(obj, Mapping):
             return None
@@ -155,7 +157,7 @@ def resume_patch(
 
 def controller_uid(job: Mapping[str, Any]) -> str | None:
     """The uid of a Job's controlling owner, if it has one."""
-    for ref in _get(job, "metadata", "ownerReferences") or []:
+    for ref in get_path(job, "metadata", "ownerReferences") or []:
         if isinstance(ref, Mapping) and ref.get("controller"):
             return ref.get("uid")
     return None
@@ -169,5 +171,5 @@ def adoptable(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return (
         uid is not None
         and controller_uid(existing) == uid
-        and not _get(existing, "metadata", "deletionTimestamp")
+        and not get_path(existing, "metadata", "deletionTimestamp")
     )

@@ -52,7 +52,7 @@ import yaml
 
 from ..model import PowerPolicy, format_time, parse_power_policy, parse_time
 from .synth import _make_jobs
-from .trace import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, TraceJob
+from .trace import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, TraceJob, trace_row
 
 START = "2026-07-01T00:00:00Z"
 PUE, NODE_BASE_W, GPU_IDLE_W, GPU_TDP_W = 1.2, 800.0, 70.0, 700.0
@@ -273,22 +273,7 @@ def _write_trace(jobs: Sequence[TraceJob], hints: Sequence[float | None], path: 
         w = csv.writer(fh)
         w.writerow([*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, HINT_COLUMN])
         for j, h in zip(jobs, hints, strict=True):
-            w.writerow(
-                [
-                    j.job_id,
-                    repr(float(j.submit_s)),
-                    repr(float(j.duration_s)),
-                    j.replicas,
-                    j.gpus_per_replica,
-                    j.workload_class,
-                    j.priority,
-                    repr(float(j.gpu_watts)),
-                    j.user,
-                    int(bool(j.preemptible)),
-                    "" if j.est_duration_s is None else repr(float(j.est_duration_s)),
-                    "" if h is None else repr(float(h)),
-                ]
-            )
+            w.writerow([*trace_row(j), "" if h is None else repr(float(h))])
 
 
 def family() -> list[StressSpec]:

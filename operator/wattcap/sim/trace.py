@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REQUIRED_COLUMNS = (
     "job_id",
@@ -207,24 +208,27 @@ def load_trace(
     return jobs
 
 
+def trace_row(j: TraceJob) -> list[Any]:
+    """One job as the FORMAT.md columns, in order (floats round-trip exactly)."""
+    return [
+        j.job_id,
+        repr(float(j.submit_s)),
+        repr(float(j.duration_s)),
+        j.replicas,
+        j.gpus_per_replica,
+        j.workload_class,
+        j.priority,
+        repr(float(j.gpu_watts)),
+        j.user,
+        int(bool(j.preemptible)),
+        "" if j.est_duration_s is None else repr(float(j.est_duration_s)),
+    ]
+
+
 def write_trace(jobs: Iterable[TraceJob], path: str | Path) -> None:
     """Write jobs in the FORMAT.md layout (floats round-trip exactly)."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow([*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS])
         for j in jobs:
-            w.writerow(
-                [
-                    j.job_id,
-                    repr(float(j.submit_s)),
-                    repr(float(j.duration_s)),
-                    j.replicas,
-                    j.gpus_per_replica,
-                    j.workload_class,
-                    j.priority,
-                    repr(float(j.gpu_watts)),
-                    j.user,
-                    int(bool(j.preemptible)),
-                    "" if j.est_duration_s is None else repr(float(j.est_duration_s)),
-                ]
-            )
+            w.writerow(trace_row(j))
