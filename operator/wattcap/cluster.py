@@ -223,7 +223,9 @@ class Cluster:
             if err is not None:
                 failures.append(self._failure(plan, ns, name, "resume Job", err))
         for f in failures:
-            log.warning("%s for %s/%s failed: %s %s", f.what, *f.ref, f.code, f.reason)
+            log.warning(
+                "%s for %s/%s failed: %s %s: %s", f.what, *f.ref, f.code, f.reason, f.message
+            )
         return failures
 
     def _adopt(
