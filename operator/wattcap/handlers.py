@@ -156,6 +156,7 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
     mem = site.mem
     WAKE.clear()
     state = cluster.read_site(policy)
+    metrics.PROMETHEUS_CONFIGURED.set(1 if policy.prometheus_url else 0)
     if policy.prometheus_url:
         step[0] = "telemetry"
         if site.telemetry is None or site.telemetry.url != policy.prometheus_url:

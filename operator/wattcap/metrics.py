@@ -40,6 +40,11 @@ FORECAST_ERROR = Gauge(
 )
 PREEMPTIONS = Counter("wattcap_preemptions_total", "Jobs preempted, by reason.", ["reason"])
 PROMETHEUS_UP = Gauge("wattcap_prometheus_up", "1 if the last read of measured power worked.")
+# Without it, a site that never set prometheus.url reads as "down" (the gauge starts
+# at 0) and pages someone for a reader that does not exist.
+PROMETHEUS_CONFIGURED = Gauge(
+    "wattcap_prometheus_configured", "1 if the governing PowerPolicy names a Prometheus."
+)
 ERRORS = Counter(
     "wattcap_errors_total",
     "Errors the site loop caught and carried on from, by step and kind of error.",
