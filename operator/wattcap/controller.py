@@ -20,7 +20,12 @@ from typing import Any
 
 from .admission import (
     PREEMPT_MEASURED,
+    SHEDDING_LOAD,
     UNSCHEDULABLE,
+    WAITING_FOR_CAP_WINDOW,
+    WAITING_FOR_GPUS,
+    WAITING_FOR_HIGHER_PRIORITY,
+    WAITING_FOR_POWER,
     Decision,
     NodeState,
     QueuedJob,
@@ -1092,12 +1097,24 @@ def condition(kind: str, status: str, reason: str, message: str, now_iso: str) -
     }
 
 
+WAIT_REASONS = (
+    WAITING_FOR_POWER,
+    WAITING_FOR_CAP_WINDOW,
+    WAITING_FOR_GPUS,
+    WAITING_FOR_HIGHER_PRIORITY,
+    SHEDDING_LOAD,
+    UNSCHEDULABLE,
+)
+
+
 def _policy_status(
     dec: Decision, pol: PowerPolicy, now_s: float, queued: int, running: int
 ) -> dict[str, Any]:
     measured = dec.measured_site_watts
     window = pol.active_window(now_s)
-    reasons: dict[str, int] = {}
+    # every reason the core gives, at 0 when nobody waits for it: the status is
+    # merge-patched, and a key left out would keep its last count for ever
+    reasons: dict[str, int] = dict.fromkeys(WAIT_REASONS, 0)
     for w in dec.waits:
         reasons[w.reason] = reasons.get(w.reason, 0) + 1
     return {

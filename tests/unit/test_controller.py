@@ -263,3 +263,14 @@ def test_preempted_job_holds_power_until_its_pods_are_gone() -> None:
     assert not plan.create_jobs and not plan.resume_jobs and not plan.suspend_jobs
     assert plan.tj_status[("ml", "w")]["reason"] == "WaitingForPower"
     assert ("ml", "p") not in plan.tj_status
+
+
+def test_a_reason_nobody_waits_for_any_more_is_cleared_from_the_policy_status() -> None:
+    """The policy's status is merge-patched: a reason left out would keep its old count."""
+    tjs = [tj("run"), tj("wait", created="2026-07-01T00:00:01Z")]
+    jobs = {("ml", "run"): job("run", ["a"])}
+    pol = site_policy(8_000)
+    waiting = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    assert waiting.policy_status["waitingByReason"]["WaitingForPower"] == 1
+    done = cycle(SiteState(pol, [node("a"), node("b")], [], tjs[:1], jobs), mem(), NOW)
+    assert done.policy_status["waitingByReason"]["WaitingForPower"] == 0
