@@ -27,7 +27,7 @@ import time
 import yaml
 from prometheus_api_client import PrometheusConnect
 
-from localsite import KUBECONFIG, ROOT, kubectl, prepare, start
+from localsite import KUBECONFIG, ROOT, kubectl, prepare, priority_fields, start
 
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from referee import Referee  # the tests' referee, shared
@@ -53,7 +53,7 @@ def job(ns: str, name: str, cls: str, rng: random.Random) -> dict:
         "spec": {
             "gpusPerReplica": rng.choice([4, 8]),
             "workloadClass": cls,
-            "priority": rng.randint(0, 2),
+            **priority_fields(rng.randint(0, 2)),
             "preemptible": rng.random() < 0.5,
             "expectedDuration": "40s",
             "template": {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from localsite import kubectl, prepare, start
+from localsite import kubectl, prepare, priority_fields, start
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -48,7 +48,7 @@ def jobs(ns: str, n: int) -> str:
                 "metadata": {"name": f"bench-{i:04d}", "namespace": ns},
                 "spec": {
                     "gpusPerReplica": gpus,
-                    "priority": rng.randint(0, 3),
+                    **priority_fields(rng.randint(0, 3)),
                     "workloadClass": f"c{gpus}",
                     "expectedDuration": "1h",
                     "template": {"metadata": {"annotations": {"wattcap.io/sim-duration": "1h"}}},

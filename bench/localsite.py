@@ -30,6 +30,7 @@ def prepare(ns: str, cap_watts: float, **spec: Any) -> None:
     """CRDs, a fresh namespace, and the governing PowerPolicy for the kwok site
     (8 x 8 GPUs, PUE 1.0, 500 W per node, 70 W idle and 700 W TDP per GPU)."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    kubectl("apply", "-f", "-", stdin=priority_classes())
     kubectl("create", "namespace", ns)
     policy = {
         "capWatts": cap_watts,
@@ -53,6 +54,30 @@ def prepare(ns: str, cap_watts: float, **spec: Any) -> None:
             }
         ),
     )
+
+
+BENCH_PRIORITIES = (1, 2, 3)
+
+
+def priority_classes() -> str:
+    """PriorityClasses "wattcap-bench-pN" of value N, marked for wattcap."""
+    return yaml.safe_dump_all(
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {
+                "name": f"wattcap-bench-p{v}",
+                "labels": {"wattcap.io/tenant-usable": "true"},
+            },
+            "value": v,
+        }
+        for v in BENCH_PRIORITIES
+    )
+
+
+def priority_fields(prio: int) -> dict[str, str]:
+    """A job's priority as a tenant asks for it: a class (none for 0)."""
+    return {"priorityClassName": f"wattcap-bench-p{prio}"} if prio else {}
 
 
 def start(*args: str) -> subprocess.Popen[bytes]:

@@ -114,7 +114,7 @@ spec:
 EOF
 }
 
-job() { # namespace name replicas gpus priority preemptible class true-watts seconds
+job() { # namespace name replicas gpus priority-class(- for none) preemptible class true-watts seconds
   cat <<EOF
 ---
 apiVersion: wattcap.io/v1alpha1
@@ -125,7 +125,7 @@ metadata:
 spec:
   replicas: $3
   gpusPerReplica: $4
-  priority: $5
+$( [[ "$5" == - ]] || echo "  priorityClassName: $5" )
   preemptible: $6
   workloadClass: $7
   expectedDuration: ${9}s
@@ -142,14 +142,15 @@ EOF
 }
 
 workload() {
-  job ml llm-pretrain 2 8 10 false llm 560 1500
-  job ml llm-finetune-a 1 8 5 true llm-ft 450 480
-  job ml llm-finetune-b 1 8 5 true llm-ft 450 480
-  job vision resnet-sweep-1 1 4 0 true cv 300 300
-  job vision resnet-sweep-2 1 4 0 true cv 300 300
-  job vision resnet-sweep-3 1 4 0 true cv 300 300
-  job vision eval-nightly 1 2 0 false eval 250 900
-  job vision distill 1 8 1 false cv 380 1200
+  # priority classes: examples/priorityclasses.yaml (research-high 100, research-batch 10)
+  job ml llm-pretrain 2 8 research-high false llm 560 1500
+  job ml llm-finetune-a 1 8 research-batch true llm-ft 450 480
+  job ml llm-finetune-b 1 8 research-batch true llm-ft 450 480
+  job vision resnet-sweep-1 1 4 - true cv 300 300
+  job vision resnet-sweep-2 1 4 - true cv 300 300
+  job vision resnet-sweep-3 1 4 - true cv 300 300
+  job vision eval-nightly 1 2 - false eval 250 900
+  job vision distill 1 8 research-batch false cv 380 1200
 }
 
 cmd_up() {
@@ -158,6 +159,7 @@ cmd_up() {
   "$HACK_DIR/cluster.sh" up --nodes "$NODES"
   mkdir -p "$STATE_DIR"
   kc apply --server-side --force-conflicts -f "$REPO_DIR/crds" >/dev/null
+  kc apply -f "$REPO_DIR/examples/priorityclasses.yaml" >/dev/null
   kc wait --for=condition=Established --timeout=60s \
     crd/trainingjobs.wattcap.io crd/powerpolicies.wattcap.io >/dev/null
   start exporter "sim exporter" sim exporter --kubeconfig "$KUBECONFIG_PATH" \

@@ -32,6 +32,7 @@ from .controller import (
 )
 from .jobs import adoptable, controller_uid
 from .model import API_GROUP, API_VERSION, PowerPolicy
+from .priorities import parse_priority_classes
 
 log = logging.getLogger("wattcap.cluster")
 
@@ -115,6 +116,7 @@ class Cluster:
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
+        self.scheduling = client.SchedulingV1Api(api_client)
 
     # ------------------------------------------------------------------ reads
 
@@ -133,7 +135,8 @@ class Cluster:
         return self._json(resp).get("items", [])
 
     def read_site(self, policy: PowerPolicy) -> SiteState:
-        """Nodes of the site, bound pods, TrainingJobs and their owned Jobs."""
+        """Nodes of the site, bound pods, TrainingJobs, their owned Jobs and the
+        PriorityClasses their priorities come from."""
         selector = ",".join(f"{k}={v}" for k, v in policy.node_selector.items()) or None
         nodes = self._json(
             self.core.list_node(
@@ -163,7 +166,14 @@ class Cluster:
             )
         )
         jobs, pods = match_owned(tjs, raw.get("items", []), pods)
-        return SiteState(policy, nodes, pods, tjs, jobs)
+        classes = self._json(
+            self.scheduling.list_priority_class(
+                _preload_content=False, _request_timeout=self.timeout
+            )
+        ).get("items", [])
+        return SiteState(
+            policy, nodes, pods, tjs, jobs, priority_classes=parse_priority_classes(classes)
+        )
 
     # ------------------------------------------------------------------ writes
 

@@ -58,6 +58,7 @@ from .model import (
 )
 from .outlook import outlook
 from .podtemplate import validate_template
+from .priorities import PriorityClass, fallback_priority, job_priority
 from .telemetry import Reading
 
 QUEUED, ADMITTED, RUNNING = "Queued", "Admitted", "Running"
@@ -75,6 +76,8 @@ class SiteState:
     trainingjobs: list[dict[str, Any]]
     jobs: dict[tuple[str, str], dict[str, Any]]  # (namespace, TrainingJob name) -> owned Job
     reading: Reading | None = None  # None: no Prometheus configured
+    # the cluster's PriorityClasses by name (`priorities.parse_priority_classes`)
+    priority_classes: Mapping[str, PriorityClass] = field(default_factory=dict)
 
 
 WARMUP_S = 30.0  # a job's first half minute (ramp-up) says little about its steady draw
@@ -317,6 +320,9 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     for w in dec.waits:
         _isolated(plan, pic, _ref_of(w.key), now_iso, "wait", _plan_wait, w)
 
+    for ref, st in plan.tj_status.items():
+        if ref in pic.specs and st.get("phase") is not None:
+            st["priority"] = pic.specs[ref].priority  # as resolved from its class
     plan.policy_status = _policy_status(dec, pol, now_s, len(pic.queued), len(pic.running))
     # the plan ahead, published for users (kubectl wattcap) and alerts
     plan.policy_status["outlook"] = outlook(dec, pol, pic.running, pic.queued, now_s)
@@ -470,6 +476,12 @@ def _entry(
         spec = parse_training_job(tj)
     except ManifestError as err:
         return _invalid(tj, err, format_time(now_s))
+    try:
+        spec = replace(spec, priority=job_priority(spec, state.priority_classes))
+        class_error = None
+    except ManifestError as err:
+        # work already running keeps running, at the priority of a job without a class
+        spec, class_error = replace(spec, priority=fallback_priority(spec)), err
     if job is None and status.get("phase") in TERMINAL and not _judged_again(tj):
         # finished before this operator saw it: never learned from its status,
         # which anyone with trainingjobs/status could have written
@@ -490,7 +502,33 @@ def _entry(
         return _Entry(spec=spec, running=run, held_nodes=nodes)
     if job is not None and not suspended:
         return _admitted(tj, ref, spec, job, mem, now_s, unmeasured, pol)
+    if class_error is not None:
+        return _class_refused(tj, spec, class_error, now_s)
     return _waiting(tj, ref, spec, mem, now_s, pol)
+
+
+def _class_refused(
+    tj: Mapping[str, Any], spec: TrainingJobSpec, err: ManifestError, now_s: float
+) -> _Entry:
+    """A job whose PriorityClass is missing, a system class or not marked for
+    wattcap waits outside the queue, holding nothing, and says which field to
+    fix; it is judged again every cycle, so an admin who creates or marks the
+    class lets it in without the tenant doing anything."""
+    msg = f"{err}; not queued until this is fixed"
+    prev = (tj.get("status") or {}).get("phase")
+    return _Entry(
+        spec=spec,
+        status={
+            "phase": PREEMPTED if prev == PREEMPTED else QUEUED,
+            "reason": "InvalidPriorityClass",
+            "message": msg,
+            "placement": [],
+            "estimatedStart": None,
+            "conditions": [
+                condition("Admitted", "False", "InvalidPriorityClass", msg, format_time(now_s))
+            ],
+        },
+    )
 
 
 def _replacing(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .model import ManifestError, format_time, parse_duration, parse_time, parse_training_job
+from .priorities import reported_priority
 from .sim.trace import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from .telemetry import GPU_POWER_METRIC
 
@@ -80,7 +81,7 @@ def finished_jobs(trainingjobs: Iterable[Mapping[str, Any]], since_s: float) -> 
                 spec.replicas,
                 spec.gpus_per_replica,
                 spec.workload_class,
-                spec.priority,
+                reported_priority(status, spec.priority),
                 spec.preemptible,
                 spec.expected_duration_s,
             )

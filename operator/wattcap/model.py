@@ -411,7 +411,10 @@ class TrainingJobSpec:
     namespace: str
     replicas: int
     gpus_per_replica: int
-    priority: int = 0
+    # As written: `priority` only lowers a job within its PriorityClass
+    # (`priorities.job_priority` resolves the number the core sees).
+    priority: int | None = None
+    priority_class_name: str | None = None
     workload_class: str = "default"
     preemptible: bool = False
     gpu_watts_hint: float | None = None
@@ -428,6 +431,20 @@ class TrainingJobSpec:
         return self.replicas * self.gpus_per_replica
 
 
+SYSTEM_CLASS = (
+    "system-* PriorityClasses are for cluster components; name a class marked for wattcap"
+)
+
+
+def _priority_class_name(spec: Mapping[str, Any], path: str) -> str | None:
+    """The PriorityClass a job names; the cluster's own system classes never
+    (the CRD refuses them too: its CEL rule carries the same message)."""
+    name = _string(spec, "priorityClassName", path, "") or None
+    if name is not None and name.startswith("system-"):
+        raise ManifestError(f"{path}.priorityClassName", SYSTEM_CLASS)
+    return name
+
+
 def parse_training_job(obj: Mapping[str, Any]) -> TrainingJobSpec:
     """Build a TrainingJobSpec from a whole TrainingJob object."""
     obj = _mapping(obj, "TrainingJob")
@@ -441,7 +458,8 @@ def parse_training_job(obj: Mapping[str, Any]) -> TrainingJobSpec:
         namespace=_string(meta, "namespace", "metadata", "default"),
         replicas=_integer(spec, "replicas", p, 1, minimum=1, maximum=MAX_REPLICAS),
         gpus_per_replica=_integer(spec, "gpusPerReplica", p, minimum=1),
-        priority=_integer(spec, "priority", p, 0),
+        priority=None if spec.get("priority") is None else _integer(spec, "priority", p),
+        priority_class_name=_priority_class_name(spec, p),
         workload_class=_string(spec, "workloadClass", p, "default") or "default",
         preemptible=_boolean(spec, "preemptible", p, False),
         gpu_watts_hint=None

@@ -46,10 +46,44 @@ def kget(kubeconfig: str, *args: str) -> dict:
     return json.loads(kubectl(kubeconfig, "get", *args, "-o", "json").stdout)
 
 
+# PriorityClasses the tests' jobs name: "wattcap-test-pN" of value N, marked for wattcap
+TEST_PRIORITIES = (*range(1, 11), 100)
+
+
+def priority_fields(prio: int) -> dict[str, object]:
+    """A TrainingJob's spec fields for priority `prio`: a positive one comes from
+    a test PriorityClass, a negative one lowers the ceiling (0) of a job without one."""
+    if prio > 0:
+        assert prio in TEST_PRIORITIES, prio
+        return {"priorityClassName": f"wattcap-test-p{prio}"}
+    return {"priority": prio} if prio < 0 else {}
+
+
+def priority_classes_yaml() -> str:
+    import yaml
+
+    docs = [
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {
+                "name": f"wattcap-test-p{v}",
+                "labels": {"wattcap.io/tenant-usable": "true"},
+            },
+            "value": v,
+            "description": "wattcap integration tests",
+        }
+        for v in TEST_PRIORITIES
+    ]
+    return yaml.safe_dump_all(docs)
+
+
 @pytest.fixture(scope="session")
 def crds(kubeconfig: str) -> str:
-    """The wattcap CRDs, installed and established."""
+    """The wattcap CRDs, installed and established, and the PriorityClasses
+    the tests' jobs name (`priority_fields`)."""
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=priority_classes_yaml())
     for crd in ("trainingjobs.wattcap.io", "powerpolicies.wattcap.io"):
         kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
     return kubeconfig

@@ -133,6 +133,11 @@ def test_invalid_example_is_refused_with_a_message_naming_the_field(kc: str, pat
         ({"maxDelay": -5}, "spec.maxDelay", "a duration like"),
         ({"maxDelay": "5ms"}, "spec.maxDelay", "a duration like"),
         ({"priority": "high"}, "spec.priority", "must be of type integer"),
+        (
+            {"priorityClassName": "system-cluster-critical"},
+            "spec.priorityClassName",
+            "system-* PriorityClasses are for cluster components",
+        ),
     ],
 )
 def test_trainingjob_field_refusals(kc: str, spec: dict, field: str, message: str) -> None:
@@ -240,7 +245,7 @@ def test_example_trainingjobs_are_accepted_and_defaulted(kc: str) -> None:
 
     small = get(kc, "-n", NS, "tj", "finetune-small")
     assert small["spec"]["replicas"] == 1
-    assert small["spec"]["priority"] == 0
+    assert "priority" not in small["spec"], "no default: without a class the ceiling is 0"
     assert small["spec"]["workloadClass"] == "default"
     assert small["spec"]["preemptible"] is True
     assert parse_training_job(small).expected_duration_s == 600.0

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import OperatorProcess, kget, kubectl
+from conftest import OperatorProcess, kget, kubectl, priority_fields
 from referee import Referee
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ def training_job(
     spec: dict[str, Any] = {
         "replicas": replicas,
         "gpusPerReplica": gpus,
-        "priority": prio,
+        **priority_fields(prio),
         "preemptible": pre,
         "workloadClass": f"class-{gpus}",
         "expectedDuration": f"{seconds}s",

@@ -339,6 +339,7 @@ def test_tenant_cannot_write_trainingjob_status(tenant_ns: str, tenancy: str) ->
         ("preemptible", True, False),
         ("workloadClass", "tiny", "llm-pretrain"),
         ("priority", 0, 1000),
+        ("priorityClassName", "wattcap-test-p1", "wattcap-test-p10"),
         ("gpuWattsHint", 650, 80),
         ("expectedDuration", 60, "10h"),
         ("maxDelay", "4h", 0),
@@ -516,6 +517,65 @@ def test_a_tiny_hint_is_planned_at_the_policy_floor(
         status = kget(tenancy, "-n", tenant_ns, "tj", "liar")["status"]
         assert phase == "Queued", status
         assert status["forecast"]["gpuWatts"] == 350.0, status["forecast"]
+
+
+def test_a_tenant_cannot_jump_the_queue_by_writing_a_big_number(
+    tenant_ns: str, tenancy: str, tmp_path: Any
+) -> None:
+    """The tenant's older `a-greedy` names a class of value 1 and writes
+    priority 1,000,000; `b-fair` names a class of value 5. The site has power
+    for one 8-GPU job: `b-fair` starts, and the status says each job's
+    priority. The tenant can neither make a class of its own, nor name a
+    system class, nor one the platform team has not marked for wattcap."""
+    greedy = trainingjob(
+        "a-greedy", priorityClassName="wattcap-test-p1", priority=1_000_000, preemptible=False
+    )
+    res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(greedy))
+    assert res.returncode == 0, res.stderr
+    time.sleep(1.1)  # strictly older: first in FIFO order
+    fair = trainingjob("b-fair", priorityClassName="wattcap-test-p5", preemptible=False)
+    res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(fair))
+    assert res.returncode == 0, res.stderr
+    unmarked = {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": f"{tenant_ns}-mine"},
+        "value": 1_000_000_000,
+    }
+    refused(as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(unmarked)), "forbidden")
+    kubectl(tenancy, "apply", "-f", "-", stdin=dump(unmarked))  # the admin's, not for wattcap
+    try:
+        system = trainingjob("c-system", priorityClassName="system-node-critical")
+        res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(system))
+        refused(res, "spec.priorityClassName", "system-* PriorityClasses")
+        other = trainingjob("d-other", priorityClassName=f"{tenant_ns}-mine")
+        res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(other))
+        assert res.returncode == 0, res.stderr
+        idle_site = 8 * 800 + 64 * 70  # kwok site: 8 nodes, 64 GPUs, PUE 1
+        site = {
+            "capWatts": idle_site + 8 * (700 - 70) + 1000,  # one 8-GPU job at the TDP prior
+            "pue": 1.0,
+            "safetyMargin": 0.0,
+            "nodeBaseWatts": 800,
+            "gpuIdleWatts": 70,
+            "gpuTdpWatts": 700,
+        }
+        with operator_on_site(tenancy, tmp_path / "operator.log", **site):
+            deadline = time.monotonic() + 120
+            while kget(tenancy, "-n", tenant_ns, "tj", "b-fair").get("status", {}).get(
+                "phase"
+            ) not in ("Admitted", "Running"):
+                assert time.monotonic() < deadline, "b-fair was never admitted"
+                time.sleep(0.5)
+            st = kget(tenancy, "-n", tenant_ns, "tj", "a-greedy")["status"]
+            assert (st["phase"], st["priority"]) == ("Queued", 1), st
+            assert kget(tenancy, "-n", tenant_ns, "tj", "b-fair")["status"]["priority"] == 5
+            _wait_for_phase(tenancy, tenant_ns, "d-other", None)
+            st = kget(tenancy, "-n", tenant_ns, "tj", "d-other")["status"]
+            assert st["reason"] == "InvalidPriorityClass", st
+            assert "spec.priorityClassName" in st["message"] and "not marked" in st["message"]
+    finally:
+        kubectl(tenancy, "delete", "priorityclass", f"{tenant_ns}-mine", check=False)
 
 
 def _wait_for_phase(kc: str, ns: str, name: str, phase: str | None) -> str:

@@ -16,6 +16,7 @@ from wattcap.controller import (
 )
 from wattcap.forecast import Forecaster
 from wattcap.model import CapWindow, PowerPolicy
+from wattcap.priorities import TENANT_USABLE_LABEL, parse_priority_classes
 
 NOW = 1_782_864_000.0
 
@@ -42,6 +43,29 @@ def node(name: str, gpus: int = 8) -> dict[str, Any]:
     }
 
 
+# PriorityClasses marked for wattcap, "prio-N" of value N (`tj(prio=N)` names one)
+CLASSES = parse_priority_classes(
+    {
+        "metadata": {"name": f"prio-{v}", "labels": {TENANT_USABLE_LABEL: "true"}},
+        "value": v,
+    }
+    for v in range(1, 11)
+)
+
+
+def site(*args: Any, **kw: Any) -> SiteState:
+    """A SiteState whose cluster has the PriorityClasses `tj(prio=N)` names."""
+    kw.setdefault("priority_classes", CLASSES)
+    return SiteState(*args, **kw)
+
+
+def priority_fields(prio: int) -> dict[str, Any]:
+    """A positive priority comes from a class; a negative one lowers the ceiling of 0."""
+    if prio > 0:
+        return {"priorityClassName": f"prio-{prio}"}
+    return {"priority": prio} if prio < 0 else {}
+
+
 def tj(
     name: str,
     gpus: int = 8,
@@ -63,7 +87,7 @@ def tj(
         "spec": {
             "replicas": replicas,
             "gpusPerReplica": gpus,
-            "priority": prio,
+            **priority_fields(prio),
             "preemptible": pre,
             "template": {"spec": {"containers": [{"name": "main", "image": "trainer:1"}]}},
         },
@@ -101,7 +125,7 @@ def mem() -> ControllerMemory:
 
 
 def test_admit_creates_a_pinned_owned_job_and_reports_it() -> None:
-    state = SiteState(POLICY, [node("a"), node("b")], [], [tj("bert", replicas=2)], {})
+    state = site(POLICY, [node("a"), node("b")], [], [tj("bert", replicas=2)], {})
     plan = cycle(state, mem(), NOW)
     (created,) = plan.create_jobs
     assert created["metadata"]["name"] == "bert"
@@ -119,7 +143,7 @@ def test_admit_creates_a_pinned_owned_job_and_reports_it() -> None:
 
 def test_restart_adopts_existing_jobs_instead_of_creating_twice() -> None:
     """Status lost (still empty) but the Job exists: it is running, not queued."""
-    state = SiteState(
+    state = site(
         POLICY,
         [node("a"), node("b")],
         [],
@@ -144,7 +168,7 @@ def test_completion_and_failure_flow_back() -> None:
         active=0,
         conditions=[{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
     )
-    state = SiteState(
+    state = site(
         POLICY,
         [node("a"), node("b")],
         [],
@@ -161,7 +185,7 @@ def test_cap_drop_suspends_lowest_priority_preemptible_job() -> None:
     pol = site_policy(20_000, cap_schedule=(CapWindow(NOW - 1, NOW + 3600, 7_000, "dr"),))
     tjs = [tj("low", pre=True, prio=0), tj("high", pre=True, prio=5)]
     jobs = {("ml", "low"): job("low", ["a"]), ("ml", "high"): job("high", ["b"])}
-    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    plan = cycle(site(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     # idle 1600 + 2 x 4800 = 11200 W > 7000 W: shedding one job leaves 6400 W
     assert plan.suspend_jobs == [("ml", "low")]
     st = plan.tj_status[("ml", "low")]
@@ -171,7 +195,7 @@ def test_cap_drop_suspends_lowest_priority_preemptible_job() -> None:
 def test_preempted_job_is_resumed_in_place_not_recreated() -> None:
     tjs = [tj("p", pre=True, status={"phase": "Preempted", "preemptions": 1})]
     jobs = {("ml", "p"): job("p", ["a"], suspend=True, active=0)}
-    plan = cycle(SiteState(POLICY, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    plan = cycle(site(POLICY, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     assert not plan.create_jobs
     ((ns, name, patch),) = plan.resume_jobs
     assert (ns, name, patch["spec"]["suspend"]) == ("ml", "p", False)
@@ -181,7 +205,7 @@ def test_waiting_job_reports_reason_forecast_and_estimated_start() -> None:
     tjs = [tj("run"), tj("wait", created="2026-07-01T00:00:01Z")]
     jobs = {("ml", "run"): job("run", ["a"])}
     pol = site_policy(8_000)
-    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    plan = cycle(site(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     st = plan.tj_status[("ml", "wait")]
     assert st["phase"] == "Queued" and st["reason"] == "WaitingForPower"
     assert "site projected 6.4 kW + 4.8 kW > usable cap 8.0 kW" in st["message"]
@@ -197,7 +221,7 @@ def test_foreign_gpu_pods_reduce_free_gpus() -> None:
             "containers": [{"resources": {"requests": {"nvidia.com/gpu": "8"}}}],
         },
     }
-    plan = cycle(SiteState(POLICY, [node("a")], [pod], [tj("x")], {}), mem(), NOW)
+    plan = cycle(site(POLICY, [node("a")], [pod], [tj("x")], {}), mem(), NOW)
     assert not plan.create_jobs
     assert plan.tj_status[("ml", "x")]["reason"] == "WaitingForGPUs"
 
@@ -226,13 +250,13 @@ def test_measured_over_cap_sheds_once_per_grace_period() -> None:
     m = mem()
     hot = reading({("ml", "a-0"): [690.0] * 8, ("ml", "b-0"): [690.0] * 8}, 12_640.0)
     for t in (0, 5):  # over the cap, within grace: nothing shed yet, nothing admitted
-        plan = cycle(SiteState(pol, [node("a"), node("b")], pods, tjs, jobs, hot), m, NOW + t)
+        plan = cycle(site(pol, [node("a"), node("b")], pods, tjs, jobs, hot), m, NOW + t)
         assert not plan.suspend_jobs
-    plan = cycle(SiteState(pol, [node("a"), node("b")], pods, tjs, jobs, hot), m, NOW + 11)
+    plan = cycle(site(pol, [node("a"), node("b")], pods, tjs, jobs, hot), m, NOW + 11)
     assert plan.suspend_jobs == [("ml", "a")]
     assert plan.tj_status[("ml", "a")]["reason"] == "MeasuredOverCap"
     # the next cycle still reads the old figure (pods stopping, scrape lag): no second shed
-    plan = cycle(SiteState(pol, [node("a"), node("b")], pods, tjs, jobs, hot), m, NOW + 13)
+    plan = cycle(site(pol, [node("a"), node("b")], pods, tjs, jobs, hot), m, NOW + 13)
     assert not plan.suspend_jobs
 
 
@@ -243,9 +267,7 @@ def test_preempted_job_is_reforecast_from_its_own_measurements() -> None:
     t["spec"]["gpuWattsHint"] = 300
     pol = site_policy(5_000)
     plan = cycle(
-        SiteState(
-            pol, [node("a")], [], [t], {("ml", "p"): job("p", ["a"], suspend=True, active=0)}
-        ),
+        site(pol, [node("a")], [], [t], {("ml", "p"): job("p", ["a"], suspend=True, active=0)}),
         m,
         NOW,
     )
@@ -258,7 +280,7 @@ def test_preempted_job_holds_power_until_its_pods_are_gone() -> None:
     tjs = [tj("p", pre=True, status={"phase": "Preempted", "preemptions": 1}), tj("w")]
     jobs = {("ml", "p"): job("p", ["a"], suspend=True, active=1)}  # pods still stopping
     pol = site_policy(8_000)
-    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    plan = cycle(site(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     # idle 1.6 kW + draining p 4.8 kW: w (4.8 kW) waits, p is neither resumed nor re-preempted
     assert not plan.create_jobs and not plan.resume_jobs and not plan.suspend_jobs
     assert plan.tj_status[("ml", "w")]["reason"] == "WaitingForPower"
@@ -270,7 +292,7 @@ def test_a_reason_nobody_waits_for_any_more_is_cleared_from_the_policy_status() 
     tjs = [tj("run"), tj("wait", created="2026-07-01T00:00:01Z")]
     jobs = {("ml", "run"): job("run", ["a"])}
     pol = site_policy(8_000)
-    waiting = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    waiting = cycle(site(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     assert waiting.policy_status["waitingByReason"]["WaitingForPower"] == 1
-    done = cycle(SiteState(pol, [node("a"), node("b")], [], tjs[:1], jobs), mem(), NOW)
+    done = cycle(site(pol, [node("a"), node("b")], [], tjs[:1], jobs), mem(), NOW)
     assert done.policy_status["waitingByReason"]["WaitingForPower"] == 0

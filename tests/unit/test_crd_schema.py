@@ -257,6 +257,7 @@ FULL_JOB = {
         "replicas": 2,
         "gpusPerReplica": 8,
         "priority": 5,
+        "priorityClassName": "research-high",
         "workloadClass": "llm",
         "preemptible": True,
         "gpuWattsHint": 550.0,
@@ -333,10 +334,11 @@ def test_trainingjob_defaults_equal_dataclass_defaults() -> None:
     defaults = schema_defaults("TrainingJob")
     assert defaults == {
         "replicas": 1,
-        "priority": dataclass_default(TrainingJobSpec, "priority"),
         "workloadClass": dataclass_default(TrainingJobSpec, "workload_class"),
         "preemptible": dataclass_default(TrainingJobSpec, "preemptible"),
     }
+    # no default priority: a job without one is at its class's value
+    assert dataclass_default(TrainingJobSpec, "priority") is None
     minimal = {"kind": "TrainingJob", "metadata": {"name": "j"}, "spec": {"gpusPerReplica": 1}}
     with_defaults = {**minimal, "spec": {"gpusPerReplica": 1, **defaults}}
     assert parse_training_job(minimal) == parse_training_job(with_defaults)

@@ -12,9 +12,9 @@ import json
 from typing import Any
 
 import pytest
-from test_controller import NOW, POLICY, job, mem, node, site_policy, tj
+from test_controller import NOW, POLICY, job, mem, node, site, site_policy, tj
 
-from wattcap.controller import ANN_FORECAST, LABEL_TJ, ControllerMemory, SiteState, cycle
+from wattcap.controller import ANN_FORECAST, LABEL_TJ, ControllerMemory, cycle
 from wattcap.forecast import Forecaster, PowerForecast
 from wattcap.model import CapWindow, ManifestError
 from wattcap.telemetry import Reading
@@ -52,9 +52,7 @@ POISONS = {
 @pytest.mark.parametrize("kind", sorted(POISONS))
 def test_a_poisoned_template_fails_alone_and_the_next_job_is_admitted(kind: str) -> None:
     template, path = POISONS[kind]
-    state = SiteState(
-        POLICY, [node("a"), node("b")], [], [poisoned("bad", template), tj("good")], {}
-    )
+    state = site(POLICY, [node("a"), node("b")], [], [poisoned("bad", template), tj("good")], {})
     plan = cycle(state, mem(), NOW)
     st = plan.tj_status[("ml", "bad")]
     assert (st["phase"], st["reason"]) == ("Failed", "InvalidSpec")
@@ -92,7 +90,7 @@ GPU_ELSEWHERE = {
 
 @pytest.mark.parametrize("kind", sorted(GPU_ELSEWHERE))
 def test_gpus_requested_anywhere_but_where_wattcap_sets_them_are_refused(kind: str) -> None:
-    state = SiteState(
+    state = site(
         POLICY, [node("a"), node("b")], [], [poisoned("bad", {"spec": GPU_ELSEWHERE[kind]})], {}
     )
     plan = cycle(state, mem(), NOW)
@@ -115,7 +113,7 @@ def test_the_gpu_count_wattcap_sets_itself_may_be_repeated() -> None:
 
 
 def test_production_pods_carry_no_kwok_toleration() -> None:
-    plan = cycle(SiteState(POLICY, [node("a")], [], [tj("x")], {}), mem(), NOW)
+    plan = cycle(site(POLICY, [node("a")], [], [tj("x")], {}), mem(), NOW)
     (created,) = plan.create_jobs
     tolerations = created["spec"]["template"]["spec"].get("tolerations") or []
     assert not any("kwok" in str(t) for t in tolerations)
@@ -125,7 +123,7 @@ def test_an_invalid_spec_is_judged_again_once_the_user_edits_it() -> None:
     fixed = tj("x")
     fixed["metadata"]["generation"] = 2
     fixed["status"] = {"phase": "Failed", "reason": "InvalidSpec", "observedGeneration": 1}
-    plan = cycle(SiteState(POLICY, [node("a")], [], [fixed], {}), mem(), NOW)
+    plan = cycle(site(POLICY, [node("a")], [], [fixed], {}), mem(), NOW)
     assert [j["metadata"]["name"] for j in plan.create_jobs] == ["x"]
 
 
@@ -136,7 +134,7 @@ def test_a_garbled_forecast_annotation_neither_raises_nor_stops_shedding() -> No
     jobs[("ml", "high")]["metadata"]["annotations"][ANN_FORECAST] = json.dumps(
         {"gpuWatts": "lots", "durationSeconds": [], "quantile": None}
     )
-    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    plan = cycle(site(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     assert plan.suspend_jobs == [("ml", "low")]
 
 
@@ -164,7 +162,7 @@ def test_an_error_in_one_object_stays_with_it_and_its_power_still_counts() -> No
     tjs = [tj("low", pre=True, prio=0), tj("odd", prio=5), queued_odd, tj("new")]
     jobs = {("ml", "low"): job("low", ["a"]), ("ml", "odd"): job("odd", ["b"], gpu_watts=650)}
     m = ControllerMemory(ForecasterThatFailsOnOneJob(700, 100))
-    state = SiteState(pol, [node("a"), node("b"), node("c")], [], tjs, jobs, Reading(True, 5_000))
+    state = site(pol, [node("a"), node("b"), node("c")], [], tjs, jobs, Reading(True, 5_000))
     plan = cycle(state, m, NOW)
     for name in ("odd", "q-odd"):
         st = plan.tj_status[("ml", name)]
@@ -178,7 +176,7 @@ def test_an_error_in_one_object_stays_with_it_and_its_power_still_counts() -> No
 
 def test_long_trainingjob_names_get_valid_label_values() -> None:
     name = "x" * 70
-    plan = cycle(SiteState(POLICY, [node("a")], [], [tj(name)], {}), mem(), NOW)
+    plan = cycle(site(POLICY, [node("a")], [], [tj(name)], {}), mem(), NOW)
     (created,) = plan.create_jobs
     labels = [
         created["metadata"]["labels"][LABEL_TJ],
@@ -198,7 +196,7 @@ def test_a_refused_create_is_not_admitted_and_backs_off_without_holding_budget()
     from wattcap.controller import note_write_failures
 
     m = mem()
-    state = SiteState(POLICY, [node("a")], [], [tj("q"), tj("w", prio=-1)], {})
+    state = site(POLICY, [node("a")], [], [tj("q"), tj("w", prio=-1)], {})
     plan = cycle(state, m, NOW)
     assert [j["metadata"]["name"] for j in plan.create_jobs] == ["q"]
     note_write_failures(plan, m, [failed_create(("ml", "q"))], NOW)
@@ -210,7 +208,7 @@ def test_a_refused_create_is_not_admitted_and_backs_off_without_holding_budget()
     plan = cycle(state, m, NOW + 1)
     assert [j["metadata"]["name"] for j in plan.create_jobs] == ["w"]
     # after the back-off, q is tried again; each failure doubles the wait
-    plan = cycle(SiteState(POLICY, [node("a")], [], [tj("q")], {}), m, NOW + 3600)
+    plan = cycle(site(POLICY, [node("a")], [], [tj("q")], {}), m, NOW + 3600)
     assert [j["metadata"]["name"] for j in plan.create_jobs] == ["q"]
     note_write_failures(plan, m, [failed_create(("ml", "q"))], NOW + 3600)
     first = m.backoff[("ml", "q")]
@@ -230,7 +228,7 @@ def test_a_preempted_job_resumes_in_place_or_is_recreated_elsewhere() -> None:
     old = job("p", ["a"], suspend=True, active=0)
     old["metadata"]["uid"] = "job-uid-1"
     plan = cycle(
-        SiteState(POLICY, [node("a"), node("b")], [foreign], tjs, {("ml", "p"): old}), mem(), NOW
+        site(POLICY, [node("a"), node("b")], [foreign], tjs, {("ml", "p"): old}), mem(), NOW
     )
     assert not plan.resume_jobs
     assert plan.delete_jobs == [("ml", "p", "job-uid-1")]
@@ -282,9 +280,9 @@ def test_admitted_work_whose_pods_never_get_ready_is_requeued() -> None:
     jobs = {("ml", "stuck"): stuck, ("ml", "ok"): ok}
     m = mem()
     admitted = 1_782_864_000.0  # 2026-07-01T00:00:00Z
-    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), m, admitted + 299)
+    plan = cycle(site(pol, [node("a"), node("b")], [], tjs, jobs), m, admitted + 299)
     assert not plan.suspend_jobs
-    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), m, admitted + 301)
+    plan = cycle(site(pol, [node("a"), node("b")], [], tjs, jobs), m, admitted + 301)
     assert plan.suspend_jobs == [("ml", "stuck")]
     st = plan.tj_status[("ml", "stuck")]
     assert st["phase"] == "Queued" and st["reason"] == "PodsNotReady"
@@ -299,7 +297,7 @@ def test_pods_get_at_most_the_policys_termination_grace() -> None:
     slow["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 7200
     quick["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 5
     plan = cycle(
-        SiteState(pol, [node("a"), node("b"), node("c")], [], [slow, quick, tj("d")], {}),
+        site(pol, [node("a"), node("b"), node("c")], [], [slow, quick, tj("d")], {}),
         mem(),
         NOW,
     )
@@ -317,16 +315,16 @@ def test_shedding_starts_a_period_plus_the_termination_grace_ahead_of_a_drop() -
     # period 15 s + grace 120 s: a drop 100 s away must be met now, its pods
     # may take up to 120 s to stop
     pol = site_policy(20_000, cap_schedule=drop, max_termination_grace_s=120.0)
-    plan = cycle(SiteState(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    plan = cycle(site(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     assert plan.suspend_jobs == [("ml", "low")]
     # with pods that stop at once, the drop is still more than a period away
     quick = site_policy(20_000, cap_schedule=drop, max_termination_grace_s=0.0)
-    plan = cycle(SiteState(quick, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    plan = cycle(site(quick, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     assert plan.suspend_jobs == []
     # and a drop further away than the reaction time changes nothing yet
     later = (CapWindow(NOW + 200, NOW + 3600, 7_000, "dr"),)
     far = site_policy(20_000, cap_schedule=later, max_termination_grace_s=120.0)
-    plan = cycle(SiteState(far, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    plan = cycle(site(far, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
     assert plan.suspend_jobs == []
 
 
@@ -334,9 +332,9 @@ def test_a_template_is_validated_again_when_its_generation_changes() -> None:
     m = mem()
     t = tj("x")
     t["metadata"]["generation"] = 1
-    plan = cycle(SiteState(POLICY, [], [], [t], {}), m, NOW)  # no nodes: it waits
+    plan = cycle(site(POLICY, [], [], [t], {}), m, NOW)  # no nodes: it waits
     assert plan.tj_status[("ml", "x")]["phase"] == "Queued"
     t = poisoned("x", {"spec": {"containers": "x"}})
     t["metadata"]["generation"] = 2
-    plan = cycle(SiteState(POLICY, [], [], [t], {}), m, NOW + 1)
+    plan = cycle(site(POLICY, [], [], [t], {}), m, NOW + 1)
     assert plan.tj_status[("ml", "x")]["reason"] == "InvalidSpec"

@@ -31,10 +31,18 @@ JOBS = [
         "2026-07-01T00:00:00Z",
         "2026-07-01T00:05:00Z",
         "2026-07-01T00:35:00Z",
-        priority=5,
+        priority=9,  # asks for more than its class gives: the status says what it got
         preemptible=True,
         expectedDuration="40m",
-    ),
+    )
+    | {
+        "status": {
+            "phase": "Succeeded",
+            "startedAt": "2026-07-01T00:05:00Z",
+            "finishedAt": "2026-07-01T00:35:00Z",
+            "priority": 5,
+        }
+    },
     tj("failed", "Failed", "2026-07-01T00:00:00Z", "2026-07-01T00:01:00Z", "2026-07-01T00:02:00Z"),
     tj("running", "Running", "2026-07-01T00:00:00Z", "2026-07-01T00:01:00Z", ""),
     tj("old", "Succeeded", "2026-06-01T00:00:00Z", "2026-06-01T00:01:00Z", "2026-06-01T00:02:00Z"),

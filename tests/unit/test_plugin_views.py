@@ -28,11 +28,11 @@ def tj(
         "spec": {
             "replicas": 1,
             "gpusPerReplica": gpus,
-            "priority": prio,
             "workloadClass": status.pop("cls", "default"),
             "template": {"spec": {"containers": [{"name": "c", "image": "x"}]}},
         },
-        "status": {"phase": phase, "totalGPUs": gpus, **status},
+        # the priority the operator resolved from the job's PriorityClass
+        "status": {"phase": phase, "totalGPUs": gpus, "priority": prio, **status},
     }
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from test_controller import NOW, job, mem, node, site_policy, tj
+from test_controller import NOW, job, mem, node, site, site_policy, tj
 
-from wattcap.controller import ANN_FORECAST, ControllerMemory, SiteState, cycle
+from wattcap.controller import ANN_FORECAST, ControllerMemory, cycle
 from wattcap.forecast import Forecaster
 from wattcap.model import format_time
 
@@ -27,7 +27,7 @@ def test_a_tiny_hint_is_planned_at_the_policy_floor_not_at_idle() -> None:
     """gpuWattsHint: 0.001 on a fresh class would plan 8 GPUs at idle power."""
     pol = site_policy(800 + 1500)  # idle site 800 W (8 GPUs x 100 W), 1.5 kW to spend
     liar = with_spec(tj("liar"), gpuWattsHint=0.001)
-    plan = cycle(SiteState(pol, [node("a")], [], [liar], {}), mem(), NOW)
+    plan = cycle(site(pol, [node("a")], [], [liar], {}), mem(), NOW)
     assert not plan.create_jobs, "8 GPUs at the 350 W floor add 2 kW > 1.5 kW of headroom"
     st = plan.tj_status[("ml", "liar")]
     assert st["phase"] == "Queued"
@@ -37,7 +37,7 @@ def test_a_tiny_hint_is_planned_at_the_policy_floor_not_at_idle() -> None:
 def test_the_hint_floor_is_the_policys() -> None:
     pol = site_policy(800 + 5000, hint_floor_fraction=0.25)
     liar = with_spec(tj("liar"), gpuWattsHint=0.001)
-    plan = cycle(SiteState(pol, [node("a")], [], [liar], {}), mem(), NOW)
+    plan = cycle(site(pol, [node("a")], [], [liar], {}), mem(), NOW)
     assert plan.tj_status[("ml", "liar")]["forecast"]["gpuWatts"] == 175.0
 
 
@@ -46,7 +46,7 @@ def test_max_delay_zero_does_not_jump_the_priority_queue() -> None:
     pol = site_policy(20_000)
     low = with_spec(tj("low", prio=0, created=format_time(NOW - 60)), maxDelay=0)
     high = tj("high", prio=10, created=format_time(NOW - 30))
-    plan = cycle(SiteState(pol, [node("a")], [], [low, high], {}), mem(), NOW)
+    plan = cycle(site(pol, [node("a")], [], [low, high], {}), mem(), NOW)
     assert [j["metadata"]["name"] for j in plan.create_jobs] == ["high"]
 
 
@@ -54,7 +54,7 @@ def test_max_delay_above_the_policy_minimum_still_counts() -> None:
     pol = site_policy(20_000, min_max_delay_s=30.0)
     low = with_spec(tj("low", prio=0, created=format_time(NOW - 60)), maxDelay=45)
     high = tj("high", prio=10, created=format_time(NOW - 30))
-    plan = cycle(SiteState(pol, [node("a")], [], [low, high], {}), mem(), NOW)
+    plan = cycle(site(pol, [node("a")], [], [low, high], {}), mem(), NOW)
     assert [j["metadata"]["name"] for j in plan.create_jobs] == ["low"]
 
 
@@ -62,7 +62,7 @@ def test_class_history_is_never_rebuilt_from_trainingjob_status() -> None:
     """After a restart, a finished TrainingJob whose status claims 8 W must teach nothing."""
     forged = tj("forged", status={"phase": "Succeeded", "measuredWatts": 8.0})
     m = mem()
-    cycle(SiteState(site_policy(20_000), [node("a")], [], [forged], {}), m, NOW)
+    cycle(site(site_policy(20_000), [node("a")], [], [forged], {}), m, NOW)
     assert m.forecaster.classes() == {}
     assert m.forecaster.forecast("default", namespace="ml").source == "prior"
 
@@ -74,7 +74,7 @@ def test_a_finished_job_is_learned_from_own_samples_with_the_jobs_forecast() -> 
     lying = tj("ok", status={"phase": "Running", "forecast": {"gpuWatts": 10_000.0}})
     m = ControllerMemory(Forecaster(700, 100))
     m.samples[("ml", "ok")] = [(NOW - 100 + i, 600.0) for i in range(5)]
-    cycle(SiteState(site_policy(20_000), [node("a")], [], [lying], {("ml", "ok"): done}), m, NOW)
+    cycle(site(site_policy(20_000), [node("a")], [], [lying], {("ml", "ok"): done}), m, NOW)
     assert m.forecaster.classes() == {"default": 1}
     assert m.forecaster.outcomes == 1 and m.forecaster.misses == 1  # 600 W > 500 W forecast
 
@@ -83,6 +83,6 @@ def test_history_is_kept_per_namespace() -> None:
     done = job("ok", ["a"], active=0, conditions=[{"type": "Complete", "status": "True"}])
     m = ControllerMemory(Forecaster(700, 100))
     m.samples[("ml", "ok")] = [(NOW - 100 + i, 150.0) for i in range(5)]
-    cycle(SiteState(site_policy(20_000), [node("a")], [], [tj("ok")], {("ml", "ok"): done}), m, NOW)
+    cycle(site(site_policy(20_000), [node("a")], [], [tj("ok")], {("ml", "ok"): done}), m, NOW)
     assert m.forecaster.forecast("default", namespace="ml").source == "history"
     assert m.forecaster.forecast("default", namespace="other").source == "pool"

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..admission import QueuedJob, order_queue
 from ..model import ManifestError, PowerPolicy, parse_power_policy, parse_time, parse_training_job
+from ..priorities import reported_priority
 
 WAITING = ("Queued", "Preempted")
 RUNNING = ("Admitted", "Running")
@@ -132,7 +133,7 @@ def _queued_job(tj: Mapping[str, Any]) -> QueuedJob | None:
         spec.replicas,
         spec.gpus_per_replica,
         float(fc),
-        spec.priority,
+        reported_priority(_status(tj), spec.priority),
         parse_time(created, "creationTimestamp") if created else 0.0,
         float((_status(tj).get("forecast") or {}).get("durationSeconds") or 0.0),
         spec.preemptible,
