@@ -23,7 +23,7 @@ from core_snapshots import (
     next_cycle,
     snapshots,
 )
-from hypothesis import HealthCheck, Phase, event, given, seed, settings
+from hypothesis import HealthCheck, Phase, event, example, given, seed, settings
 from hypothesis import strategies as st
 
 from wattcap.admission import (
@@ -171,8 +171,47 @@ def _shed_order(j: object) -> tuple:
     return (j.priority, -j.started_s, j.key)  # type: ignore[attr-defined]
 
 
+def _below_idle_victim_first() -> Snapshot:
+    """Grace 0 and measured 4.1 kW over the cap (the plan fits): `a`, the lowest
+    priority, is measured at 35 W a GPU, below the policy's 70 W idle, so
+    shedding it frees nothing; `b` frees 4.24 kW. The core sheds a, then b, and
+    stops. A saved example once failed here because the property counted `a`
+    as freeing -280 W (shedding it would raise the site's draw), and so found
+    the site still over the cap once a and b were shed: the test's model was
+    wrong, not the core (a suspended GPU draws no more than a busy one)."""
+    pol = PowerPolicy(
+        cap_watts=1.0,
+        pue=1.0,
+        node_base_watts=100.0,
+        gpu_idle_watts=70.0,
+        safety_margin=0.0,
+        preemption=True,
+        grace_period_s=0.0,
+        control_period_s=15.0,
+    )
+    now = 1_782_864_000.0
+    nodes = [NodeState(f"n{i}", 8, 0) for i in range(3)]
+    running = [
+        RunningJob("a", 1, 8, 100.0, 0, True, now - 100, now + 3600, ("n0",), 35.0),
+        RunningJob("b", 1, 8, 600.0, 1, True, now - 100, now + 3600, ("n1",), 600.0),
+        RunningJob("c", 1, 8, 600.0, 2, True, now - 100, now + 3600, ("n2",), 600.0),
+    ]
+    planned = pol.idle_site_watts(3, 24) + 8 * (100.0 - 70.0) + 2 * 8 * (600.0 - 70.0)
+    cap = planned + 100.0
+    return Snapshot(
+        now,
+        dataclasses.replace(pol, cap_watts=cap),
+        nodes,
+        running,
+        [],
+        measured_site_watts=cap + 4100.0,
+        over_cap_since_s=now,
+    )
+
+
 @settings(max_examples=250, deadline=None)
 @given(SHEDDING_SITES)
+@example(_below_idle_victim_first())
 def test_shedding_takes_lowest_priority_most_recent_first_until_under_the_cap(
     snap: Snapshot,
 ) -> None:
@@ -212,11 +251,17 @@ def test_shedding_takes_lowest_priority_most_recent_first_until_under_the_cap(
         )
 
     def measured(keys: list[str]) -> float:
+        """What shedding `keys` takes off the measured draw: each job's measured
+        draw above idle, and never less than nothing (a job measured below the
+        policy's idle frees nothing: a suspended GPU draws no more than a busy one)."""
         return sum(
-            job_watts(
-                pol,
-                by_key[k].gpus,
-                g if (g := by_key[k].measured_gpu_watts) is not None else by_key[k].gpu_watts,
+            max(
+                0.0,
+                job_watts(
+                    pol,
+                    by_key[k].gpus,
+                    g if (g := by_key[k].measured_gpu_watts) is not None else by_key[k].gpu_watts,
+                ),
             )
             for k in keys
         )
