@@ -211,3 +211,66 @@ def test_a_queue_is_in_order_exactly_when_sorting_keeps_it(rows, by_priority) ->
     for mod in (compiled, PY):
         assert mod.in_order(queue, 80.0, now, by_priority) == want
         assert mod.in_order(sorted(queue, key=_order_key(policy, now)), 80.0, now, by_priority)
+
+
+@st.composite
+def _queue(draw):
+    """Queued jobs as decide hands them to `queue_columns`: any width,
+    draw above and below idle, durations from under a second to past the
+    horizon, preemptible or not."""
+    from wattcap.admission import QueuedJob
+
+    n = draw(st.integers(0, 14))
+    return [
+        QueuedJob(
+            f"q{i}",
+            draw(st.integers(1, 4)),
+            draw(st.integers(1, 16)),
+            draw(st.floats(0.0, 900.0)),
+            0,
+            0.0,
+            draw(st.sampled_from([0.0, 0.5, 1.0, 1.5, 7.0, 35.0, 300.0, 2000.0])),
+            preemptible=draw(st.booleans()),
+        )
+        for i in range(n)
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _case(),
+    _queue(),
+    st.floats(1.0, 2.0),
+    st.booleans(),
+    st.floats(0.0, 40.0),
+    st.floats(0.0, 400.0),
+    st.booleans(),
+    st.booleans(),
+    st.data(),
+)
+def test_compiled_and_interpreted_queue_scans_agree_to_the_bit(
+    case, queue, pue, preemption, free_g, usable, may_start, throughout, data
+) -> None:
+    """`queue_columns` and `Profile.first_fit` (the bulk scan of a deep
+    queue) are the compiled loops the profile test above does not run: each
+    must give the same numbers as its source run as plain Python, so a stale
+    build is caught here and not by a decision that drifts."""
+    kw, ops = case
+    args = (pue, 5.0, preemption, 0.0, 1000.0, 24.0, 8.0, usable)
+    cols, flags = compiled.queue_columns(queue, *args)
+    cols_py, flags_py = PY.queue_columns(queue, *args)
+    assert np.array_equal(cols, cols_py) and np.array_equal(flags, flags_py)
+    a, b = _build(Profile, free_g=12.0, **kw), _build(PY.Profile, free_g=12.0, **kw)
+    for op, pre, w, g, t in ops:  # book some load, so the scan has steps to check
+        if op == "reserve":
+            assert a.reserve(pre, w, g, t) == b.reserve(pre, w, g, t)
+        elif op == "take":
+            a.take(0, a.end_index(t), w, g, pre)
+            b.take(0, b.end_index(t), w, g, pre)
+    m = len(queue)
+    lo = data.draw(st.integers(0, m))
+    hi = data.draw(st.integers(lo, m))
+    _, g_col, w_col, _, end = cols
+    pre_u8, _, skip_u8 = flags
+    scan = (w_col, g_col, pre_u8, skip_u8, end, lo, hi, free_g, may_start, throughout)
+    assert a.first_fit(*scan) == b.first_fit(*scan)
