@@ -384,8 +384,9 @@ class Profile:
         booking holds whole steps, to the end of the step its run ends in: a
         little longer than the job needs, never shorter, and no new step.
         A booking from the next cycle on (now + period) moves with now, and
-        `moves_in` is the least time before one such reaches another step:
-        until then, time passing changes no booking.
+        `moves_in` is the least time before one such reaches another step,
+        with its end or with its start: until then, time passing changes no
+        booking.
         """
         n: cython.Py_ssize_t = self.n
         t: cython.double[:] = self._t
@@ -409,12 +410,20 @@ class Profile:
             if end <= run_end:
                 self.take(i, end, w, g, preemptible)
                 self._overhangs.append((t[i] + d, t[end] if end < n else np.inf))
-                if t[i] == self._period_end and end < n:
+                if t[i] == self._period_end:
                     # booked from the next cycle on, it moves with now: once its run
-                    # reaches past step `end`'s start, it books another step
-                    x = t[end] - (t[i] + d)
-                    if x < self.moves_in:
-                        self.moves_in = x
+                    # reaches past step `end`'s start, it books another step; once
+                    # its start reaches step i + 1 (a running job's end, a cap
+                    # edge), it no longer holds step i, where it may have kept
+                    # another job out
+                    if end < n:
+                        x = t[end] - (t[i] + d)
+                        if x < self.moves_in:
+                            self.moves_in = x
+                    if i + 1 < n:
+                        x = t[i + 1] - t[i]
+                        if x < self.moves_in:
+                            self.moves_in = x
                 return t[i]
             i = run_end + 1
         return None

@@ -301,7 +301,7 @@ def next_cycle(snap: Snapshot, dec: Decision) -> Snapshot | None:
     where the property "it admits nothing more" does not apply: nothing was
     admitted or nothing is left waiting, a shed, or between the two cycles
     something that can free room happens anyway (a cap rises, a running job
-    reaches its planned end by a period after the next cycle, a job crosses
+    reaches its planned end by the next cycle, a job crosses
     its wait limit, the decision asked to be re-made: `replan_at_s`), at
     which the simulator decides again too.
     Measured power is left out: a new reading would differ.
@@ -318,10 +318,7 @@ def next_cycle(snap: Snapshot, dec: Decision) -> Snapshot | None:
     by_key = {j.key: j for j in snap.queued}
     ends = [r.expected_end_s for r in snap.running]
     ends += [now + max(by_key[k].duration_s, 1.0) for k in admitted]
-    # (to a period past the next cycle: a booking from the next cycle on moves
-    # with now and can pass such an end, which `replan_at_s` misses; see
-    # test_a_booking_that_passes_a_running_jobs_end_asks_to_be_replanned)
-    if any(now < e <= nxt + pol.control_period_s + 1.0 for e in ends):
+    if any(now < e <= nxt + 1.0 for e in ends):
         return None
     for j in snap.queued:
         limit = pol.max_wait_s if j.max_delay_s is None else j.max_delay_s

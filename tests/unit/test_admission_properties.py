@@ -327,13 +327,6 @@ def test_the_next_cycle_admits_nothing_more_once_this_ones_admissions_run(
         assert again.admits == [], [a.key for a in again.admits]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core gap (issue 19 report): Profile.reserve's moves_in counts only a booking's "
-    "end reaching another step, not its start (booked at the next cycle, which moves with "
-    "now) passing a running job's planned end; replan_at_s then says nothing changes "
-    "for an hour while the operator's next cycle admits more",
-)
 def test_a_booking_that_passes_a_running_jobs_end_asks_to_be_replanned() -> None:
     """`wide` (2 x 8 GPUs) cannot be placed now and is booked from the next
     cycle (+15 s), while `short` still holds 4 GPUs until +20 s; `small`
@@ -341,7 +334,9 @@ def test_a_booking_that_passes_a_running_jobs_end_asks_to_be_replanned() -> None
     cycle is +20 s, the booking starts after `short` ends and `small` fits
     beside it: the decision must ask to be made again by then (`replan_at_s`),
     or a replay deciding at events and at `replan_at_s` starts `small` later
-    than the operator does (here at `short`'s end, one period late)."""
+    than the operator does (here at `short`'s end, one period late). Found
+    by the property above; `Profile.reserve` now counts a booking's start
+    reaching the next step in `moves_in`."""
     pol = PowerPolicy(
         cap_watts=1e9, pue=1.0, node_base_watts=0.0, gpu_idle_watts=100.0, safety_margin=0.0
     )
