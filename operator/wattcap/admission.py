@@ -152,6 +152,10 @@ class Snapshot:
     over_cap_since_s: float | None = None
     running_columns: RunningColumns | None = None  # if given: the same jobs, as arrays
     free_index: NodeOrderIndex | None = None  # if given: the same nodes' free GPUs
+    # Site power above idle held for GPU work wattcap does not manage (inference,
+    # another scheduler): admission plans around it, but it never sheds a job on
+    # its own; only a measured overdraw (in `measured_site_watts`) does.
+    unmanaged_watts: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +202,7 @@ class Decision:
     cap_watts: float = 0.0
     effective_cap_watts: float = 0.0
     idle_site_watts: float = 0.0
+    unmanaged_watts: float = 0.0  # held for unmanaged GPU work, in the projection
     projected_site_watts: float = 0.0  # after this cycle's admits and preempts
     measured_site_watts: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -312,19 +317,24 @@ def decide(
     cap_now = caps[bisect_right(cap_edges, now)]  # pol.cap_at(now), without a scan
     ecap_now = cap_now * (1.0 - pol.safety_margin)
     soon_ecap = caps[bisect_right(cap_edges, now + period)] * (1.0 - pol.safety_margin)
+    unmanaged = max(snap.unmanaged_watts, 0.0)
     dec = Decision(
         cap_watts=cap_now,
         effective_cap_watts=ecap_now,
         idle_site_watts=idle_site,
+        unmanaged_watts=unmanaged,
         measured_site_watts=snap.measured_site_watts,
     )
 
     running = list(snap.running)
     load = _RunningLoad(running, pol, snap.running_columns)
-    projected = idle_site + load.total
+    base = idle_site + unmanaged  # what no admission can use: idle power and unmanaged work
+    projected = base + load.total
 
     # ---------------------------------------------------------------- 1. shed
     if pol.preemption:
+        # unmanaged work is left out: what it is planned at (a reserve, TDP while
+        # unmeasured) is no reason to shed; what it really draws is in the measurement
         believed = idle_site + load.believed_total()
         shed = _shed(snap, running, believed, ecap_now, cap_now, soon_ecap)
         if shed:
@@ -333,7 +343,7 @@ def decide(
             keep = np.array([j.key not in gone for j in running], dtype=bool)
             running = [j for j in running if j.key not in gone]
             load = load.subset(keep)
-            projected = idle_site + load.total
+            projected = base + load.total
     soon_cap = min(ecap_now, soon_ecap)
     if projected > soon_cap:
         dec.notes.append(
@@ -366,7 +376,7 @@ def decide(
     gpus_free_now = fits.total_free
     head: list[tuple[float, float, int, bool]] = []
     if batch:
-        drawn = idle_site + measured_excess + load.positive_sum()
+        drawn = base + measured_excess + load.positive_sum()
         head = _admit_clear_head(dec, ordered, pol, now, fits, idle_site, drawn)
     if len(head) == len(ordered):
         dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
@@ -376,7 +386,7 @@ def decide(
     depth = pol.reservation_depth if max_reservations is None else max_reservations
     waiting, start = ordered, len(head)
     while True:
-        prof = _profile(snap, load, idle_site, ecap_now, measured_excess, gpus_free_now)
+        prof = _profile(snap, load, base, ecap_now, measured_excess, gpus_free_now)
         for end, w, g, pre in head:  # what the walk below would have taken for them
             prof.take(0, prof.split(end), w, g, pre)
         usable_w = prof.max_cap() - idle_site
@@ -950,7 +960,7 @@ class _RunningLoad:
 def _profile(
     snap: Snapshot,
     load: _RunningLoad,
-    idle_site: float,
+    base: float,
     ecap_now: float,
     measured_excess: float,
     gpus_free_now: float,
@@ -961,6 +971,7 @@ def _profile(
     job's end becomes one only when it is admitted (`Profile.split`), so the
     steps stay few however deep the queue. Preemptible running work counts
     only where preemption is on; at far cap drops it is not planned through.
+    `base` is the draw under every step: idle power and unmanaged work.
     """
     pol = snap.policy
     cap_edges, cap_vals, _, _ = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
@@ -977,7 +988,7 @@ def _profile(
         cap_vals,
         1.0 - pol.safety_margin,
         ecap_now,
-        idle_site + measured_excess,
+        base + measured_excess,
         gpus_free_now,
     )
 

@@ -60,6 +60,7 @@ from .outlook import outlook
 from .podtemplate import validate_template
 from .priorities import PriorityClass, fallback_priority, job_priority
 from .telemetry import Reading
+from .unmanaged import unmanaged_load
 
 QUEUED, ADMITTED, RUNNING = "Queued", "Admitted", "Running"
 SUCCEEDED, FAILED, PREEMPTED = "Succeeded", "Failed", "Preempted"
@@ -302,8 +303,16 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     cap_now = pol.cap_at(now_s)
     site_w = _site_watts(state, pic, unmeasured)
     mem.over_cap_since_s = over_cap_since(mem.over_cap_since_s, site_w, cap_now, now_s)
+    foreign = unmanaged_load(pol, {n.name for n in nodes}, state.pods, reading)
     snap = Snapshot(
-        now_s, _reaction(pol, now_s), nodes, pic.running, pic.queued, site_w, mem.over_cap_since_s
+        now_s,
+        _reaction(pol, now_s),
+        nodes,
+        pic.running,
+        pic.queued,
+        site_w,
+        mem.over_cap_since_s,
+        unmanaged_watts=foreign.watts,
     )
     dec = decide(snap)
     plan.decision = dec
@@ -324,6 +333,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         if ref in pic.specs and st.get("phase") is not None:
             st["priority"] = pic.specs[ref].priority  # as resolved from its class
     plan.policy_status = _policy_status(dec, pol, now_s, len(pic.queued), len(pic.running))
+    plan.policy_status["unmanaged"] = foreign.status()
     # the plan ahead, published for users (kubectl wattcap) and alerts
     plan.policy_status["outlook"] = outlook(dec, pol, pic.running, pic.queued, now_s)
     plan.policy_status["conditions"] = _measurement_conditions(

@@ -22,6 +22,10 @@ SITE_POWER = Gauge("wattcap_site_power_watts", "Site power in watts.", ["source"
 CAP = Gauge("wattcap_cap_watts", "Power cap in force now, in watts.")
 HEADROOM = Gauge("wattcap_headroom_watts", "Usable cap less projected site power, in watts.")
 QUEUE = Gauge("wattcap_queue_jobs", "TrainingJobs waiting, by reason.", ["reason"])
+UNMANAGED = Gauge(
+    "wattcap_unmanaged_watts",
+    "Site power above idle planned for GPU work wattcap does not manage, in watts.",
+)
 RUNNING = Gauge("wattcap_running_jobs", "TrainingJobs admitted and not finished.")
 ADMISSION_LATENCY = Histogram(
     "wattcap_admission_latency_seconds",
@@ -98,6 +102,7 @@ def record_cycle(dec: Decision, running: int, seconds: float) -> None:
     if dec.measured_site_watts is not None:
         SITE_POWER.labels("measured").set(dec.measured_site_watts)
     CAP.set(dec.cap_watts)
+    UNMANAGED.set(dec.unmanaged_watts)
     HEADROOM.set(dec.effective_cap_watts - dec.projected_site_watts)
     RUNNING.set(running)
     counts: dict[str, int] = {}

@@ -20,6 +20,9 @@ API_VERSION = "v1alpha1"
 API = f"{API_GROUP}/{API_VERSION}"
 
 ORDERINGS = ("PriorityFIFO", "FIFO")
+# How GPU work wattcap does not manage is planned (spec.unmanaged.planGpusAt):
+# at what it measures (TDP while unmeasured), or at a fixed reserve.
+UNMANAGED_PLANS = ("Measured", "Reserve")
 # Bounds the CRD states too: a period below a second is a hot loop against the
 # API server, and no site runs a job on more replicas (one per node) than this.
 MIN_CONTROL_PERIOD_S = 1.0
@@ -199,6 +202,12 @@ class PowerPolicy:
     # (maxDelay: 0 would otherwise put a job ahead of every priority at once).
     hint_floor_fraction: float = 0.5
     min_max_delay_s: float = 3600.0
+    # GPU work on the site's nodes that wattcap does not manage (exempt
+    # namespaces: inference, another scheduler) is planned at `unmanaged_plan`:
+    # "Measured" (its measured draw, TDP while unmeasured, never below the
+    # reserve) or "Reserve" (the reserve alone), in site watts above idle.
+    unmanaged_reserve_watts: float = 0.0
+    unmanaged_plan: str = "Measured"
     prometheus_url: str | None = None
     site_power_query: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -311,6 +320,13 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
             f"{p}.ordering", f"must be one of {', '.join(ORDERINGS)}, got {ordering!r}"
         )
     prom = _mapping(spec.get("prometheus"), f"{p}.prometheus")
+    unmanaged = _mapping(spec.get("unmanaged"), f"{p}.unmanaged")
+    plan_at = _string(unmanaged, "planGpusAt", f"{p}.unmanaged", DEFAULTS.unmanaged_plan)
+    if plan_at not in UNMANAGED_PLANS:
+        raise ManifestError(
+            f"{p}.unmanaged.planGpusAt",
+            f"must be one of {', '.join(UNMANAGED_PLANS)}, got {plan_at!r}",
+        )
     selector = _mapping(spec.get("nodeSelector"), f"{p}.nodeSelector")
     site = _mapping(spec.get("site"), f"{p}.site")
     site_nodes = _integer(site, "nodes", f"{p}.site", minimum=1) if "nodes" in site else None
@@ -357,6 +373,10 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
         min_max_delay_s=parse_duration(
             spec.get("minMaxDelay", DEFAULTS.min_max_delay_s), f"{p}.minMaxDelay"
         ),
+        unmanaged_reserve_watts=_number(
+            unmanaged, "reserveWatts", f"{p}.unmanaged", DEFAULTS.unmanaged_reserve_watts, minimum=0
+        ),
+        unmanaged_plan=plan_at,
         prometheus_url=prom.get("url") or None,
         site_power_query=prom.get("sitePowerQuery") or None,
         node_selector={str(k): str(v) for k, v in selector.items()},

@@ -60,7 +60,7 @@ def outlook(
         if q is not None and wt.est_start_s is not None:
             w = pol.job_site_watts(q.gpus, q.gpu_watts)
             loads.append((wt.est_start_s, wt.est_start_s + q.duration_s, w, False))
-    base = dec.idle_site_watts
+    base = dec.idle_site_watts + dec.unmanaged_watts  # neither can be shed by a cap drop
     if dec.measured_site_watts is not None and not dec.preempts:
         # the core plans as if a measured draw above its projection persists
         drawn_now = base + sum(w for s, _, w, _ in loads if s <= now_s)

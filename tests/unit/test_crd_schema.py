@@ -244,6 +244,7 @@ FULL_POLICY = {
         "defaultJobDuration": "2h",
         "maxWait": "12h",
         "prometheus": {"url": "http://prometheus:9090", "sitePowerQuery": "sum(site_power)"},
+        "unmanaged": {"reserveWatts": 20_000, "planGpusAt": "Reserve"},
         "nodeSelector": {"wattcap.io/site": "local"},
         "site": {"nodes": 16, "gpusPerNode": 8},
     },
