@@ -181,8 +181,8 @@ BREAKS: tuple[Break, ...] = (
         (
             (
                 "admission.py",
-                "key=lambda j: (j.priority, -j.started_s, j.key)",
-                "key=lambda j: (-j.priority, -j.started_s, j.key)",
+                "key=lambda j: (j.key not in over, j.priority, -j.started_s, j.key)",
+                "key=lambda j: (j.key not in over, -j.priority, -j.started_s, j.key)",
             ),
         ),
     ),
@@ -191,8 +191,38 @@ BREAKS: tuple[Break, ...] = (
         (
             (
                 "admission.py",
+                "key=lambda j: (j.key not in over, j.priority, -j.started_s, j.key)",
+                "key=lambda j: (j.key not in over, j.priority, j.started_s, j.key)",
+            ),
+        ),
+    ),
+    Break(
+        "over-drawers not shed first",
+        (
+            (
+                "admission.py",
+                "key=lambda j: (j.key not in over, j.priority, -j.started_s, j.key)",
                 "key=lambda j: (j.priority, -j.started_s, j.key)",
-                "key=lambda j: (j.priority, j.started_s, j.key)",
+            ),
+        ),
+    ),
+    Break(
+        "a non-preemptible over-drawer is never shed",
+        (
+            (
+                "admission.py",
+                "(j for j in running if j.preemptible or j.key in over)",
+                "(j for j in running if j.preemptible)",
+            ),
+        ),
+    ),
+    Break(
+        "the overdraw tolerance is ignored",
+        (
+            (
+                "admission.py",
+                "return f is not None and m is not None and m > f * (1.0 + tolerance)",
+                "return f is not None and m is not None and m > f",
             ),
         ),
     ),

@@ -98,10 +98,34 @@ class RunningJob:
     # while measurements are unavailable: admission then plans at the
     # conservative forecast, but a silent meter must not preempt anything.
     believed_gpu_watts: float | None = None
+    # The per-GPU watts it was admitted with. A job measured above it by more
+    # than the policy's overdrawTolerance is shed first (`shed_order`).
+    forecast_gpu_watts: float | None = None
 
     @property
     def gpus(self) -> int:
         return self.replicas * self.gpus_per_replica
+
+
+def overdraws(j: RunningJob, tolerance: float) -> bool:
+    """Whether a job draws more than it was admitted at, beyond the tolerance:
+    its hint or class said less than it takes, and the site pays for it."""
+    f, m = j.forecast_gpu_watts, j.measured_gpu_watts
+    return f is not None and m is not None and m > f * (1.0 + tolerance)
+
+
+def shed_order(running: list[RunningJob], pol: PowerPolicy) -> list[RunningJob]:
+    """Who is shed, in order, when the site must shed: jobs that overdraw
+    their admission forecast first, preemptible or not (a job that claimed
+    less power than it takes forfeits its protection, or a lying hint on a
+    non-preemptible job would make bystanders pay), then preemptible
+    bystanders; within each, lowest priority, then the most recently started
+    (least work lost)."""
+    over = {j.key for j in running if overdraws(j, pol.overdraw_tolerance)}
+    return sorted(
+        (j for j in running if j.preemptible or j.key in over),
+        key=lambda j: (j.key not in over, j.priority, -j.started_s, j.key),
+    )
 
 
 @dataclass(slots=True)
@@ -806,19 +830,24 @@ def _shed(
     # a measured excess is only worked off while there is one: a cap drop alone
     # must not turn a victim's measurement into a reason to shed another job
     shedding_measured = excess_meas > 0
-    victims = sorted(
-        (j for j in running if j.preemptible), key=lambda j: (j.priority, -j.started_s, j.key)
-    )
+    victims = shed_order(running, pol)
     out: list[Preempt] = []
     for j in victims:
         if excess_plan <= 0 and excess_meas <= 0:
             break
         planned = pue * j.gpus * ((j.believed_gpu_watts or j.gpu_watts) - idle_w)
         drawn = j.measured_gpu_watts if j.measured_gpu_watts is not None else j.gpu_watts
+        over = overdraws(j, pol.overdraw_tolerance)
+        why = (
+            f"; it drew {j.measured_gpu_watts:.0f} W per GPU, forecast "
+            f"{j.forecast_gpu_watts:.0f} W: over-drawers are shed first"
+            if over
+            else ""
+        )
         if excess_meas > 0:
             msg = (
                 f"measured site power {fmt_watts(meas or 0.0)} over cap {fmt_watts(cap_now)} "
-                f"for more than {pol.grace_period_s:.0f}s; shedding priority {j.priority}"
+                f"for more than {pol.grace_period_s:.0f}s; shedding priority {j.priority}{why}"
             )
             out.append(Preempt(j.key, PREEMPT_MEASURED, msg))
         else:
@@ -826,7 +855,7 @@ def _shed(
             why = f" ({win.name})" if win and win.name else ""
             msg = (
                 f"cap {fmt_watts(pol.cap_at(now + pol.control_period_s))}{why} is below the "
-                f"projected {fmt_watts(projected)}; shedding priority {j.priority}"
+                f"projected {fmt_watts(projected)}; shedding priority {j.priority}{why}"
             )
             out.append(Preempt(j.key, PREEMPT_CAP_DROP, msg))
         excess_plan -= planned

@@ -34,6 +34,7 @@ from .admission import (
     decide,
     fmt_watts,
     over_cap_since,
+    overdraws,
 )
 from .forecast import Forecaster, PowerForecast
 from .jobs import (
@@ -321,6 +322,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         # this shedding only after another grace period, never shed twice for one excess
         mem.over_cap_since_s = now_s
 
+    _learn_overdraws(mem, pic, dec, pol)
     now_iso = format_time(now_s)
     for p in dec.preempts:
         _isolated(plan, pic, _ref_of(p.key), now_iso, "preempt", _plan_preempt, p, state)
@@ -614,6 +616,7 @@ def _admitted(
     run = RunningJob(
         spec.key, spec.replicas, spec.gpus_per_replica, planned.gpu_watts, spec.priority,
         spec.preemptible, started, started + dur, nodes, measured, believed,
+        fc.gpu_watts,  # as admitted: measured above it, the job over-draws
     )  # fmt: skip
     if _pods_not_ready(job, spec, now_s, pol):
         return _requeue(tj, ref, spec, job, mem, now_s, run, nodes)
@@ -1132,6 +1135,31 @@ def _learn(
     mem.forecaster.observe(spec.workload_class, per_gpu, duration_s, fc, namespace=spec.namespace)
     if fc:
         mem.finished.append((spec.workload_class, per_gpu, fc))
+
+
+def _learn_overdraws(mem: ControllerMemory, pic: _Picture, dec: Decision, pol: PowerPolicy) -> None:
+    """A job shed while it over-draws its forecast may never finish, so its
+    class history learns what it drew now: the class's next forecast rises.
+    Once per job (its uid): a later success of the same job is not counted again."""
+    by_key = {r.key: r for r in pic.running}
+    for p in dec.preempts:
+        r = by_key.get(p.key)
+        if r is None or not overdraws(r, pol.overdraw_tolerance):
+            continue
+        ref = _ref_of(p.key)
+        spec, tj = pic.specs.get(ref), pic.by_ref.get(ref)
+        uid = ((tj or {}).get("metadata") or {}).get("uid")
+        if spec is None or uid is None or uid in mem.observed:
+            continue
+        mem.observed.add(uid)
+        assert r.measured_gpu_watts is not None
+        mem.forecaster.observe(
+            spec.workload_class,
+            r.measured_gpu_watts,
+            None,
+            r.forecast_gpu_watts,
+            namespace=spec.namespace,
+        )
 
 
 def condition(kind: str, status: str, reason: str, message: str, now_iso: str) -> dict[str, Any]:

@@ -208,6 +208,9 @@ class PowerPolicy:
     # reserve) or "Reserve" (the reserve alone), in site watts above idle.
     unmanaged_reserve_watts: float = 0.0
     unmanaged_plan: str = "Measured"
+    # a running job measured above its admission forecast by more than this
+    # fraction is shed first when the site must shed
+    overdraw_tolerance: float = 0.2
     prometheus_url: str | None = None
     site_power_query: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -377,6 +380,9 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
             unmanaged, "reserveWatts", f"{p}.unmanaged", DEFAULTS.unmanaged_reserve_watts, minimum=0
         ),
         unmanaged_plan=plan_at,
+        overdraw_tolerance=_number(
+            spec, "overdrawTolerance", p, DEFAULTS.overdraw_tolerance, minimum=0, maximum=10
+        ),
         prometheus_url=prom.get("url") or None,
         site_power_query=prom.get("sitePowerQuery") or None,
         node_selector={str(k): str(v) for k, v in selector.items()},

@@ -110,6 +110,9 @@ def _running(
         drawn = planned * rng.uniform(0.5, 1.6)
         measured = None if rng.random() < 0.3 else min(700.0, max(0.5 * pol.gpu_idle_watts, drawn))
         believed = None if rng.random() < 0.7 else rng.uniform(pol.gpu_idle_watts, 700.0)
+        # admitted at no less than it is planned at now (running work is only
+        # tightened): some measure beyond the tolerance over it and are shed first
+        forecast = None if rng.random() < 0.3 else planned * rng.uniform(1.0, 1.3)
         out.append(
             RunningJob(
                 f"r{k}",
@@ -123,6 +126,7 @@ def _running(
                 tuple(n.name for n in picked),
                 measured_gpu_watts=measured,
                 believed_gpu_watts=believed,
+                forecast_gpu_watts=forecast,
             )
         )
     return out

@@ -258,6 +258,49 @@ def test_measured_over_cap_waits_for_grace_then_sheds() -> None:
     assert d.preempts[0].reason == "MeasuredOverCap"
 
 
+def _liar_and_bystander(liar_pre: bool) -> tuple[PowerPolicy, list[NodeState], list[RunningJob]]:
+    """Two 4-GPU jobs: `bystander` (priority 0, preemptible) draws what it was
+    admitted at; `liar` (priority 3) was admitted at 300 W a GPU and draws 690 W."""
+    ns = nodes(2)
+    for n in ns:
+        n.gpus_free = 4
+    by = RunningJob("bystander", 1, 4, 400.0, 0, True, NOW - 60, NOW + 7200, ("n0",), 400.0)
+    by.forecast_gpu_watts = 400.0
+    liar = RunningJob("liar", 1, 4, 300.0, 3, liar_pre, NOW - 600, NOW + 7200, ("n1",), 690.0)
+    liar.forecast_gpu_watts = 300.0
+    return policy(8_000, grace_period_s=60.0), ns, [by, liar]
+
+
+def test_an_over_drawer_is_shed_first_before_bystanders_preemptible_or_not() -> None:
+    """Measured over the cap past the grace: the job drawing 2.3x its forecast
+    goes, though it has the higher priority and did not declare itself
+    preemptible; the bystander, drawing what it was admitted at, keeps running."""
+    for liar_pre in (True, False):
+        pol, ns, running = _liar_and_bystander(liar_pre)
+        snap = Snapshot(
+            NOW, pol, ns, running, [], measured_site_watts=8_500.0, over_cap_since_s=NOW - 61
+        )
+        d = decide(snap)
+        assert [p.key for p in d.preempts] == ["liar"], liar_pre
+        assert "over-drawers are shed first" in d.preempts[0].message
+
+
+def test_within_the_tolerance_a_job_is_a_bystander() -> None:
+    """690 W against a 600 W forecast is 15 % over, under the default 20 %: the
+    usual order (lowest priority first) holds."""
+    pol, _, running = _liar_and_bystander(True)
+    running[1].forecast_gpu_watts = 600.0
+    assert [j.key for j in admission.shed_order(running, pol)] == ["bystander", "liar"]
+    tight = dataclasses.replace(pol, overdraw_tolerance=0.1)
+    assert [j.key for j in admission.shed_order(running, tight)] == ["liar", "bystander"]
+
+
+def test_an_over_drawer_is_not_shed_while_the_site_need_not_shed() -> None:
+    pol, ns, running = _liar_and_bystander(False)
+    snap = Snapshot(NOW, pol, ns, running, [], measured_site_watts=7_000.0)
+    assert not decide(snap).preempts
+
+
 def test_non_preemptible_job_waits_out_a_demand_response_window() -> None:
     pol = policy(20_000, cap_schedule=(CapWindow(NOW + 1800, NOW + 5400, 5_000, "dr"),))
     short = q("short", dur=1200)  # ends before the window

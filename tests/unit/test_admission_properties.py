@@ -171,6 +171,12 @@ def _shed_order(j: object) -> tuple:
     return (j.priority, -j.started_s, j.key)  # type: ignore[attr-defined]
 
 
+def _overdraws(j: RunningJob, tolerance: float) -> bool:
+    """Measured above its admission forecast by more than the tolerance."""
+    f, m = j.forecast_gpu_watts, j.measured_gpu_watts
+    return f is not None and m is not None and m > f * (1.0 + tolerance)
+
+
 def _below_idle_victim_first() -> Snapshot:
     """Grace 0 and measured 4.1 kW over the cap (the plan fits): `a`, the lowest
     priority, is measured at 35 W a GPU, below the policy's 70 W idle, so
@@ -215,12 +221,13 @@ def _below_idle_victim_first() -> Snapshot:
 def test_shedding_takes_lowest_priority_most_recent_first_until_under_the_cap(
     snap: Snapshot,
 ) -> None:
-    """Preemptible jobs are shed, lowest priority then most recently started
-    first, while the plan (at each job's best-believed draw) is over the
-    usable cap now or one period ahead, or while measured power, over the
-    cap for longer than the grace period, less what the shed jobs measure
-    is over the usable cap; no more than that. Within the grace period
-    nothing is shed for a measurement."""
+    """Jobs that over-draw their admission forecast beyond the tolerance
+    (preemptible or not), then preemptible jobs, are shed, each lowest
+    priority then most recently started first, while the plan (at each job's
+    best-believed draw) is over the usable cap now or one period ahead, or
+    while measured power, over the cap for longer than the grace period, less
+    what the shed jobs measure is over the usable cap; no more than that.
+    Within the grace period nothing is shed for a measurement."""
     pol = snap.policy
     now = snap.now_s
     d = decide(snap)
@@ -237,7 +244,11 @@ def test_shedding_takes_lowest_priority_most_recent_first_until_under_the_cap(
     )
     if not past_grace:
         assert all(p.reason != "MeasuredOverCap" for p in d.preempts)
-    victims = sorted((j for j in snap.running if j.preemptible), key=_shed_order)
+    tol = pol.overdraw_tolerance
+    victims = sorted(
+        (j for j in snap.running if j.preemptible or _overdraws(j, tol)),
+        key=lambda j: (not _overdraws(j, tol), *_shed_order(j)),
+    )
     shed = [p.key for p in d.preempts]
     assert shed == [j.key for j in victims[: len(shed)]], "in order, none skipped"
     by_key = {j.key: j for j in snap.running}

@@ -296,3 +296,31 @@ def test_a_reason_nobody_waits_for_any_more_is_cleared_from_the_policy_status() 
     assert waiting.policy_status["waitingByReason"]["WaitingForPower"] == 1
     done = cycle(site(pol, [node("a"), node("b")], [], tjs[:1], jobs), mem(), NOW)
     assert done.policy_status["waitingByReason"]["WaitingForPower"] == 0
+
+
+def test_an_over_drawer_is_shed_before_a_bystander_and_its_class_learns_the_overdraw() -> None:
+    """`liar` (priority 5, not preemptible, class `liar-class` with a 300 W
+    hint) was admitted at 300 W a GPU and draws 690 W; `bystander` (priority 0,
+    preemptible) was admitted at 700 W and draws 690 W. Measured over the cap
+    past the grace, `liar` is suspended, not the bystander; and its class's
+    next forecast is what it drew, not the hint, though it never finished."""
+    pol = site_policy(12_000, grace_period_s=10.0)
+    liar = tj("liar", pre=False, prio=5)
+    liar["spec"].update(workloadClass="liar-class", gpuWattsHint=300)
+    tjs = [liar, tj("bystander", pre=True, prio=0)]
+    jobs = {
+        ("ml", "liar"): job("liar", ["a"], gpu_watts=300),
+        ("ml", "bystander"): job("bystander", ["b"], gpu_watts=700),
+    }
+    pods = [pod_of("liar", "liar-0", "a"), pod_of("bystander", "bystander-0", "b")]
+    m = mem()
+    before = m.forecaster.forecast("liar-class", 300, namespace="ml")
+    hot = reading({("ml", "liar-0"): [690.0] * 8, ("ml", "bystander-0"): [690.0] * 8}, 12_640.0)
+    for t in (0, 5):
+        cycle(site(pol, [node("a"), node("b")], pods, tjs, jobs, hot), m, NOW + t)
+    plan = cycle(site(pol, [node("a"), node("b")], pods, tjs, jobs, hot), m, NOW + 11)
+    assert plan.suspend_jobs == [("ml", "liar")]
+    assert "over-drawers are shed first" in plan.tj_status[("ml", "liar")]["message"]
+    after = m.forecaster.forecast("liar-class", 300, namespace="ml")
+    assert before.source == "hint" and after.source == "history"
+    assert after.gpu_watts >= 690.0 > before.gpu_watts

@@ -221,6 +221,7 @@ FULL_POLICY = {
     "metadata": {"name": "site"},
     "spec": {
         "capWatts": 2_100_000,
+        "overdrawTolerance": 0.3,
         "capSchedule": [
             {
                 "name": "peak",
@@ -307,6 +308,7 @@ POLICY_DEFAULTS = {  # CRD field -> PowerPolicy dataclass field
     "maxWait": "max_wait_s",
     "hintFloorFraction": "hint_floor_fraction",
     "minMaxDelay": "min_max_delay_s",
+    "overdrawTolerance": "overdraw_tolerance",
 }
 DURATIONS = {"controlPeriod", "gracePeriod", "defaultJobDuration", "maxWait", "minMaxDelay"}
 

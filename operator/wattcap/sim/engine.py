@@ -155,6 +155,7 @@ class _Job:
         "first_start",
         "floor",
         "idx",
+        "learned",
         "meas_n",
         "nodes",
         "plan",
@@ -210,6 +211,7 @@ class _Job:
         self.seg_tick = 0  # the tick before the meter first read this run
         self.drawn_to = 0  # the tick up to which meas_n counts
         self.token = 0
+        self.learned = False  # its class learned it already (shed over-drawing)
 
 
 def simulate(
@@ -802,6 +804,7 @@ class _Engine:
             started_s=self.t0 + t,
             expected_end_s=self.t0 + t + planned_rest,
             nodes=nodes,
+            forecast_gpu_watts=plan.gpu_watts,  # as admitted: over-drawers are shed first
         )
         self.slot_rj[slot] = j.rj
         self.s_plan[slot] = watts
@@ -886,7 +889,8 @@ class _Engine:
         self.segments.append(Segment(j.view.key, j.seg_start, t, j.nodes, "completed"))
         mean = j.samples.mean(j.meas_n) if j.samples is not None and j.meas_n else None
         assert j.plan is not None
-        self.sched.completed(j.view, mean, j.ran, j.plan)
+        if not j.learned:
+            self.sched.completed(j.view, mean, j.ran, j.plan)
         j.samples = None
         j.rj = None
 
@@ -1044,7 +1048,12 @@ class _Engine:
                 (t, tuple((a.key, a.nodes) for a in dec.admits), tuple(p.key for p in dec.preempts))
             )
         for p in dec.preempts:
-            self._preempt(self.by_key[p.key], t)
+            j = self.by_key[p.key]
+            if j.rj is not None and admission.overdraws(j.rj, snap.policy.overdraw_tolerance):
+                # as the operator does: the class learns the overdraw now, once
+                self.sched.overdrew(j.view, j.rj.measured_gpu_watts, j.plan)
+                j.learned = True
+            self._preempt(j, t)
         for a in dec.admits:
             j = self.by_key[a.key]
             plan = self._queued_forecast(j)

@@ -88,6 +88,11 @@ class Scheduler:
     ) -> None:
         """A job finished: learn from what was measured of it."""
 
+    def overdrew(
+        self, job: JobView, measured_w: float | None, admitted: PowerForecast | None
+    ) -> None:
+        """A job was shed drawing more than it was admitted at: learn it now."""
+
     def miss_rate(self) -> float | None:
         return None
 
@@ -144,6 +149,17 @@ class WattcapScheduler(Scheduler):
         if forecast is not None:
             # the calibrated level moved: every class's bound moves with it
             self._power.clear()
+
+    def overdrew(
+        self, job: JobView, measured_w: float | None, admitted: PowerForecast | None
+    ) -> None:
+        # the operator's rule (controller._learn_overdraws): power only, no duration
+        if measured_w is None:
+            return
+        self.forecaster.observe(
+            job.workload_class, measured_w, None, None if admitted is None else admitted.gpu_watts
+        )
+        self._power.clear()
 
     def miss_rate(self) -> float | None:
         return self.forecaster.miss_rate()
