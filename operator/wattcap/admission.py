@@ -48,11 +48,12 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
 
+from .levers import Candidate, Site, choose, cut_end_s
 from .model import CapWindow, PowerPolicy, cap_steps, format_time
 from .placement import FreeGpus, NodeOrderIndex
 from .profile import Profile, in_order, queue_columns, running_watts
@@ -101,6 +102,10 @@ class RunningJob:
     # The per-GPU watts it was admitted with. A job measured above it by more
     # than the policy's overdrawTolerance is shed first (`shed_order`).
     forecast_gpu_watts: float | None = None
+    # The GPU power limit the node agent enforces on its GPUs (W each), if any. With
+    # limits on, `gpu_watts` stays the job's natural draw: the core plans min(both), and
+    # does not take a throttled job's measured draw for its natural one.
+    gpu_limit_watts: float | None = None
 
     @property
     def gpus(self) -> int:
@@ -235,6 +240,10 @@ class Decision:
     # from then its run reaches into another step of the plan (None: no such).
     # A caller that decides only at events (the simulator) decides again then.
     replan_at_s: float | None = None
+    # With power limits on: the limit (W per GPU) each running job should have from now;
+    # a running job not named here runs unlimited. Why, per job, for its status.
+    gpu_limits: dict[str, float] = field(default_factory=dict)
+    limit_reasons: dict[str, str] = field(default_factory=dict)
 
 
 def fmt_watts(w: float) -> str:
@@ -356,9 +365,13 @@ def decide(
     projected = base + load.total
 
     # ---------------------------------------------------------------- 1. shed
-    if pol.preemption:
-        # unmanaged work is left out: what it is planned at (a reserve, TDP while
-        # unmeasured) is no reason to shed; what it really draws is in the measurement
+    # unmanaged work is left out of both: what it is planned at (a reserve, TDP while
+    # unmeasured) is no reason to throttle or shed; what it really draws is measured
+    if pol.power_limits.enabled:
+        running = _two_levers(dec, snap, running, idle_site, ecap_now, cap_now, soon_ecap)
+        load = _RunningLoad(running, pol)
+        projected = base + load.total
+    elif pol.preemption:
         believed = idle_site + load.believed_total()
         shed = _shed(snap, running, believed, ecap_now, cap_now, soon_ecap)
         if shed:
@@ -862,6 +875,115 @@ def _shed(
         if shedding_measured:
             # a job measured below idle frees nothing, never less than nothing
             excess_meas -= pue * j.gpus * max(0.0, drawn - idle_w)
+    return out
+
+
+def _natural_gpu_watts(j: RunningJob) -> float:
+    """A running job's draw with no limit, as the levers plan it.
+
+    What a throttled job is measured at says only that it reaches its limit, so it
+    never lowers the plan below its forecast.
+    """
+    believed = j.believed_gpu_watts or j.gpu_watts
+    return believed if j.gpu_limit_watts is None else max(believed, j.gpu_watts)
+
+
+def _two_levers(
+    dec: Decision,
+    snap: Snapshot,
+    running: list[RunningJob],
+    idle_site: float,
+    ecap_now: float,
+    cap_now: float,
+    soon_ecap: float,
+) -> list[RunningJob]:
+    """Step 1 with power limits on (`levers.py`): throttle, preempt or both; return the
+    running jobs left, each planned at min(natural draw, its new limit)."""
+    pol, pl, now = snap.policy, snap.policy.power_limits, snap.now_s
+    period = pol.control_period_s
+    site = Site(
+        pol.pue,
+        pol.gpu_idle_watts,
+        pol.gpu_tdp_watts,
+        pl.min_fraction,
+        pl.max_slowdown,
+        pl.preemption_loss_s,
+        pol.preemption,
+    )
+    natural = {j.key: _natural_gpu_watts(j) for j in running}
+    believed = idle_site + sum(
+        pol.pue * j.gpus * (natural[j.key] - pol.gpu_idle_watts) for j in running
+    )
+    need_plan = believed - min(ecap_now, soon_ecap)
+    meas = snap.measured_site_watts
+    need_meas = 0.0
+    if (
+        meas is not None
+        and meas > cap_now
+        and snap.over_cap_since_s is not None
+        and now - snap.over_cap_since_s >= pol.grace_period_s
+    ):
+        need_meas = meas - ecap_now
+    need = max(need_plan, need_meas)
+    if need <= 0:
+        return running
+    _, _, edges, caps = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
+    cut_end = cut_end_s(edges, caps, now + period) if need_plan >= need_meas else math.inf
+    cands = [
+        Candidate(
+            j.key,
+            j.gpus,
+            natural[j.key],
+            j.priority,
+            j.preemptible,
+            max(now - j.started_s, 0.0),
+            max(min(j.expected_end_s, cut_end) - now, period),
+        )
+        for j in running
+    ]
+    order = [
+        j.key
+        for j in sorted(
+            (j for j in running if j.preemptible), key=lambda j: (j.priority, -j.started_s, j.key)
+        )
+    ]
+    plan = choose(cands, need, site, order)
+    if need_meas > need_plan:
+        kind = PREEMPT_MEASURED
+        why = (
+            f"measured site power {fmt_watts(meas or 0.0)} over cap {fmt_watts(cap_now)} "
+            f"for more than {pol.grace_period_s:.0f}s"
+        )
+    else:
+        kind = PREEMPT_CAP_DROP
+        win = pol.active_window(now + period)
+        cap_soon = fmt_watts(pol.cap_at(now + period))
+        if win and win.name:
+            why = f"demand-response window {win.name} (cap {cap_soon})"
+        else:
+            why = f"cap {cap_soon} below the projected {fmt_watts(believed)}"
+    by_key = {j.key: j for j in running}
+    for key in plan.preempt:
+        dec.preempts.append(Preempt(key, kind, f"{why}; shedding priority {by_key[key].priority}"))
+    dec.gpu_limits = plan.limits
+    dec.limit_reasons = {k: f"throttled to {w:.0f} W by {why}" for k, w in plan.limits.items()}
+    gone = set(plan.preempt)
+    out = []
+    for j in running:
+        if j.key in gone:
+            continue
+        limit = plan.limits.get(j.key)
+        if limit is not None:
+            # planned at its forecast or its limit, whichever is lower: a hardware bound
+            j = replace(
+                j,
+                gpu_watts=min(j.gpu_watts, limit),
+                believed_gpu_watts=min(natural[j.key], limit),
+                gpu_limit_watts=limit,
+            )
+        elif j.gpu_limit_watts is not None:  # released: it draws its natural power again
+            j = replace(j, believed_gpu_watts=natural[j.key], gpu_limit_watts=None)
+        out.append(j)
     return out
 
 

@@ -307,7 +307,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     foreign = unmanaged_load(pol, {n.name for n in nodes}, state.pods, reading)
     snap = Snapshot(
         now_s,
-        _reaction(pol, now_s),
+        _one_lever(_reaction(pol, now_s)),
         nodes,
         pic.running,
         pic.queued,
@@ -341,6 +341,17 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     plan.policy_status["conditions"] = _measurement_conditions(
         state, mem, site_w, cap_now, now_s, plan
     )
+    if pol.power_limits.enabled:
+        plan.policy_status["conditions"].append(
+            condition(
+                "PowerLimitsApplied",
+                "False",
+                "NoNodeAgent",
+                "spec.powerLimits.enabled is set, but no node agent applies GPU power limits "
+                "yet: wattcap preempts instead of throttling",
+                now_iso,
+            )
+        )
     return plan
 
 
@@ -956,6 +967,17 @@ def note_write_failures(
         plan.events = [e for e in plan.events if not (e[0] is tj and e[2] == "Admitted")]
         if tj is not None:
             plan.events.append((tj, "Warning", reason, msg))
+
+
+def _one_lever(pol: PowerPolicy) -> PowerPolicy:
+    """The policy the operator decides with: power limits off.
+
+    No node agent applies GPU power limits yet (issue 17). Deciding with them would
+    throttle on paper where the cluster needs a preemption, and leave the site over its cap.
+    """
+    if not pol.power_limits.enabled:
+        return pol
+    return replace(pol, power_limits=replace(pol.power_limits, enabled=False))
 
 
 def _measurement_conditions(

@@ -172,6 +172,21 @@ class CapWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class PowerLimits:
+    """The second lever: per-GPU power limits (throttling), and how far the site lets it go.
+
+    Off by default: a site enables it once a node agent applies the limits. Throttling
+    costs the throttled job time (wattcap.powerlimit); preempting costs it its progress
+    since the last checkpoint, `preemption_loss_s` assumed, and its stopped time.
+    """
+
+    enabled: bool = False
+    min_fraction: float = 0.5  # no GPU limited below this fraction of TDP
+    max_slowdown: float | None = None  # no job throttled to run slower than this factor
+    preemption_loss_s: float = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
 class PowerPolicy:
     """The site's power contract and how wattcap should spend it.
 
@@ -216,6 +231,7 @@ class PowerPolicy:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     site_nodes: int | None = None
     site_gpus_per_node: int | None = None
+    power_limits: PowerLimits = PowerLimits()
 
     def max_delay_for(self, requested_s: float | None) -> float | None:
         """A job's maxDelay as the policy allows it: never below minMaxDelay."""
@@ -283,6 +299,33 @@ def cap_steps(
 
 
 DEFAULTS = PowerPolicy(cap_watts=1.0)
+
+
+def _parse_power_limits(spec: Mapping[str, Any], p: str, tdp: float, idle: float) -> PowerLimits:
+    """spec.powerLimits; its floor must stay above the GPU's idle power (CRD: bounds only)."""
+    lp = f"{p}.powerLimits"
+    raw = _mapping(spec.get("powerLimits"), lp)
+    d = PowerLimits()
+    frac = _number(raw, "minFraction", lp, d.min_fraction, minimum=0.1, maximum=1.0)
+    enabled = _boolean(raw, "enabled", lp, d.enabled)
+    if enabled and frac * tdp < idle:
+        raise ManifestError(
+            f"{lp}.minFraction",
+            f"{frac:g} x gpuTdpWatts ({frac * tdp:g} W) is below gpuIdleWatts ({idle:g} W)",
+        )
+    slow = (
+        _number(raw, "maxSlowdown", lp, minimum=1.0, maximum=10.0)
+        if raw.get("maxSlowdown") is not None
+        else None
+    )
+    return PowerLimits(
+        enabled=enabled,
+        min_fraction=frac,
+        max_slowdown=slow,
+        preemption_loss_s=parse_duration(
+            raw.get("preemptionLoss", d.preemption_loss_s), f"{lp}.preemptionLoss"
+        ),
+    )
 
 
 def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
@@ -388,6 +431,7 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
         node_selector={str(k): str(v) for k, v in selector.items()},
         site_nodes=site_nodes,
         site_gpus_per_node=site_gpn,
+        power_limits=_parse_power_limits(spec, p, tdp, idle),
     )
     if policy.control_period_s < MIN_CONTROL_PERIOD_S:
         raise ManifestError(

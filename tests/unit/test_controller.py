@@ -15,7 +15,7 @@ from wattcap.controller import (
     job_name,
 )
 from wattcap.forecast import Forecaster
-from wattcap.model import CapWindow, PowerPolicy
+from wattcap.model import CapWindow, PowerLimits, PowerPolicy
 from wattcap.priorities import TENANT_USABLE_LABEL, parse_priority_classes
 
 NOW = 1_782_864_000.0
@@ -190,6 +190,22 @@ def test_cap_drop_suspends_lowest_priority_preemptible_job() -> None:
     assert plan.suspend_jobs == [("ml", "low")]
     st = plan.tj_status[("ml", "low")]
     assert st["phase"] == "Preempted" and st["preemptions"] == 1
+
+
+def test_power_limits_are_not_used_while_no_agent_applies_them() -> None:
+    """The operator has no node agent yet: with powerLimits enabled it still preempts
+    (throttling on paper would leave the site over its cap) and says why."""
+    limits = PowerLimits(enabled=True)
+    pol = site_policy(
+        20_000, cap_schedule=(CapWindow(NOW - 1, NOW + 3600, 10_000, "dr"),), power_limits=limits
+    )
+    tjs = [tj("low", pre=True, prio=0), tj("high", pre=True, prio=5)]
+    jobs = {("ml", "low"): job("low", ["a"]), ("ml", "high"): job("high", ["b"])}
+    plan = cycle(site(pol, [node("a"), node("b")], [], tjs, jobs), mem(), NOW)
+    assert plan.suspend_jobs == [("ml", "low")]
+    assert plan.decision.gpu_limits == {}
+    (cond,) = [c for c in plan.policy_status["conditions"] if c["type"] == "PowerLimitsApplied"]
+    assert cond["status"] == "False" and cond["reason"] == "NoNodeAgent"
 
 
 def test_preempted_job_is_resumed_in_place_not_recreated() -> None:

@@ -240,6 +240,12 @@ FULL_POLICY = {
         "backfill": False,
         "reservationDepth": 3,
         "preemption": False,
+        "powerLimits": {
+            "enabled": True,
+            "minFraction": 0.6,
+            "maxSlowdown": 1.5,
+            "preemptionLoss": "20m",
+        },
         "controlPeriod": "10s",
         "gracePeriod": 30,
         "defaultJobDuration": "2h",
@@ -378,6 +384,7 @@ def test_every_listed_refusal_has_an_example() -> None:
         "powerpolicy-window-end-before-start",
         "powerpolicy-tdp-below-idle",
         "powerpolicy-bad-ordering",
+        "powerpolicy-limit-floor-below-idle",
     } <= names
 
 
