@@ -107,7 +107,7 @@ def test_schedule_passes_the_checker_and_summary_agrees(runs, name):
 def test_schedule_rows_follow_format(runs):
     _, sched = runs["wattcap"]
     lines = sched.read_text().splitlines()
-    assert lines[0] == "job_id,start_s,end_s,nodes,outcome"
+    assert lines[0] == "job_id,start_s,end_s,nodes,outcome,gpu_limit_w"
     ids = {r.job_id for r in load_schedule(sched)}
     assert ids == {j.job_id for j in load_trace(TRACE)}
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..model import PowerPolicy
+from ..powerlimit import drawn_watts, slowdown
 from .trace import TraceJob
 
 OVER_EPS_W = 1e-3  # more than this above the cap counts as over
@@ -40,6 +41,7 @@ class ScheduleRow:
     end_s: float | None
     nodes: list[str]
     outcome: str
+    gpu_limit_w: float | None = None
 
 
 @dataclass(slots=True)
@@ -72,6 +74,7 @@ def load_schedule(path: str | Path) -> list[ScheduleRow]:
             start = rec["start_s"].strip()
             end = rec["end_s"].strip()
             nodes = [n for n in rec["nodes"].split(";") if n] if rec["nodes"] else []
+            limit = (rec.get("gpu_limit_w") or "").strip()
             rows.append(
                 ScheduleRow(
                     rec["job_id"],
@@ -79,6 +82,7 @@ def load_schedule(path: str | Path) -> list[ScheduleRow]:
                     float(end) if end else None,
                     nodes,
                     rec["outcome"].strip(),
+                    float(limit) if limit else None,
                 )
             )
     return rows
@@ -100,8 +104,15 @@ def check(
     nodes: int,
     gpus_per_node: int,
     start_epoch_s: float,
+    redo: bool = False,
 ) -> CheckResult:
-    """Recompute the run's figures from the trace and the schedule alone."""
+    """Recompute the run's figures from the trace and the schedule alone.
+
+    A segment under a power limit draws min(gpu_watts, gpu_limit_w) per GPU and does
+    1 / slowdown of its length in work (`wattcap.powerlimit`), so a completed job's work
+    is its duration and its run time no less. `redo`: a preempted job loses the work since
+    its last checkpoint (SimConfig.checkpoint_every_s), so its work may exceed it.
+    """
     problems: list[str] = []
     jobs = {j.job_id: j for j in trace}
     node_names = {f"node-{i}" for i in range(nodes)}
@@ -138,6 +149,9 @@ def check(
             if r.outcome != "unfinished" or r.end_s is not None:
                 problems.append(f"{jid}: a row without start_s must be 'unfinished' with no end")
         ran = 0.0
+        progress = 0.0  # natural seconds of work: a segment under a limit runs slower
+        lost_some = False  # preempted: a checkpointed job may redo work
+        prev: ScheduleRow | None = None
         prev_end: float | None = None
         queued_from = j.submit_s
         for k, r in enumerate(segs):
@@ -153,8 +167,18 @@ def check(
             for n in r.nodes:
                 if n not in node_names:
                     problems.append(f"{jid}: unknown node {n!r}")
-            if r.outcome not in ("completed", "preempted", "unfinished"):
+            if r.outcome not in ("completed", "preempted", "unfinished", "continued"):
                 problems.append(f"{jid}: unknown outcome {r.outcome!r}")
+            if r.outcome == "continued" and k == len(segs) - 1:
+                problems.append(f"{jid}: its last segment is 'continued'")
+            if (
+                prev is not None
+                and prev.outcome == "continued"
+                and (abs(r.start_s - (prev.end_s or 0.0)) > 1e-6 or r.nodes != prev.nodes)
+            ):
+                problems.append(f"{jid}: a 'continued' run resumes elsewhere or later")
+            if r.gpu_limit_w is not None and r.gpu_limit_w <= 0:
+                problems.append(f"{jid}: gpu_limit_w {r.gpu_limit_w!r} is not positive")
             if r.outcome == "completed" and k != len(segs) - 1:
                 problems.append(f"{jid}: runs again after completing")
             if k == 0:
@@ -162,11 +186,13 @@ def check(
             q_t += [queued_from, r.start_s]
             q_d += [1, -1]
             ran += r.end_s - r.start_s
+            progress += (r.end_s - r.start_s) / slowdown(j.gpu_watts, r.gpu_limit_w)
+            prev = r
             prev_end = r.end_s
             queued_from = r.end_s
             if r.end_s > r.start_s:
                 seg_t += [r.start_s, r.end_s]
-                dw = j.gpus * (j.gpu_watts - idle)
+                dw = j.gpus * (drawn_watts(j.gpu_watts, r.gpu_limit_w) - idle)
                 seg_w += [dw, -dw]
                 seg_g += [j.gpus, -j.gpus]
                 for n in r.nodes:
@@ -176,14 +202,24 @@ def check(
                     ]
             if r.outcome == "preempted":
                 preemptions += 1
+                lost_some = redo
         last = segs[-1].outcome if segs else "unfinished"
         if last == "completed":
             completed += 1
-            if abs(ran - j.duration_s) > DURATION_TOL_S * max(1.0, j.duration_s):
-                problems.append(f"{jid}: completed after {ran!r} s of {j.duration_s!r} s")
+            tol = DURATION_TOL_S * max(1.0, j.duration_s)
+            # its work done: exactly, or more where a preemption lost some to redo
+            short = progress < j.duration_s - tol
+            if short or (not lost_some and progress > j.duration_s + tol):
+                problems.append(
+                    f"{jid}: completed after {progress!r} s of work of {j.duration_s!r} s"
+                )
+            if ran < j.duration_s - tol:
+                problems.append(f"{jid}: finished in {ran!r} s, sooner than its {j.duration_s!r} s")
         else:
-            if ran > j.duration_s + DURATION_TOL_S * max(1.0, j.duration_s):
-                problems.append(f"{jid}: ran {ran!r} s, more than its {j.duration_s!r} s")
+            if not lost_some and progress > j.duration_s + DURATION_TOL_S * max(1.0, j.duration_s):
+                problems.append(
+                    f"{jid}: ran {progress!r} s of work, more than its {j.duration_s!r} s"
+                )
             q_t += [queued_from, horizon]  # still waiting at the end
             q_d += [1, -1]
 

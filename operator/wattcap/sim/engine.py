@@ -85,6 +85,7 @@ from ..admission import NodeState, QueuedJob, RunningColumns, RunningJob, Snapsh
 from ..forecast import PowerForecast
 from ..model import PowerPolicy, cap_steps
 from ..placement import NodeOrderIndex
+from ..powerlimit import drawn_watts, slowdown
 from .meter import JobSamples, Meter
 from .schedulers import JobView, Scheduler
 from .trace import TraceJob
@@ -114,6 +115,9 @@ class SimConfig:
     # cycle: what the operator does. Slow; it exists so tests can hold the
     # replay's skipped cycles and trimmed queue to it.
     every_tick: bool = False
+    # A preempted job loses its progress since its last checkpoint, one every this many
+    # seconds of progress in a run (0: it loses nothing, it resumes where it stopped).
+    checkpoint_every_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -122,7 +126,8 @@ class Segment:
     start_s: float | None
     end_s: float | None
     nodes: tuple[str, ...]
-    outcome: str  # completed | preempted | unfinished
+    outcome: str  # completed | preempted | unfinished | continued (its power limit changed)
+    gpu_limit_w: float | None = None  # the power limit on its GPUs (W each); None: none
 
 
 @dataclass(slots=True)
@@ -146,16 +151,22 @@ class SimResult:
     decision_cycles: int
     skipped_cycles: int
     forecast_miss_rate: float | None = None
+    # GPU-seconds of progress lost: to throttling (wall time less progress, while limited)
+    # and to preemption (progress since the last checkpoint, SimConfig.checkpoint_every_s)
+    throttle_lost_gpu_s: float = 0.0
+    checkpoint_lost_gpu_s: float = 0.0
     series: dict[str, list[float]] = field(default_factory=dict)
 
 
 class _Job:
     __slots__ = (
+        "ctok",
         "drawn_to",
         "first_start",
         "floor",
         "idx",
         "learned",
+        "limit",
         "meas_n",
         "nodes",
         "plan",
@@ -166,6 +177,7 @@ class _Job:
         "ran",
         "remaining",
         "rj",
+        "run_prog",
         "samples",
         "seg_start",
         "seg_tick",
@@ -212,6 +224,9 @@ class _Job:
         self.drawn_to = 0  # the tick up to which meas_n counts
         self.token = 0
         self.learned = False  # its class learned it already (shed over-drawing)
+        self.limit: float | None = None  # the power limit on its GPUs (W each)
+        self.ctok = 0  # its completion's token: a new limit moves its end
+        self.run_prog = 0.0  # progress in this run (natural seconds), for checkpoint loss
 
 
 def simulate(
@@ -279,6 +294,10 @@ class _Engine:
         self.gpu_s = 0.0
         self.preemptions = 0
         self.completed = 0
+        self.limits_on = self.dpol.power_limits.enabled
+        self.n_limited = 0  # running jobs under a power limit
+        self.throttle_lost = 0.0
+        self.checkpoint_lost = 0.0
         self.cycles = 0
         self.skipped = 0
         self.series: dict[str, list[float]] = (
@@ -477,7 +496,7 @@ class _Engine:
             while self.completions and self.completions[0][0] <= t:
                 _, _, idx, token = heapq.heappop(self.completions)
                 j = self.jobs[idx]
-                if j.state != RUNNING or j.token != token:
+                if j.state != RUNNING or j.ctok != token:
                     continue
                 self._finish(j, t)
                 activity = event = True
@@ -778,6 +797,8 @@ class _Engine:
         j.nodes = nodes
         j.plan = plan
         j.token += 1
+        j.ctok += 1
+        j.run_prog = 0.0
         planned_rest = max(j.planned_total - j.ran, self.dpol.control_period_s)
         slot = self.n_act
         self.n_act += 1
@@ -814,7 +835,7 @@ class _Engine:
         self.truth_excess += g * (j.tj.gpu_watts - self.idle_w)
         self.truth_sq += (g * j.tj.gpu_watts) ** 2
         self.planned_excess += g * (watts - self.idle_w)
-        heapq.heappush(self.completions, (t + j.remaining, self.seq, j.idx, j.token))
+        heapq.heappush(self.completions, (t + j.remaining, self.seq, j.idx, j.ctok))
         self._push_end_wakeup(j)
         if self.sched.measures:
             self._push_checkpoint(j, j.meas_n, j.seg_tick)
@@ -851,8 +872,9 @@ class _Engine:
         g = j.tj.gpus
         self.free_gpus += g
         del self.running[j.view.key]
-        self.truth_excess -= g * (j.tj.gpu_watts - self.idle_w)
-        self.truth_sq -= (g * j.tj.gpu_watts) ** 2
+        true_w = drawn_watts(j.tj.gpu_watts, j.limit)
+        self.truth_excess -= g * (true_w - self.idle_w)
+        self.truth_sq -= (g * true_w) ** 2
         self.planned_excess -= g * (j.rj.gpu_watts - self.idle_w)
         if not self.running:  # re-anchor the sums: no drift over a long replay
             self.truth_excess = 0.0
@@ -861,7 +883,8 @@ class _Engine:
         self._catch_up(j)
         if self._read_this_run(j) and self.meas_site is not None:
             # the meter's last reading included this job; it is gone now
-            self.meas_site -= self.pue * g * (self._last_sample(j) - self.idle_w)
+            last = drawn_watts(self._last_sample(j), j.limit)
+            self.meas_site -= self.pue * g * (last - self.idle_w)
         slot = j.slot
         last = self.n_act - 1
         if slot != last:  # keep the running jobs packed: move the last one here
@@ -875,18 +898,52 @@ class _Engine:
         self.slot_rj[last] = None
         self.n_act = last
         j.slot = -1
-        ran = t - j.seg_start
-        j.ran += ran
-        j.remaining -= ran
+        if j.limit is not None:
+            self.n_limited -= 1
         j.token += 1
-        return ran
+        return self._progress(j, t)
+
+    def _progress(self, j: _Job, t: float) -> float:
+        """Account the segment since `seg_start` at its limit's speed; return its wall time."""
+        wall = t - j.seg_start
+        prog = wall if j.limit is None else wall / slowdown(j.tj.gpu_watts, j.limit)
+        j.ran += prog
+        j.remaining -= prog
+        j.run_prog += prog
+        self.throttle_lost += j.tj.gpus * (wall - prog)
+        return wall
+
+    def _set_limit(self, j: _Job, t: float, limit: float | None) -> None:
+        """Put a running job under a new power limit (None: none) from t.
+
+        Its segment so far is closed ('continued'), its GPUs draw min(natural, limit)
+        and its end moves: what is left of its work, at the new limit's speed.
+        """
+        g = j.tj.gpus
+        old_w = drawn_watts(j.tj.gpu_watts, j.limit)
+        if t > j.seg_start:
+            self._progress(j, t)
+            self.segments.append(Segment(j.view.key, j.seg_start, t, j.nodes, "continued", j.limit))
+            j.seg_start = t
+        self.n_limited += (limit is not None) - (j.limit is not None)
+        j.limit = limit
+        new_w = drawn_watts(j.tj.gpu_watts, limit)
+        self.truth_excess += g * (new_w - old_w)
+        self.truth_sq += (g * new_w) ** 2 - (g * old_w) ** 2
+        assert j.rj is not None
+        j.rj.gpu_limit_watts = limit
+        j.ctok += 1
+        end = t + max(j.remaining, 0.0) * slowdown(j.tj.gpu_watts, limit)
+        heapq.heappush(self.completions, (end, self.seq, j.idx, j.ctok))
+        self.seq += 1
 
     def _finish(self, j: _Job, t: float) -> None:
         self._stop(j, t)
         j.remaining = 0.0
         j.state = DONE
         self.completed += 1
-        self.segments.append(Segment(j.view.key, j.seg_start, t, j.nodes, "completed"))
+        self.segments.append(Segment(j.view.key, j.seg_start, t, j.nodes, "completed", j.limit))
+        j.limit = None
         mean = j.samples.mean(j.meas_n) if j.samples is not None and j.meas_n else None
         assert j.plan is not None
         if not j.learned:
@@ -903,7 +960,14 @@ class _Engine:
                 # job that draws more than its class is readmitted and shed again
                 j.floor = self.sched.measured_floor(n, mean, var)
         self.preemptions += 1
-        self.segments.append(Segment(j.view.key, j.seg_start, t, j.nodes, "preempted"))
+        self.segments.append(Segment(j.view.key, j.seg_start, t, j.nodes, "preempted", j.limit))
+        j.limit = None
+        every = self.cfg.checkpoint_every_s
+        if every > 0:  # its progress since the last checkpoint is lost
+            lost = j.run_prog % every
+            j.remaining += lost
+            j.ran -= lost
+            self.checkpoint_lost += j.tj.gpus * lost
         j.rj = None
         self._enqueue(j, t)
 
@@ -987,7 +1051,11 @@ class _Engine:
     def _may_shed(self, t: float) -> bool:
         """Could decide preempt now? (Conservative: True whenever it might.)"""
         pol = self.dpol
-        if not pol.preemption or not self.running:
+        if not self.running:
+            return False
+        if self.n_limited:  # a limit may be released, or moved
+            return True
+        if not pol.preemption and not self.limits_on:
             return False
         now = self.t0 + t
         target = min(self._decap_at(now), self._decap_at(now + pol.control_period_s))
@@ -1054,6 +1122,12 @@ class _Engine:
                 self.sched.overdrew(j.view, j.rj.measured_gpu_watts, j.plan)
                 j.learned = True
             self._preempt(j, t)
+        if self.limits_on:
+            for key, j in list(self.running.items()):
+                limit = dec.gpu_limits.get(key)
+                if limit != j.limit:
+                    self._set_limit(j, t, limit)
+                    self._last_changed = True
         for a in dec.admits:
             j = self.by_key[a.key]
             plan = self._queued_forecast(j)
@@ -1119,6 +1193,8 @@ class _Engine:
             decision_cycles=self.cycles,
             skipped_cycles=self.skipped,
             forecast_miss_rate=self.sched.miss_rate(),
+            throttle_lost_gpu_s=self.throttle_lost,
+            checkpoint_lost_gpu_s=self.checkpoint_lost,
             series=self.series,
         )
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .engine import SimResult
 
-SCHEDULE_COLUMNS = ("job_id", "start_s", "end_s", "nodes", "outcome")
+SCHEDULE_COLUMNS = ("job_id", "start_s", "end_s", "nodes", "outcome", "gpu_limit_w")
 
 # The JSON summary's keys, in order. Other tools read them: add, never rename.
 SUMMARY_KEYS = (
@@ -145,7 +145,16 @@ def write_schedule(res: SimResult, path: str | Path) -> None:
         w = csv.writer(fh)
         w.writerow(SCHEDULE_COLUMNS)
         for s in rows:
-            w.writerow([s.job_id, _num(s.start_s), _num(s.end_s), ";".join(s.nodes), s.outcome])
+            w.writerow(
+                [
+                    s.job_id,
+                    _num(s.start_s),
+                    _num(s.end_s),
+                    ";".join(s.nodes),
+                    s.outcome,
+                    _num(s.gpu_limit_w),
+                ]
+            )
 
 
 def plot(res: SimResult, path: str | Path, *, title: str = "") -> None:
