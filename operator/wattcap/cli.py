@@ -86,6 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=15,
         help="seconds a silent replica keeps the site's Lease before another takes over",
     )
+    op.add_argument(
+        "--prometheus-allowed-scheme",
+        action="append",
+        metavar="SCHEME",
+        help="a scheme spec.prometheus.url may use (repeatable; default http and https)",
+    )
+    op.add_argument(
+        "--prometheus-allowed-host",
+        action="append",
+        metavar="HOST",
+        help="a host spec.prometheus.url may name: host, host:port or *.domain "
+        "(repeatable; default: any host). Any other URL is never fetched.",
+    )
+    op.add_argument("--prometheus-ca-file", help="CA bundle that verifies Prometheus's TLS")
+    op.add_argument(
+        "--prometheus-token-file",
+        help="file holding a bearer token for Prometheus (a mounted Secret; re-read each cycle)",
+    )
     op.add_argument("--verbose", action="store_true")
     return parser
 
@@ -121,7 +139,18 @@ def _operator(args: argparse.Namespace) -> int:
     import kopf
 
     from . import handlers
+    from .promaccess import from_flags
 
+    try:
+        handlers.PROM_ACCESS = from_flags(
+            args.prometheus_allowed_scheme,
+            args.prometheus_allowed_host,
+            args.prometheus_ca_file,
+            args.prometheus_token_file,
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     handlers.METRICS_PORT = args.metrics_port
     handlers.LEASE_DURATION_S = max(2, args.lease_duration)
     kopf.configure(verbose=args.verbose)

@@ -1021,14 +1021,14 @@ def _measurement_conditions(
         measured = condition(
             "Measured",
             "False",
-            "PrometheusUnavailable",
+            reading.reason,
             f"{reading.error}; conservative mode: running jobs are planned at their "
             "admission forecasts and new classes at TDP",
             now_iso,
         )
         ok = False
     if ok is False and mem.measuring is not False:
-        plan.events.append((policy_ref, "Warning", "PrometheusUnavailable", measured["message"]))
+        plan.events.append((policy_ref, "Warning", reading.reason, measured["message"]))
     if ok is True and mem.measuring is False:
         plan.events.append(
             (

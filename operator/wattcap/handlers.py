@@ -40,12 +40,14 @@ from .model import (
     parse_power_policy,
     parse_time,
 )
+from .promaccess import PromAccess
 from .telemetry import Reading, Telemetry
 
 WAKE = threading.Event()
 MIN_GAP_S = 1.0  # debounce: a burst of watch events costs one cycle, not hundreds
 METRICS_PORT = 0
 LEASE_DURATION_S = 15
+PROM_ACCESS = PromAccess()  # which Prometheus the operator may read, and how (cli flags)
 log = logging.getLogger("wattcap")
 
 
@@ -160,7 +162,7 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
     if policy.prometheus_url:
         step[0] = "telemetry"
         if site.telemetry is None or site.telemetry.url != policy.prometheus_url:
-            site.telemetry = Telemetry(policy.prometheus_url)
+            site.telemetry = Telemetry(policy.prometheus_url, access=PROM_ACCESS)
         state.reading = _read_power(site.telemetry, policy, state)
     step[0] = "decide"
     now = time.time()

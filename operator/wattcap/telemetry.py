@@ -16,10 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_api_client import PrometheusConnect
-from urllib3.util.retry import Retry
-
 from .model import PowerPolicy
+from .promaccess import PromAccess
 
 GPU_POWER_METRIC = "DCGM_FI_DEV_POWER_USAGE"
 STALE_AFTER_S = 60.0  # older samples mean the exporter stopped: not a measurement of now
@@ -43,6 +41,8 @@ class Reading:
     unmeasured: dict[str, str] = field(default_factory=dict)
     node_gpu_watts: dict[str, float] = field(default_factory=dict)
     metered: bool = False
+    # why there is no reading, as the PowerPolicy's Measured condition reason
+    reason: str = "PrometheusUnavailable"
 
 
 def _key(labels: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -149,17 +149,28 @@ def interpret(
     return Reading(True, site, by_pod, None, unmeasured, node_watts)
 
 
-class Telemetry:
-    """Reads Prometheus; one instance per policy URL, reused across cycles."""
+URL_REFUSED = "PrometheusURLRefused"
 
-    def __init__(self, url: str, timeout_s: float = 3.0) -> None:
+
+class Telemetry:
+    """Reads Prometheus; one instance per policy URL, reused across cycles.
+
+    The URL is checked against the operator's `PromAccess` once, here: a
+    refused one makes no client at all, so nothing is ever fetched from it,
+    and every read says why (reason PrometheusURLRefused, naming the field).
+    """
+
+    def __init__(self, url: str, timeout_s: float = 3.0, access: PromAccess | None = None) -> None:
         self.url = url
-        self.prom = PrometheusConnect(
-            url, disable_ssl=True, timeout=timeout_s, retry=Retry(total=0)
-        )
+        self.access = access or PromAccess()
+        self.refusal = self.access.refusal(url)
+        self.prom = None if self.refusal else self.access.connect(url, timeout_s)
 
     def read(self, policy: PowerPolicy, site_nodes: Mapping[str, int]) -> Reading:
         """Query and interpret; never raises (every failure is a Reading with ok=False)."""
+        if self.prom is None:
+            return Reading(False, error=self.refusal, reason=URL_REFUSED)
+        self.access.authorize(self.prom)
         try:
             gpu = self.prom.custom_query(GPU_POWER_METRIC)
             stamps = self.prom.custom_query(f"timestamp({GPU_POWER_METRIC})")

@@ -98,11 +98,13 @@ class OperatorProcess:
         log_path: Path,
         metrics_port: int = 0,
         env: dict[str, str] | None = None,
+        args: list[str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.metrics_port = metrics_port
         self.env = env or {}
+        self.args = args or []  # extra flags, e.g. --prometheus-ca-file
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -122,6 +124,7 @@ class OperatorProcess:
                 # site's Lease over after 5 s instead of 15
                 "--lease-duration",
                 "5",
+                *self.args,
             ],
             env=env,
             stdout=log,
