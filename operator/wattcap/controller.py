@@ -605,7 +605,12 @@ def _admitted(
     nodes = _placement(job)
     measuring = unmeasured is not None and not unmeasured.intersection(nodes)
     fc_raw = _stored_forecast(job)
-    started = _ts(job, "metadata", "creationTimestamp") or now_s
+    # planned from its last admission: a Job resumed in place keeps its creation time
+    started = (
+        _ts(job, "metadata", "annotations", ANN_ADMITTED)
+        or _ts(job, "metadata", "creationTimestamp")
+        or now_s
+    )
     dur = _num(fc_raw, "durationSeconds", pol.default_duration_s)
     fc = PowerForecast(
         _num(fc_raw, "gpuWatts", pol.gpu_tdp_watts),

@@ -361,8 +361,12 @@ class _Engine:
         return (prio, self.t0 + j.queued_since, j.tj.job_id, j.idx)
 
     def _enqueue(self, j: _Job, t: float) -> None:
+        """Queue a job that arrived, or was preempted, at t. As the operator
+        does, it keeps its place by submission (its TrainingJob's creation),
+        and its wait limit counts from then: a preempted job does not go to
+        the back of the queue."""
         j.state = QUEUED
-        j.queued_since = t
+        j.queued_since = j.tj.submit_s
         j.qkey = self._order_key(j)
         insort(self.queue, j.qkey)
         self._shape_add(j)
@@ -374,13 +378,14 @@ class _Engine:
             gpus_per_replica=view.gpus_per_replica,
             gpu_watts=0.0,
             priority=view.priority,
-            submitted_s=self.t0 + t,
+            submitted_s=self.t0 + j.queued_since,
             duration_s=0.0,
             preemptible=view.preemptible,
         )
-        deadline = t + self.dpol.max_wait_s
+        deadline = j.queued_since + self.dpol.max_wait_s
         heapq.heappush(self.starve_heap, (deadline, j.idx))
-        heapq.heappush(self.wakeups, (deadline + STARVE_NUDGE_S, 1, j.idx, 0))
+        if deadline + STARVE_NUDGE_S > t:  # (past it: the next cycle sees it starving)
+            heapq.heappush(self.wakeups, (deadline + STARVE_NUDGE_S, 1, j.idx, 0))
 
     def _dequeue(self, j: _Job) -> None:
         lst = self.starving if j.qkey in self._starving_set else self.queue
@@ -791,7 +796,10 @@ class _Engine:
         self.free_gpus -= g
         if j.first_start is None:
             j.first_start = t
-            j.planned_total = self.sched.duration(j.view)
+        # Planned, as the operator plans it, for the whole run it was admitted
+        # with, from this start: the operator cannot know how much of it ran.
+        # (The job itself needs only `remaining`: that is ground truth.)
+        j.planned_total = self.sched.duration(j.view)
         j.state = RUNNING
         j.seg_start = t
         j.nodes = nodes
@@ -799,7 +807,7 @@ class _Engine:
         j.token += 1
         j.ctok += 1
         j.run_prog = 0.0
-        planned_rest = max(j.planned_total - j.ran, self.dpol.control_period_s)
+        planned_rest = j.planned_total
         slot = self.n_act
         self.n_act += 1
         j.slot = slot
@@ -861,7 +869,10 @@ class _Engine:
         while t0 + k * period + (0.0 if past else period) < end:  # decide's arithmetic
             k += 1
         kind = 4 if past else 3
-        heapq.heappush(self.wakeups, (k * period, kind, j.idx, j.token))
+        at = k * period
+        if at < j.seg_start:  # a run planned shorter than a period: already moved
+            at = (int(j.seg_start // period) + 1) * period
+        heapq.heappush(self.wakeups, (at, kind, j.idx, j.token))
 
     def _stop(self, j: _Job, t: float) -> float:
         """Take a running job off the site; return how long this segment ran."""
@@ -987,7 +998,6 @@ class _Engine:
         free = self.free_gpus
         avail = self._avail_now(t) + 1.0
         ecap_above_idle = self._decap_at(self.t0 + t) - self.idle_site
-        period = self.dpol.control_period_s
         depth = math.inf if whole else self.dpol.reservation_depth
         jobs = self.jobs
         # per shape: (watts per GPU, surely blocked now, may hold a reservation)
@@ -1008,8 +1018,7 @@ class _Engine:
         def keep(j: _Job, watts: float) -> None:
             qj = j.qj
             qj.gpu_watts = watts
-            total = sched.duration(j.view) if j.first_start is None else j.planned_total
-            qj.duration_s = max(total - j.ran, period)
+            qj.duration_s = sched.duration(j.view)  # the whole run, as the operator plans it
             out.append(qj)
 
         queue = self.queue
