@@ -19,7 +19,8 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 INSTALL_INPUTS := pyproject.toml setup.py operator/wattcap/profile.py \
 	operator/wattcap/sim/meter_math.py
 
-.PHONY: test deps venv tools lint unit integration bench mutation cluster-up cluster-down clean
+.PHONY: test deps venv tools lint unit integration bench mutation cluster-up cluster-down clean \
+	chaos
 
 test: deps tools lint unit integration
 
@@ -56,6 +57,13 @@ bench: deps
 # Deliberate breaks of the decision core: each must fail the core's unit tests.
 mutation: deps
 	$(PY) bench/mutation_check.py
+
+# The long pass of the chaos suite (make test runs a short one).
+CHAOS_SEED ?= 15
+
+chaos: deps tools
+	WATTCAP_CHAOS=full WATTCAP_CHAOS_SEED=$(CHAOS_SEED) $(PYTEST) -q -s -p no:cacheprovider \
+		tests/integration/test_chaos.py; rc=$$?; hack/cluster.sh down >/dev/null 2>&1; exit $$rc
 
 cluster-up:
 	hack/cluster.sh up

@@ -8,6 +8,10 @@
 #        hack/cluster.sh down             stop what `up` started, delete .cluster/
 #        hack/cluster.sh status           up or down, endpoint, nodes (exit 1 if down)
 #        hack/cluster.sh env              print `export KUBECONFIG=...` (for eval)
+#        hack/cluster.sh restart COMPONENT  SIGKILL one component (etcd, kube-apiserver,
+#                                         kube-scheduler, kube-controller-manager,
+#                                         kwok-controller) and start it again with the
+#                                         same command line, as a crash and a restart would
 #
 # State, certificates and logs live in <repo>/.cluster/ (git-ignored);
 # the admin kubeconfig is <repo>/.cluster/kubeconfig; logs in .cluster/logs/.
@@ -29,7 +33,7 @@ BIN_DIR="${WATTCAP_CACHE:-$HOME/.cache/wattcap}/bin"
 log() { printf '[cluster %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 kubectl_() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
@@ -133,6 +137,15 @@ wait_for() {
   local deadline=$((SECONDS + timeout))
   until "$@" >/dev/null 2>&1; do
     ((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for $what (see $LOG_DIR/)"
+    sleep 0.5
+  done
+}
+
+# Like wait_for, but returns 1 instead of dying.
+wait_for_quiet() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
     sleep 0.5
   done
 }
@@ -295,6 +308,42 @@ cmd_status() {
   return 1
 }
 
+# A crash and a restart of one component, for the chaos suite: the process is
+# SIGKILLed (no graceful shutdown, as on an OOM kill or a lost node) and started
+# again from its own command line, working directory and log file, so nothing
+# about how kwokctl runs it changes. Waits until the API server answers again.
+cmd_restart() {
+  local comp=${1:-} pidf pid cwd logf args=()
+  [[ -n "$comp" ]] || die "restart: which component? (e.g. etcd, kube-apiserver)"
+  resolve_dirs
+  pidf="$CLUSTER_DIR/pids/$comp.pid"
+  [[ -f "$pidf" ]] || die "restart: no component '$comp' (no $pidf)"
+  pid=$(<"$pidf")
+  pid_is_ours "$pid" || die "restart: $comp (pid $pid) is not running"
+  mapfile -d '' args <"/proc/$pid/cmdline"
+  cwd=$(readlink "/proc/$pid/cwd")
+  logf=$(readlink "/proc/$pid/fd/1" 2>/dev/null) || logf="$LOG_DIR/$comp.restarted.log"
+  [[ "$logf" == /* ]] || logf="$LOG_DIR/$comp.restarted.log"
+  log "restart $comp: SIGKILL pid $pid"
+  kill -9 "$pid"
+  local deadline=$((SECONDS + 10))
+  while pid_alive "$pid"; do
+    ((SECONDS < deadline)) || die "restart: $comp (pid $pid) survived SIGKILL"
+    sleep 0.1
+  done
+  # setsid: the new process leaves our session, like the one kwokctl started;
+  # 9<&-: it must not hold the up/down lock.
+  (cd "$cwd" && exec setsid "${args[@]}" </dev/null >>"$logf" 2>&1 9<&-) &
+  pid=$!
+  echo "$pid" >"$pidf"
+  if ! wait_for_quiet 180 apiserver_ready; then
+    tail -n 40 "$logf" >&2 || true
+    pid_alive "$pid" || log "restart: $comp (pid $pid) exited"
+    die "timed out after 180s waiting for the API server after restarting $comp"
+  fi
+  log "restart $comp: running again as pid $pid"
+}
+
 # up/down from several test sessions at once must not interleave. The lock is
 # this script itself (opened read-only), so no lock file is left behind, and
 # it is per checkout, like .cluster/.
@@ -310,12 +359,13 @@ main() {
   local cmd=${1:-}
   [[ $# -gt 0 ]] && shift
   case "$cmd" in
-    up|down) lock ;;
+    up|down|restart) lock ;;
   esac
   case "$cmd" in
     up) cmd_up "$@" ;;
     down) cmd_down ;;
     status) cmd_status ;;
+    restart) cmd_restart "$@" ;;
     env) echo "export KUBECONFIG=$KUBECONFIG_PATH" ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;

@@ -15,6 +15,10 @@
 #   PROM_SCRAPE_INTERVAL (1s)   PROM_RETENTION (1d)
 #   PROM_STATE_DIR (.prometheus)    PROM_LOG (.prometheus/prometheus.log)
 #   PROMETHEUS (the binary; default: `prometheus` on PATH)
+#   PROM_EXTRA_SCRAPE_CONFIGS   a file of further scrape_configs items (YAML list
+#                               items indented two spaces), appended to the config;
+#                               `up` without it drops them again (the chaos suite
+#                               adds a duplicate exporter target this way)
 set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,7 +39,7 @@ URL="http://127.0.0.1:$PORT"
 
 log() { printf '[prometheus %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 find_prometheus() {
   local bin=${PROMETHEUS:-}
@@ -82,6 +86,10 @@ render_config() { # writes the config to $1
     -e "s|@OPERATOR_TARGET@|$OPERATOR_TARGET|g" \
     -e "s|@PROMETHEUS_TARGET@|127.0.0.1:$PORT|g" \
     "$TEMPLATE" >"$1"
+  if [[ -n "${PROM_EXTRA_SCRAPE_CONFIGS:-}" ]]; then
+    [[ -f "$PROM_EXTRA_SCRAPE_CONFIGS" ]] || die "PROM_EXTRA_SCRAPE_CONFIGS=$PROM_EXTRA_SCRAPE_CONFIGS is not a file"
+    { echo; cat "$PROM_EXTRA_SCRAPE_CONFIGS"; } >>"$1"
+  fi
 }
 
 check_config() {

@@ -124,8 +124,12 @@ class Referee:
     def sample(self) -> Sample:
         """One sample now (also what the thread takes)."""
         api = self._core.api_client
-        nodes = api.sanitize_for_serialization(self._core.list_node().items)
-        pods = api.sanitize_for_serialization(self._core.list_pod_for_all_namespaces().items)
+        # a bounded wait: a restarting API server (the chaos suite) must cost
+        # a few samples, not stall the referee
+        nodes = api.sanitize_for_serialization(self._core.list_node(_request_timeout=5).items)
+        pods = api.sanitize_for_serialization(
+            self._core.list_pod_for_all_namespaces(_request_timeout=5).items
+        )
         return site_watts(nodes, pods, time.time(), **self.kw)  # type: ignore[arg-type]
 
     def _run(self) -> None:
