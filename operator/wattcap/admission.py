@@ -8,8 +8,10 @@ How one cycle decides:
 1. **Shed.** If the projected site power exceeds the cap that will be in
    force one control period from now (a cap drop is coming or came), or the
    measured power has exceeded the cap for longer than the grace period,
-   preempt preemptible jobs, lowest priority first and, within a priority,
-   the most recently started (least work lost), until it fits. A cycle that
+   preempt jobs that over-draw their admission forecast (and preemptible
+   jobs running past their declared duration), then preemptible jobs, each
+   lowest priority first and, within a priority, the most recently started
+   (least work lost), until it fits (`shed_order`). A cycle that
    sheds admits nothing: the freed power is only real once pods are gone.
 2. **Plan.** Build a step function over future time of free power (the
    effective cap less the projected draw of running work) and free GPUs.
@@ -106,6 +108,9 @@ class RunningJob:
     # limits on, `gpu_watts` stays the job's natural draw: the core plans min(both), and
     # does not take a throttled job's measured draw for its natural one.
     gpu_limit_watts: float | None = None
+    # running past its declared duration and the policy's overrunGrace, under
+    # overrunAction Replan: planned open-ended, and shed first if preemptible
+    overrunning: bool = False
 
     @property
     def gpus(self) -> int:
@@ -125,8 +130,13 @@ def shed_order(running: list[RunningJob], pol: PowerPolicy) -> list[RunningJob]:
     less power than it takes forfeits its protection, or a lying hint on a
     non-preemptible job would make bystanders pay), then preemptible
     bystanders; within each, lowest priority, then the most recently started
-    (least work lost)."""
-    over = {j.key for j in running if overdraws(j, pol.overdraw_tolerance)}
+    (least work lost). A preemptible job running past its declared duration
+    (overrunAction Replan) is shed first too: it holds power nobody planned."""
+    over = {
+        j.key
+        for j in running
+        if overdraws(j, pol.overdraw_tolerance) or (j.overrunning and j.preemptible)
+    }
     return sorted(
         (j for j in running if j.preemptible or j.key in over),
         key=lambda j: (j.key not in over, j.priority, -j.started_s, j.key),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .admission import (
+    HORIZON_S,
     PREEMPT_MEASURED,
     SHEDDING_LOAD,
     UNSCHEDULABLE,
@@ -629,10 +630,19 @@ def _admitted(
         # keep believing the last measured figure so nothing is shed for it
         planned = fc
         believed = mem.believed.get(ref, fc.gpu_watts)
+    declared = spec.expected_duration_s
+    overrun = (
+        pol.overrun_action == "Replan"
+        and declared is not None
+        and now_s > started + declared + pol.overrun_grace_s
+    )
+    # past its declared duration and the grace (Replan): open-ended, shed first if preemptible
+    end = now_s + HORIZON_S if overrun else started + dur
     run = RunningJob(
         spec.key, spec.replicas, spec.gpus_per_replica, planned.gpu_watts, spec.priority,
-        spec.preemptible, started, started + dur, nodes, measured, believed,
+        spec.preemptible, started, end, nodes, measured, believed,
         fc.gpu_watts,  # as admitted: measured above it, the job over-draws
+        overrunning=overrun,
     )  # fmt: skip
     if _pods_not_ready(job, spec, now_s, pol):
         return _requeue(tj, ref, spec, job, mem, now_s, run, nodes)
@@ -651,6 +661,13 @@ def _admitted(
         st["startedAt"] = now_iso
     if measured is not None:
         st["measuredWatts"] = round(measured * spec.gpus, -1)
+    if overrun:
+        st["reason"] = "OverranExpectedDuration"
+        st["message"] = (
+            f"running past expectedDuration ({declared:.0f}s) and the policy's overrunGrace "
+            f"({pol.overrun_grace_s:.0f}s): planned open-ended"
+            + ("; first to be shed" if spec.preemptible else "")
+        )
     if measuring:
         mem.believed[ref] = believed  # kept only once the whole entry is built
     return _Entry(spec=spec, running=run, held_nodes=nodes, status=st)
@@ -861,7 +878,13 @@ def _plan_admit(
         name = existing["metadata"]["name"]
         plan.resume_jobs.append((ref[0], name, resume_patch(spec, a.nodes, fstatus, now_iso)))
     else:
-        body = build_job(tj, spec, a.nodes, fstatus, now_iso, state.policy.max_termination_grace_s)
+        pol = state.policy
+        deadline = (
+            spec.expected_duration_s + pol.overrun_grace_s
+            if pol.overrun_action == "Stop" and spec.expected_duration_s is not None
+            else None
+        )
+        body = build_job(tj, spec, a.nodes, fstatus, now_iso, pol.max_termination_grace_s, deadline)
         if existing is not None:
             old = existing["metadata"]
             plan.delete_jobs.append((ref[0], old["name"], old.get("uid")))

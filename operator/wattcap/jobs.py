@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -100,11 +101,15 @@ def build_job(
     forecast: Mapping[str, Any],
     admitted_at: str = "",
     max_grace_s: float | None = None,
+    active_deadline_s: float | None = None,
 ) -> dict[str, Any]:
     """The batch Job that runs an admitted TrainingJob, owned by it; its pods get
-    at most `max_grace_s` to terminate (the policy's maxTerminationGracePeriod)."""
+    at most `max_grace_s` to terminate (the policy's maxTerminationGracePeriod),
+    and it is stopped after `active_deadline_s` running (overrunAction Stop:
+    the declared expectedDuration plus overrunGrace; the Job controller
+    restarts the count when a suspended Job resumes)."""
     meta = tj["metadata"]
-    return {
+    body = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -136,6 +141,9 @@ def build_job(
             "template": _pod_spec(spec, nodes, max_grace_s),
         },
     }
+    if active_deadline_s is not None:
+        body["spec"]["activeDeadlineSeconds"] = max(1, math.ceil(active_deadline_s))
+    return body
 
 
 def resume_patch(

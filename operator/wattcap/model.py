@@ -20,6 +20,7 @@ API_VERSION = "v1alpha1"
 API = f"{API_GROUP}/{API_VERSION}"
 
 ORDERINGS = ("PriorityFIFO", "FIFO")
+OVERRUN_ACTIONS = ("Stop", "Replan")
 # How GPU work wattcap does not manage is planned (spec.unmanaged.planGpusAt):
 # at what it measures (TDP while unmeasured), or at a fixed reserve.
 UNMANAGED_PLANS = ("Measured", "Reserve")
@@ -226,6 +227,11 @@ class PowerPolicy:
     # a running job measured above its admission forecast by more than this
     # fraction is shed first when the site must shed
     overdraw_tolerance: float = 0.2
+    # a job running past its declared expectedDuration plus overrunGrace is
+    # stopped (Stop: the Job's activeDeadlineSeconds) or re-planned as
+    # open-ended and, if preemptible, shed first (Replan)
+    overrun_action: str = "Stop"
+    overrun_grace_s: float = 600.0
     prometheus_url: str | None = None
     site_power_query: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -423,6 +429,10 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
             unmanaged, "reserveWatts", f"{p}.unmanaged", DEFAULTS.unmanaged_reserve_watts, minimum=0
         ),
         unmanaged_plan=plan_at,
+        overrun_action=_string(spec, "overrunAction", p, DEFAULTS.overrun_action),
+        overrun_grace_s=parse_duration(
+            spec.get("overrunGrace", DEFAULTS.overrun_grace_s), f"{p}.overrunGrace"
+        ),
         overdraw_tolerance=_number(
             spec, "overdrawTolerance", p, DEFAULTS.overdraw_tolerance, minimum=0, maximum=10
         ),
@@ -433,6 +443,11 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
         site_gpus_per_node=site_gpn,
         power_limits=_parse_power_limits(spec, p, tdp, idle),
     )
+    if policy.overrun_action not in OVERRUN_ACTIONS:
+        raise ManifestError(
+            f"{p}.overrunAction",
+            f"must be one of {', '.join(OVERRUN_ACTIONS)}, got {policy.overrun_action!r}",
+        )
     if policy.control_period_s < MIN_CONTROL_PERIOD_S:
         raise ManifestError(
             f"{p}.controlPeriod",

@@ -294,6 +294,15 @@ def test_tenant_cannot_raise_parallelism(owned_job: tuple[str, str], tenancy: st
     refused(res, "spec.parallelism of a Job that wattcap manages")
 
 
+def test_tenant_cannot_lift_the_overrun_deadline(owned_job: tuple[str, str], tenancy: str) -> None:
+    """Under overrunAction Stop the Job's activeDeadlineSeconds stops a job that
+    overruns its expectedDuration; the tenant cannot set it out of reach."""
+    ns, name = owned_job
+    patch = '{"spec":{"activeDeadlineSeconds":99999999}}'
+    res = as_tenant(tenancy, ns, "patch", "job", name, "--type=merge", "-p", patch)
+    refused(res, "spec.activeDeadlineSeconds of a Job that wattcap manages")
+
+
 def test_tenant_cannot_strip_owner_references(owned_job: tuple[str, str], tenancy: str) -> None:
     """Without its owner the Job would drop out of wattcap's accounting."""
     ns, name = owned_job

@@ -222,6 +222,8 @@ FULL_POLICY = {
     "spec": {
         "capWatts": 2_100_000,
         "overdrawTolerance": 0.3,
+        "overrunAction": "Replan",
+        "overrunGrace": "5m",
         "capSchedule": [
             {
                 "name": "peak",
@@ -315,8 +317,17 @@ POLICY_DEFAULTS = {  # CRD field -> PowerPolicy dataclass field
     "hintFloorFraction": "hint_floor_fraction",
     "minMaxDelay": "min_max_delay_s",
     "overdrawTolerance": "overdraw_tolerance",
+    "overrunAction": "overrun_action",
+    "overrunGrace": "overrun_grace_s",
 }
-DURATIONS = {"controlPeriod", "gracePeriod", "defaultJobDuration", "maxWait", "minMaxDelay"}
+DURATIONS = {
+    "controlPeriod",
+    "gracePeriod",
+    "defaultJobDuration",
+    "maxWait",
+    "minMaxDelay",
+    "overrunGrace",
+}
 
 
 def test_policy_defaults_equal_dataclass_defaults() -> None:
