@@ -42,6 +42,7 @@ CORE_TESTS = (
     "tests/unit/test_profile.py",
     "tests/unit/test_placement.py",
     "tests/unit/test_forecast.py",
+    "tests/unit/test_levers.py",
 )
 HELPERS = ("tests/unit/conftest.py", "tests/unit/core_snapshots.py")  # what the tests import
 DESELECT = "not is_compiled"  # the build check: the copy runs as Python on purpose
@@ -281,6 +282,30 @@ BREAKS: tuple[Break, ...] = (
     Break(
         "backfill may delay a reservation",
         (("profile.py", "if not (r[row, i] >= w and r[6, i] >= g):", "if False:"),),
+    ),
+    Break(
+        "levers: no floor on a GPU's limit",
+        (
+            (
+                "levers.py",
+                "    return min(floor, site.tdp_w)",
+                "    return min(floor, site.tdp_w) * 0.5",
+            ),
+        ),
+    ),
+    Break(
+        "levers: non-preemptible jobs preempted",
+        (
+            (
+                "levers.py",
+                "(c for c in cands if c.preemptible and freed_by_preempt(c, site) > 0)",
+                "(c for c in cands if freed_by_preempt(c, site) > 0)",
+            ),
+        ),
+    ),
+    Break(
+        "levers: used while disabled",
+        (("admission.py", "    if pol.power_limits.enabled:", "    if True:"),),
     ),
 )
 
