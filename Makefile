@@ -20,7 +20,7 @@ INSTALL_INPUTS := pyproject.toml setup.py operator/wattcap/profile.py \
 	operator/wattcap/sim/meter_math.py
 
 .PHONY: test deps venv tools lint unit integration bench mutation cluster-up cluster-down clean \
-	chaos
+	chaos fuzz
 
 test: deps tools lint unit integration
 
@@ -58,12 +58,17 @@ bench: deps
 mutation: deps
 	$(PY) bench/mutation_check.py
 
-# The long pass of the chaos suite (make test runs a short one).
+# The long passes of the chaos suite and the fuzz (make test runs short ones).
 CHAOS_SEED ?= 15
+FUZZ_BATCHES ?= 40
 
 chaos: deps tools
 	WATTCAP_CHAOS=full WATTCAP_CHAOS_SEED=$(CHAOS_SEED) $(PYTEST) -q -s -p no:cacheprovider \
 		tests/integration/test_chaos.py; rc=$$?; hack/cluster.sh down >/dev/null 2>&1; exit $$rc
+
+fuzz: deps tools
+	WATTCAP_FUZZ_BATCHES=$(FUZZ_BATCHES) $(PYTEST) -q -s -p no:cacheprovider \
+		tests/integration/test_fuzz.py; rc=$$?; hack/cluster.sh down >/dev/null 2>&1; exit $$rc
 
 cluster-up:
 	hack/cluster.sh up
