@@ -55,6 +55,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .chance import SITE_CHANCE, base_shrinks_in, queued_charges, running_charges
+from .chance import z_of as chance_z
 from .levers import Candidate, Site, choose, cut_end_s
 from .model import CapWindow, PowerPolicy, cap_steps, format_time
 from .placement import FreeGpus, NodeOrderIndex
@@ -111,6 +113,8 @@ class RunningJob:
     # running past its declared duration and the policy's overrunGrace, under
     # overrunAction Replan: planned open-ended, and shed first if preemptible
     overrunning: bool = False
+    # siteChance (chance.py): `gpu_watts` is the mean of its draw, this the sd
+    spread_gpu_watts: float = 0.0
 
     @property
     def gpus(self) -> int:
@@ -156,6 +160,8 @@ class QueuedJob:
     duration_s: float
     preemptible: bool = False
     max_delay_s: float | None = None
+    # siteChance (chance.py): `gpu_watts` is the mean of its draw, this the sd
+    spread_gpu_watts: float = 0.0
 
     @property
     def gpus(self) -> int:
@@ -176,6 +182,7 @@ class RunningColumns:
     believed_gpu_watts: np.ndarray
     expected_end_s: np.ndarray
     preemptible: np.ndarray  # bool
+    spread_gpu_watts: np.ndarray | None = None  # None: all 0
 
 
 @dataclass(slots=True)
@@ -372,6 +379,9 @@ def decide(
     running = list(snap.running)
     load = _RunningLoad(running, pol, snap.running_columns)
     base = idle_site + unmanaged  # what no admission can use: idle power and unmanaged work
+    chance = _Chance.of(pol, now)
+    if chance is not None:
+        load = chance.charge(load)
     projected = base + load.total
 
     # ---------------------------------------------------------------- 1. shed
@@ -380,16 +390,21 @@ def decide(
     if pol.power_limits.enabled:
         running = _two_levers(dec, snap, running, idle_site, ecap_now, cap_now, soon_ecap)
         load = _RunningLoad(running, pol)
+        if chance is not None:
+            load = chance.charge(load)
         projected = base + load.total
     elif pol.preemption:
         believed = idle_site + load.believed_total()
-        shed = _shed(snap, running, believed, ecap_now, cap_now, soon_ecap)
+        charged = load.believed.tolist() if chance is not None else None
+        shed = _shed(snap, running, believed, ecap_now, cap_now, soon_ecap, charged)
         if shed:
             gone = {p.key for p in shed}
             dec.preempts = shed
             keep = np.array([j.key not in gone for j in running], dtype=bool)
             running = [j for j in running if j.key not in gone]
             load = load.subset(keep)
+            if chance is not None:
+                load = chance.charge(load)
             projected = base + load.total
     soon_cap = min(ecap_now, soon_ecap)
     if projected > soon_cap:
@@ -422,9 +437,10 @@ def decide(
         fits = FreeGpus([(n.name, n.gpus_free) for n in snap.nodes])
     gpus_free_now = fits.total_free
     head: list[tuple[float, float, int, bool]] = []
+    charges = None if chance is None else chance.queued(ordered, load)
     if batch:
         drawn = base + measured_excess + load.positive_sum()
-        head = _admit_clear_head(dec, ordered, pol, now, fits, idle_site, drawn)
+        head = _admit_clear_head(dec, ordered, pol, now, fits, idle_site, drawn, charges)
     if len(head) == len(ordered):
         dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
         return dec
@@ -438,7 +454,17 @@ def decide(
             prof.take(0, prof.split(end), w, g, pre)
         usable_w = prof.max_cap() - idle_site
         adm = _Admission(
-            dec, prof, fits, waiting, pol, now, explain, total_gpus, node_max_gpus, usable_w
+            dec,
+            prof,
+            fits,
+            waiting,
+            pol,
+            now,
+            explain,
+            total_gpus,
+            node_max_gpus,
+            usable_w,
+            charges,
         )
         admitted, waits = len(dec.admits) - len(head), len(dec.waits)  # this pass's from here
         adm.run(depth, estimate_starts, batch, start=start)
@@ -449,13 +475,28 @@ def decide(
         # planned to that cycle once it runs. Either way the next cycle could
         # admit more: plan again with this pass's admissions running.
         short = adm.booked and (adm.short_admit or any(h[0] < now + period for h in head))
-        if not (prof.overhang_split or short) or len(new) == len(waiting):
-            dec.replan_at_s = now + prof.moves_in if prof.moves_in < math.inf else None
+        # siteChance: jobs admitted in this pass with a spread were charged as
+        # if nothing else was; planned as running, they share the site's
+        # spread and leave room the next cycle would fill, so plan again now
+        spread = chance is not None and any(
+            j.spread_gpu_watts > 0.0 for j in waiting if j.key in new
+        )
+        again = prof.overhang_split or short or spread
+        if not again or len(new) == len(waiting):
+            moves_in = prof.moves_in
+            if chance is not None and adm.reserved:
+                # a reserved job's charge grows when its run stops reaching past a
+                # running job's end: its booking may move and let another start
+                moves_in = min(moves_in, chance.grows_in([waiting[i] for i in adm.reserved], load))
+            dec.replan_at_s = now + moves_in if moves_in < math.inf else None
             break
         load = load.with_admitted(
-            [j for j in waiting if j.key in new], dec.admits[admitted:], pol, now
+            [j for j in waiting if j.key in new], dec.admits[admitted:], pol, now, chance
         )
         waiting = [j for j in waiting if j.key not in new]
+        if chance is not None:
+            load = chance.charge(load)
+            charges = chance.queued(waiting, load)
         del dec.waits[waits:]  # the next pass explains them
         head, start, gpus_free_now = [], 0, fits.total_free
     dec.projected_site_watts = projected + sum(a.site_watts for a in dec.admits)
@@ -470,6 +511,7 @@ def _admit_clear_head(
     fits: FreeGpus,
     idle_site: float,
     drawn: float,
+    charges: np.ndarray | None = None,
 ) -> list[tuple[float, float, int, bool]]:
     """Admit the jobs at the head of the queue that fit without the profile;
     return (end, watts, GPUs, preemptible) of each, in order.
@@ -483,6 +525,7 @@ def _admit_clear_head(
     then builds no profile; the first job not clearly admitted hands over
     to the walk. Preemptible jobs skip steps where they would be shed, as
     in the profile; a tiny slack keeps the bound below the walk's arithmetic.
+    `charges` (siteChance): each job's watts, in place of its forecast's.
     """
     _, _, edges, caps = _cap_steps(float(pol.cap_watts), pol.cap_schedule)
     keep = 1.0 - pol.safety_margin
@@ -492,9 +535,9 @@ def _admit_clear_head(
     slack = 1e-9 * abs(ecap_now) + 1e-6
     period_end = now + pol.control_period_s
     head: list[tuple[float, float, int, bool]] = []
-    for j in ordered:
+    for i, j in enumerate(ordered):
         g = j.replicas * j.gpus_per_replica
-        w = pue * g * max(j.gpu_watts - idle, 0.0)
+        w = pue * g * max(j.gpu_watts - idle, 0.0) if charges is None else float(charges[i])
         end = min(now + max(j.duration_s, 1.0), now + HORIZON_S)
         pre = j.preemptible and pol.preemption
         if pre and end > period_end:  # steps after the next cycle count only if not a drop
@@ -538,6 +581,7 @@ class _Admission:
         total_gpus: int,
         node_max_gpus: int,
         usable_w: float,
+        charges: np.ndarray | None = None,
     ) -> None:
         self.dec, self.prof, self.fits, self.ordered, self.pol = dec, prof, fits, ordered, pol
         self.explain = explain
@@ -557,10 +601,14 @@ class _Admission:
             usable_w,
         )
         _, self.g, self.w, self.dur, self.end = cols  # (GPUs per replica: read by queue_columns)
+        if charges is not None:  # siteChance: what each job adds to the plan (chance.py)
+            self.w = np.ascontiguousarray(charges, dtype=float)
+            flags[2] = flags[1] | (self.w > usable_w)
         self.pre_u8, _, self.skip_u8 = flags  # as the compiled profile reads them
         self.pre, self.unsched, self.skip = flags.view(bool)
         self.blocked = 0
         self.reservations = 0
+        self.reserved: list[int] = []  # jobs given a reservation, booked or pending
         self.booked = False  # a reservation is booked in the profile
         self.short_admit = False  # a job admitted to end before the next cycle
         self.period_end = now + pol.control_period_s
@@ -793,6 +841,7 @@ class _Admission:
         est = None
         if self.reservations < max_reservations:
             self.reservations += 1
+            self.reserved.append(i)
             if estimate_starts:
                 est = prof.reserve(pre, w, g, float(self.dur[i]))
                 self.why_later.clear()  # a reservation changes the profile
@@ -831,9 +880,11 @@ def _shed(
     ecap_now: float,
     cap_now: float,
     soon_ecap: float,
+    charged: list[float] | None = None,
 ) -> list[Preempt]:
     """Preemptions needed now: for a coming cap (`soon_ecap`, the usable cap one
-    control period from now), or measured power past its grace."""
+    control period from now), or measured power past its grace. `charged`
+    (siteChance): each running job's share of the plan, what shedding it frees."""
     pol = snap.policy
     now = snap.now_s
     pue, idle_w = pol.pue, pol.gpu_idle_watts
@@ -853,12 +904,17 @@ def _shed(
     # a measured excess is only worked off while there is one: a cap drop alone
     # must not turn a victim's measurement into a reason to shed another job
     shedding_measured = excess_meas > 0
-    victims = shed_order(running, pol)
+    at = {j.key: i for i, j in enumerate(running)}
+    victims = [at[j.key] for j in shed_order(running, pol)]
     out: list[Preempt] = []
-    for j in victims:
+    for i in victims:
+        j = running[i]
         if excess_plan <= 0 and excess_meas <= 0:
             break
-        planned = pue * j.gpus * ((j.believed_gpu_watts or j.gpu_watts) - idle_w)
+        if charged is None:
+            planned = pue * j.gpus * ((j.believed_gpu_watts or j.gpu_watts) - idle_w)
+        else:
+            planned = charged[i]
         drawn = j.measured_gpu_watts if j.measured_gpu_watts is not None else j.gpu_watts
         over = overdraws(j, pol.overdraw_tolerance)
         why = (
@@ -1035,19 +1091,99 @@ def _columns(running: list[RunningJob]) -> RunningColumns:
                 j.believed_gpu_watts or j.gpu_watts,
                 j.expected_end_s,
                 j.preemptible,
+                j.spread_gpu_watts,
             )
             for j in running
         ],
         dtype=float,
     ).T
-    return RunningColumns(rows[0], rows[1], rows[2], rows[3], rows[4] > 0)
+    return RunningColumns(rows[0], rows[1], rows[2], rows[3], rows[4] > 0, rows[5])
+
+
+class _Chance:
+    """siteChance admission (chance.py) inside one cycle: running jobs and
+    queued ones charged at their mean plus their share of the site's spread."""
+
+    __slots__ = ("end_cap", "horizon", "idle", "period_end", "preemption", "pue", "rho", "z")
+
+    def __init__(self, pol: PowerPolicy, now: float) -> None:
+        self.z = chance_z(pol.coverage)
+        self.rho = pol.class_correlation
+        self.pue, self.idle, self.preemption = pol.pue, pol.gpu_idle_watts, pol.preemption
+        self.period_end = now + pol.control_period_s
+        self.horizon = now + HORIZON_S
+        self.end_cap = now  # a planned end at or before now: planned to the horizon
+
+    @staticmethod
+    def of(pol: PowerPolicy, now: float) -> _Chance | None:
+        return _Chance(pol, now) if pol.admission_model == SITE_CHANCE else None
+
+    def charge(self, load: _RunningLoad) -> _RunningLoad:
+        """`load` planned at its charges; its means and spreads kept to recharge."""
+        if not load.sd.size or not load.sd.any():
+            return load  # nothing spreads: the charges are the means
+        # the ends the profile plans with (Profile: past ends to the horizon,
+        # none before the next cycle), so the chain follows its steps
+        end = np.minimum(load.end_s, self.horizon)
+        end = np.where(end <= self.end_cap, self.horizon, np.maximum(end, self.period_end))
+        pre = load.preemptible if self.preemption else np.zeros(load.sd.size, dtype=bool)
+        out = load.copy()
+        out.watts = running_charges(load.mean, load.sd, end, pre, self.z, self.rho)
+        if load.believed is load.watts:
+            out.believed = out.watts
+        out.total = float(out.watts.sum())
+        out._positive = None
+        return out
+
+    def grows_in(self, jobs: list[QueuedJob], load: _RunningLoad) -> float:
+        """Seconds until time passing alone raises the charge of one of `jobs`
+        (`chance.base_shrinks_in`): its run, moving with now, stops ending
+        before a running job's end, which then leaves its base."""
+        run_end = np.minimum(load.end_s, self.horizon)
+        run_end = np.where(run_end <= self.end_cap, self.horizon, run_end)
+        run_pre = load.preemptible if self.preemption else np.zeros(load.sd.size, dtype=bool)
+        best = math.inf
+        for j in jobs:
+            if j.spread_gpu_watts <= 0.0:
+                continue
+            end = min(self.end_cap + max(j.duration_s, 1.0), self.horizon)
+            pre = j.preemptible and self.preemption
+            best = min(best, base_shrinks_in(end, pre, load.sd, run_end, run_pre))
+        return best
+
+    def queued(self, jobs: list[QueuedJob], load: _RunningLoad) -> np.ndarray:
+        """What each of `jobs` adds to the plan if admitted now (site watts)."""
+        m = len(jobs)
+        pue, idle = self.pue, self.idle
+        g = np.fromiter((j.replicas * j.gpus_per_replica for j in jobs), float, m)
+        mean = pue * g * np.maximum(np.fromiter((j.gpu_watts for j in jobs), float, m) - idle, 0.0)
+        sd = pue * g * np.fromiter((j.spread_gpu_watts for j in jobs), float, m)
+        if not sd.any():
+            return mean
+        dur = np.fromiter((j.duration_s for j in jobs), float, m)
+        end = np.minimum(self.end_cap + np.maximum(dur, 1.0), self.horizon)
+        pre = np.fromiter((j.preemptible and self.preemption for j in jobs), bool, m)
+        run_end = np.minimum(load.end_s, self.horizon)
+        run_end = np.where(run_end <= self.end_cap, self.horizon, run_end)
+        run_pre = load.preemptible if self.preemption else np.zeros(load.sd.size, dtype=bool)
+        return queued_charges(mean, sd, end, pre, load.sd, run_end, run_pre, self.z, self.rho)
 
 
 class _RunningLoad:
     """Running jobs as arrays, built in one pass: every later step is numpy
     or the compiled profile."""
 
-    __slots__ = ("_positive", "believed", "end_s", "gpus", "preemptible", "total", "watts")
+    __slots__ = (
+        "_positive",
+        "believed",
+        "end_s",
+        "gpus",
+        "mean",
+        "preemptible",
+        "sd",
+        "total",
+        "watts",
+    )
 
     def __init__(
         self,
@@ -1057,6 +1193,7 @@ class _RunningLoad:
     ) -> None:
         if not running:
             self.gpus = self.watts = self.believed = self.end_s = np.zeros(0)
+            self.mean = self.sd = self.watts
             self.preemptible = np.zeros(0, dtype=bool)
             self.total = self._positive = 0.0
             return
@@ -1066,6 +1203,9 @@ class _RunningLoad:
         self.watts, self.total, self._positive = running_watts(
             gpus, cols.gpu_watts, pol.pue, pol.gpu_idle_watts
         )
+        self.mean = self.watts  # siteChance: the means, before `_Chance.charge`
+        spread = cols.spread_gpu_watts
+        self.sd = np.zeros(gpus.size) if spread is None else pol.pue * gpus * spread
         self.believed = (
             self.watts
             if cols.believed_gpu_watts is cols.gpu_watts
@@ -1085,17 +1225,38 @@ class _RunningLoad:
             self._positive = self.total if nonneg else float(w[w > 0.0].sum())
         return self._positive
 
+    def copy(self) -> _RunningLoad:
+        out = object.__new__(_RunningLoad)
+        for name in self.__slots__:
+            setattr(out, name, getattr(self, name))
+        return out
+
     def with_admitted(
-        self, jobs: list[QueuedJob], admits: list[Admit], pol: PowerPolicy, now: float
+        self,
+        jobs: list[QueuedJob],
+        admits: list[Admit],
+        pol: PowerPolicy,
+        now: float,
+        chance: _Chance | None = None,
     ) -> _RunningLoad:
         """This load and the jobs just admitted (`jobs[i]` as `admits[i]`),
         running as planned: the watts admission held for them, to the end it
-        planned (as `_Admission` does)."""
+        planned (as `_Admission` does). With `chance`, at their means and
+        spreads, as the next cycle sees them running (charge it again)."""
         by_key = {j.key: j for j in jobs}
         ordered = [by_key[a.key] for a in admits]
         out = object.__new__(_RunningLoad)
         out.gpus = np.concatenate((self.gpus, [float(j.gpus) for j in ordered]))
-        out.watts = np.concatenate((self.watts, [a.site_watts for a in admits]))
+        if chance is None:
+            out.watts = np.concatenate((self.watts, [a.site_watts for a in admits]))
+            out.mean, out.sd = out.watts, np.zeros(out.gpus.size)
+        else:
+            pue, idle = pol.pue, pol.gpu_idle_watts
+            out.mean = np.concatenate(
+                (self.mean, [pue * j.gpus * max(j.gpu_watts - idle, 0.0) for j in ordered])
+            )
+            out.sd = np.concatenate((self.sd, [pue * j.gpus * j.spread_gpu_watts for j in ordered]))
+            out.watts = out.mean
         out.believed = out.watts
         out.end_s = np.concatenate(
             (self.end_s, [min(now + max(j.duration_s, 1.0), now + HORIZON_S) for j in ordered])
@@ -1109,7 +1270,7 @@ class _RunningLoad:
 
     def subset(self, keep: np.ndarray) -> _RunningLoad:
         out = object.__new__(_RunningLoad)
-        for name in ("end_s", "believed", "gpus", "preemptible", "watts"):
+        for name in ("end_s", "believed", "gpus", "preemptible", "watts", "mean", "sd"):
             setattr(out, name, getattr(self, name)[keep])
         if self.believed is self.watts:
             out.believed = out.watts

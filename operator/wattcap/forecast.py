@@ -39,6 +39,9 @@ from statistics import NormalDist
 # also a floor, because a handful of identical samples does not prove zero spread.
 MIN_REL_SPREAD = 0.02
 PRIOR_REL_SPREAD = 0.05
+# Floor of a measured running job's spread (siteChance): a job's level drifts
+# a little between phases even when its samples agree.
+MEASURED_REL_SPREAD = 0.01
 HISTORY = 64  # samples kept per class: recent behaviour matters more than old
 CALIBRATION_STEP = 0.01
 # Pseudo-samples the site-wide pool weighs as, against a namespace's own history.
@@ -55,6 +58,18 @@ class PowerForecast:
     quantile: float
     source: str  # "prior" (TDP), "hint", "pool", "history", "measured"
     samples: int
+    # A distribution instead of a bound (`Forecaster.distribution`, for
+    # siteChance admission): `gpu_watts` is then the mean and this the sd;
+    # 0 for a bound, which is planned as it is.
+    spread_gpu_watts: float = 0.0
+    # The per-job upper bound at the calibrated level, where `gpu_watts` is a
+    # mean: what a finished job's draw is compared with to calibrate.
+    bound_gpu_watts: float | None = None
+
+    @property
+    def calibrated_gpu_watts(self) -> float:
+        """The per-job bound this forecast stands for (its watts, for a bound)."""
+        return self.gpu_watts if self.bound_gpu_watts is None else self.bound_gpu_watts
 
 
 @dataclass(slots=True)
@@ -157,6 +172,49 @@ class Forecaster:
             floored = max(hint_gpu_watts, frac * self.tdp)
             return PowerForecast(self._clamp(floored), self.level, "hint", 0)
         return PowerForecast(self.tdp, 1.0, "prior", 0)
+
+    def distribution(
+        self,
+        workload_class: str,
+        hint_gpu_watts: float | None = None,
+        namespace: str = "",
+        hint_floor_fraction: float | None = None,
+    ) -> PowerForecast:
+        """A job's draw as a mean and a spread, for siteChance admission (chance.py).
+
+        From the namespace's own history of the class, when the site-wide
+        pool would not raise it: the mean of the samples, and the spread
+        that puts mean + z sd (z of `coverageTarget`) at the calibrated
+        per-job bound, so small samples widen it (Student-t) and the online
+        calibration moves it as it moves the bound. Anything else (a pool,
+        a hint, TDP) is a bound with no spread: planned as `forecast` plans it.
+        """
+        f = self.forecast(workload_class, hint_gpu_watts, namespace, hint_floor_fraction)
+        if f.source != "history":
+            return f
+        hist = self._classes[workload_class][namespace]
+        if hist.stats is None:
+            hist.stats = _stats(hist.watts)
+        n, mean, _ = hist.stats
+        if f.gpu_watts != self._clamp(self._own_bound(hist)):
+            return f  # raised toward the pool: keep the bound
+        mean = self._clamp(mean)
+        spread = max(0.0, f.gpu_watts - mean) / _z(self.coverage)
+        return PowerForecast(mean, 0.5, "history", n, spread, f.gpu_watts)
+
+    def measured(self, admitted: PowerForecast, n: int, mean: float, var: float) -> PowerForecast:
+        """A running job's draw once n of its own samples were seen (their
+        mean and variance), as a distribution: its measured level, with the
+        spread of that level's estimate (the samples' sd / sqrt(n), at least
+        MEASURED_REL_SPREAD of it). Unlike `running`, it may rise above what the
+        job was admitted at: the plan follows what is measured, which is what
+        makes planning new jobs at a mean safe."""
+        if n < 3:
+            return admitted
+        # the uncertainty of its level, not the samples' scatter: a job's draw
+        # is judged against the cap as an average (the grace period)
+        spread = max(math.sqrt(max(var, 0.0) / n), MEASURED_REL_SPREAD * mean)
+        return PowerForecast(self._clamp(mean), 0.5, "measured", n, spread)
 
     def _own_bound(self, hist: _ClassHistory) -> float:
         if hist.stats is None:

@@ -24,6 +24,7 @@ OVERRUN_ACTIONS = ("Stop", "Replan")
 # How GPU work wattcap does not manage is planned (spec.unmanaged.planGpusAt):
 # at what it measures (TDP while unmeasured), or at a fixed reserve.
 UNMANAGED_PLANS = ("Measured", "Reserve")
+ADMISSION_MODELS = ("siteChance", "perJobQuantile")  # chance.ADMISSION_MODELS
 # Bounds the CRD states too: a period below a second is a hot loop against the
 # API server, and no site runs a job on more replicas (one per node) than this.
 MIN_CONTROL_PERIOD_S = 1.0
@@ -203,6 +204,11 @@ class PowerPolicy:
     gpu_tdp_watts: float = 700.0
     safety_margin: float = 0.02
     coverage: float = 0.95
+    # How forecasts become a plan (chance.py): the site's draw as one
+    # distribution (siteChance), or every job at its own upper quantile.
+    admission_model: str = "siteChance"
+    # Correlation assumed between the draws of two jobs of one class (siteChance).
+    class_correlation: float = 0.3
     ordering: str = "PriorityFIFO"
     backfill: bool = True
     reservation_depth: int = 8
@@ -367,6 +373,13 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
     margin = _number(spec, "safetyMargin", p, DEFAULTS.safety_margin, minimum=0, maximum=0.5)
     coverage = _number(spec, "coverageTarget", p, DEFAULTS.coverage, minimum=0.5, maximum=0.9999)
     ordering = _string(spec, "ordering", p, DEFAULTS.ordering)
+    admission_model = _string(spec, "admissionModel", p, DEFAULTS.admission_model)
+    if admission_model not in ADMISSION_MODELS:
+        raise ManifestError(
+            f"{p}.admissionModel",
+            f"must be one of {', '.join(ADMISSION_MODELS)}, got {admission_model!r}",
+        )
+    rho = _number(spec, "classCorrelation", p, DEFAULTS.class_correlation, minimum=0, maximum=1)
     if ordering not in ORDERINGS:
         raise ManifestError(
             f"{p}.ordering", f"must be one of {', '.join(ORDERINGS)}, got {ordering!r}"
@@ -395,6 +408,8 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
         gpu_tdp_watts=tdp,
         safety_margin=margin,
         coverage=coverage,
+        admission_model=admission_model,
+        class_correlation=rho,
         ordering=ordering,
         backfill=_boolean(spec, "backfill", p, DEFAULTS.backfill),
         reservation_depth=_integer(

@@ -82,6 +82,8 @@ import numpy as np
 
 from .. import admission
 from ..admission import NodeState, QueuedJob, RunningColumns, RunningJob, Snapshot
+from ..chance import SITE_CHANCE
+from ..chance import z_of as chance_z
 from ..forecast import PowerForecast
 from ..model import PowerPolicy, cap_steps
 from ..placement import NodeOrderIndex
@@ -156,6 +158,24 @@ class SimResult:
     throttle_lost_gpu_s: float = 0.0
     checkpoint_lost_gpu_s: float = 0.0
     series: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _spread_factor(pol: PowerPolicy) -> float:
+    """The most decide charges a job above its mean, per watt of its sd
+    (chance.py: z (sqrt(rho) + sqrt(1 - rho))); 0 unless siteChance."""
+    if pol.admission_model != SITE_CHANCE or not pol.coverage > 0.5:
+        return 0.0
+    rho = pol.class_correlation
+    return chance_z(pol.coverage) * (math.sqrt(rho) + math.sqrt(1.0 - rho)) * (1 + 1e-9)
+
+
+def _spread_floor(pol: PowerPolicy) -> tuple[float, float]:
+    """(z sqrt(rho), z sqrt(1 - rho)): what decide charges running jobs at
+    least, per watt of their spreads' sum and of its root sum of squares."""
+    if pol.admission_model != SITE_CHANCE or not pol.coverage > 0.5:
+        return 0.0, 0.0
+    z, rho = chance_z(pol.coverage), pol.class_correlation
+    return z * math.sqrt(rho), z * math.sqrt(1.0 - rho)
 
 
 class _Job:
@@ -284,6 +304,13 @@ class _Engine:
         # ground truth: sum over running jobs of gpus * (gpu_watts - idle)
         self.truth_excess = 0.0
         self.planned_excess = 0.0  # same with the planned per-GPU watts (decide's projection)
+        # siteChance (chance.py): decide plans a job at its mean plus a share of
+        # the site's spread, never more than `spread_factor` x its own sd; so the
+        # engine's bounds add that much of the running jobs' spreads (in GPU watts)
+        self.spread_sum = 0.0
+        self.spread_sq = 0.0  # sum over running jobs of (GPUs x spread per GPU)^2
+        self.spread_factor = _spread_factor(sched.policy)
+        self.spread_floor = _spread_floor(sched.policy)
         # metrics
         self.energy = 0.0
         self.over_s = 0.0
@@ -311,7 +338,8 @@ class _Engine:
         self.s_plan = np.zeros(n)  # planned watts per GPU (re-tightened in place)
         self.s_end = np.zeros(n)  # expected end, epoch seconds
         self.s_pre = np.zeros(n, dtype=bool)
-        self._slot_arrays = (self.s_gpus, self.s_plan, self.s_end, self.s_pre)
+        self.s_spread = np.zeros(n)  # siteChance: sd of the planned watts per GPU
+        self._slot_arrays = (self.s_gpus, self.s_plan, self.s_end, self.s_pre, self.s_spread)
         self.slot_job: list[_Job | None] = [None] * n
         self.slot_rj: list[RunningJob | None] = [None] * n  # slot_job[i].rj
         self._last_changed = False
@@ -609,7 +637,7 @@ class _Engine:
         cap_edges, cap_vals = self._cap_edges, self._cap_vals
         # a reading above this (less a watt of slack for the engine's running
         # sums) may add to decide's plan; nothing changes the plan in this block
-        planned = self.idle_site + self.pue * self.planned_excess - 1.0
+        planned = self._planned_floor()
         waiting = self.queued_n > 0
         force = self.excess_seen and waiting  # the excess decide planned with changes now
         cp = self.cp_heap
@@ -709,10 +737,17 @@ class _Engine:
             self._catch_up(j)
             self._push_checkpoint(j, j.meas_n, tick_k)
             new = self.sched.tighten(j.plan, *self._job_moments(j))
-            if new.gpu_watts != j.rj.gpu_watts:
-                self.planned_excess += j.tj.gpus * (new.gpu_watts - j.rj.gpu_watts)
-                j.rj.gpu_watts = new.gpu_watts
+            rj = j.rj
+            if new.gpu_watts != rj.gpu_watts or new.spread_gpu_watts != rj.spread_gpu_watts:
+                self.planned_excess += j.tj.gpus * (new.gpu_watts - rj.gpu_watts)
+                self.spread_sum += j.tj.gpus * (new.spread_gpu_watts - rj.spread_gpu_watts)
+                self.spread_sq += (j.tj.gpus * new.spread_gpu_watts) ** 2 - (
+                    j.tj.gpus * rj.spread_gpu_watts
+                ) ** 2
+                rj.gpu_watts = new.gpu_watts
+                rj.spread_gpu_watts = new.spread_gpu_watts
                 self.s_plan[j.slot] = new.gpu_watts
+                self.s_spread[j.slot] = new.spread_gpu_watts
                 changed = True
         return changed
 
@@ -748,10 +783,14 @@ class _Engine:
         usable = self._decap_at(self.t0 + t) - self.idle_site
         depth = self.dpol.reservation_depth
 
+        k = self.spread_factor
+
         def reserves(job: _Job) -> bool:  # surely blocked, and within the cap now
             g = job.tj.gpus
-            w = pue * g * (self._queued_forecast(job).gpu_watts - idle)
-            return (g > free or w > avail) and w <= usable
+            f = self._queued_forecast(job)
+            w = pue * g * (f.gpu_watts - idle)  # at least what decide plans it at
+            top = w + k * pue * g * f.spread_gpu_watts  # at most that
+            return (g > free or w > avail) and top <= usable
 
         blocked = 0  # (j itself may reserve even above the cap now: a later one may be higher)
         for lst in (self.starving, self.queue):
@@ -775,6 +814,18 @@ class _Engine:
         period = self.dpol.control_period_s
         ends = self.s_end[:n] - self.t0
         return bool(np.any((ends - period - 1e-6 < t) & (t <= np.ceil(ends / period) * period)))
+
+    def _planned_floor(self) -> float:
+        """At most what decide projects for the running jobs (less a watt of
+        slack for the running sums): a reading above it may add to its plan.
+        siteChance charges them at least z (sqrt(rho) sum sd + sqrt(1 - rho)
+        sqrt(sum sd^2)) above their means (chance.py); a little less is kept."""
+        floor = self.idle_site + self.pue * self.planned_excess - 1.0
+        if self.spread_floor[0] or self.spread_floor[1]:
+            common, indep = self.spread_floor
+            sq = math.sqrt(max(self.spread_sq, 0.0))
+            floor += 0.999 * self.pue * (common * self.spread_sum + indep * sq)
+        return floor
 
     def _avail_now(self, t: float) -> float:
         ecap = self._decap_at(self.t0 + t)
@@ -815,9 +866,10 @@ class _Engine:
         self.s_gpus[slot] = g
         # the meter first reads this run at the next tick
         j.seg_tick = j.drawn_to = int(t // self.dpol.control_period_s)
-        watts = plan.gpu_watts
+        watts, spread = plan.gpu_watts, plan.spread_gpu_watts
         if j.meas_n >= 3:  # resumed: its own earlier samples tighten it at once
-            watts = self.sched.tighten(plan, *self._job_moments(j)).gpu_watts
+            own = self.sched.tighten(plan, *self._job_moments(j))
+            watts, spread = own.gpu_watts, own.spread_gpu_watts
             if watts < plan.gpu_watts:
                 # decide admitted it at more than it is planned at now: at the next
                 # tick, the operator's next cycle, a waiting job may fit in the rest
@@ -833,12 +885,17 @@ class _Engine:
             started_s=self.t0 + t,
             expected_end_s=self.t0 + t + planned_rest,
             nodes=nodes,
-            forecast_gpu_watts=plan.gpu_watts,  # as admitted: over-drawers are shed first
+            # as admitted (its per-job bound under siteChance): over-drawers are shed first
+            forecast_gpu_watts=plan.calibrated_gpu_watts,
+            spread_gpu_watts=spread,
         )
         self.slot_rj[slot] = j.rj
         self.s_plan[slot] = watts
         self.s_end[slot] = j.rj.expected_end_s
         self.s_pre[slot] = j.tj.preemptible
+        self.s_spread[slot] = spread
+        self.spread_sum += g * spread
+        self.spread_sq += (g * spread) ** 2
         self.running[j.view.key] = j
         self.truth_excess += g * (j.tj.gpu_watts - self.idle_w)
         self.truth_sq += (g * j.tj.gpu_watts) ** 2
@@ -887,10 +944,14 @@ class _Engine:
         self.truth_excess -= g * (true_w - self.idle_w)
         self.truth_sq -= (g * true_w) ** 2
         self.planned_excess -= g * (j.rj.gpu_watts - self.idle_w)
+        self.spread_sum -= g * j.rj.spread_gpu_watts
+        self.spread_sq -= (g * j.rj.spread_gpu_watts) ** 2
         if not self.running:  # re-anchor the sums: no drift over a long replay
             self.truth_excess = 0.0
             self.truth_sq = 0.0
             self.planned_excess = 0.0
+            self.spread_sum = 0.0
+            self.spread_sq = 0.0
         self._catch_up(j)
         if self._read_this_run(j) and self.meas_site is not None:
             # the meter's last reading included this job; it is gone now
@@ -1000,24 +1061,29 @@ class _Engine:
         ecap_above_idle = self._decap_at(self.t0 + t) - self.idle_site
         depth = math.inf if whole else self.dpol.reservation_depth
         jobs = self.jobs
-        # per shape: (watts per GPU, surely blocked now, may hold a reservation)
-        known: dict[tuple[str, int], tuple[float, bool, bool]] = {}
+        # per shape: (watts per GPU, surely blocked now, may hold a reservation,
+        # spread per GPU); siteChance plans a job between w and w + k x its sd
+        known: dict[tuple[str, int], tuple[float, bool, bool, float]] = {}
+        k = self.spread_factor
 
-        def judge(g: int, watts: float) -> tuple[float, bool, bool]:
+        def judge(g: int, watts: float, spread: float = 0.0) -> tuple[float, bool, bool, float]:
             w = pue * g * (watts - idle)
-            return watts, g > free or w > avail, w <= ecap_above_idle
+            top = w + k * pue * g * spread
+            return watts, g > free or w > avail, top <= ecap_above_idle, spread
 
-        def check(shape: tuple[str, int], view: JobView) -> tuple[float, bool, bool]:
-            known[shape] = res = judge(shape[1], sched.forecast(view).gpu_watts)
+        def check(shape: tuple[str, int], view: JobView) -> tuple[float, bool, bool, float]:
+            f = sched.forecast(view)
+            known[shape] = res = judge(shape[1], f.gpu_watts, f.spread_gpu_watts)
             return res
 
         out: list[QueuedJob] = []
         blocked = 0
         candidate = False
 
-        def keep(j: _Job, watts: float) -> None:
+        def keep(j: _Job, watts: float, spread: float) -> None:
             qj = j.qj
             qj.gpu_watts = watts
+            qj.spread_gpu_watts = spread
             qj.duration_s = sched.duration(j.view)  # the whole run, as the operator plans it
             out.append(qj)
 
@@ -1032,11 +1098,11 @@ class _Engine:
                 res = known.get(j.shape) or check(j.shape, j.view)
                 if j.floor is not None and j.floor.gpu_watts > res[0]:
                     res = judge(j.shape[1], j.floor.gpu_watts)
-                watts, sure_block, may_reserve = res
+                watts, sure_block, may_reserve, spread = res
                 if sure_block and blocked >= depth:
                     continue
                 candidate = candidate or not sure_block
-                keep(j, watts)
+                keep(j, watts, spread)
                 if sure_block and may_reserve:
                     blocked += 1
         if cut < len(queue) and free > 0 and avail >= 0:
@@ -1046,14 +1112,16 @@ class _Engine:
                 if shape[1] > free:
                     continue  # surely blocked, whatever its forecast
                 view = jobs[keys[0][3]].view  # any job of the shape: its class forecast is theirs
-                watts, sure_block, _ = known.get(shape) or check(shape, view)
+                watts, sure_block, _, _ = known.get(shape) or check(shape, view)
                 if not sure_block:  # (one planned higher, at its own draw, may still be)
                     tail.extend(keys[bisect_left(keys, first) :])
             tail.sort()
             for key in tail:
                 j = jobs[key[3]]
-                watts = known[j.shape][0]
-                keep(j, watts if j.floor is None else max(watts, j.floor.gpu_watts))
+                watts, _, _, spread = known[j.shape]
+                if j.floor is not None and j.floor.gpu_watts > watts:
+                    watts, spread = j.floor.gpu_watts, 0.0  # planned at its own draw
+                keep(j, watts, spread)
             candidate = candidate or bool(tail)
         return out, candidate
 
@@ -1068,7 +1136,8 @@ class _Engine:
             return False
         now = self.t0 + t
         target = min(self._decap_at(now), self._decap_at(now + pol.control_period_s))
-        if self.idle_site + self.pue * self.planned_excess > target - 1.0:
+        spread = self.spread_factor * self.pue * self.spread_sum
+        if self.idle_site + self.pue * self.planned_excess + spread > target - 1.0:
             return True
         meas = self._snapshot_measured()
         return (
@@ -1083,7 +1152,7 @@ class _Engine:
         now = self.t0 + t
         self._promote_starving(now)
         meas = self.meas_site if self.sched.measures else None
-        planned = self.idle_site + self.pue * self.planned_excess - 1.0
+        planned = self._planned_floor()
         self.excess_seen = meas is not None and meas > planned
         every = self.cfg.every_tick
         queued, candidate = self._queued_for_decide(t, every) if self.queued_n else ([], False)
@@ -1111,7 +1180,7 @@ class _Engine:
             measured_site_watts=self._snapshot_measured(),
             over_cap_since_s=self.over_since if self.sched.measures else None,
             running_columns=RunningColumns(
-                self.s_gpus[:r], planned, planned, self.s_end[:r], self.s_pre[:r]
+                self.s_gpus[:r], planned, planned, self.s_end[:r], self.s_pre[:r], self.s_spread[:r]
             ),
             free_index=self.free_index,
         )

@@ -23,6 +23,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..chance import SITE_CHANCE
 from ..forecast import Forecaster, PowerForecast
 from ..model import PowerPolicy
 from .trace import TraceJob
@@ -113,25 +114,32 @@ class WattcapScheduler(Scheduler):
         self._power: dict[str, PowerForecast] = {}
         self._duration: dict[str, float] = {}
         self._tdp = PowerForecast(policy.gpu_tdp_watts, 1.0, "prior", 0)
+        chance = policy.admission_model == SITE_CHANCE
+        # siteChance plans a job at its class's mean and spread (chance.py)
+        self._forecast = self.forecaster.distribution if chance else self.forecaster.forecast
+        self._running = self.forecaster.measured if chance else self.forecaster.running_moments
 
     def forecast(self, job: JobView) -> PowerForecast:
         f = self._power.get(job.workload_class)
         if f is None:
-            f = self._power[job.workload_class] = self.forecaster.forecast(job.workload_class)
+            f = self._power[job.workload_class] = self._forecast(job.workload_class)
         return f
 
     def duration(self, job: JobView) -> float:
         if job.est_duration_s:
             return job.est_duration_s
-        d = self._duration.get(job.workload_class)
+        key = job.workload_class
+        d = self._duration.get(key)
         if d is None:
-            d = self._duration[job.workload_class] = self.forecaster.duration(
-                job.workload_class, None, self.policy.default_duration_s
+            d = self._duration[key] = self.forecaster.duration(
+                job.workload_class,
+                None,
+                self.policy.default_duration_s,
             )
         return d
 
     def tighten(self, admitted: PowerForecast, n: int, mean: float, var: float) -> PowerForecast:
-        return self.forecaster.running_moments(admitted, n, mean, var)
+        return self._running(admitted, n, mean, var)
 
     def measured_floor(self, n: int, mean: float, var: float) -> PowerForecast | None:
         # the operator's rule for a job preempted after running (controller.py)
@@ -142,7 +150,7 @@ class WattcapScheduler(Scheduler):
     ) -> None:
         watts = float("nan") if mean_measured_w is None else mean_measured_w
         # Without a sample there is nothing to calibrate against: learn the duration only.
-        forecast = admitted.gpu_watts if mean_measured_w is not None else None
+        forecast = admitted.calibrated_gpu_watts if mean_measured_w is not None else None
         self.forecaster.observe(job.workload_class, watts, run_s, forecast)
         self._power.pop(job.workload_class, None)
         self._duration.pop(job.workload_class, None)
