@@ -170,10 +170,16 @@ BREAKS: tuple[Break, ...] = (
     Break(
         "ignore the grace period",
         (
-            (
+            (  # shedding for a measured excess
                 "admission.py",
-                "and now - snap.over_cap_since_s >= pol.grace_period_s",
-                "and True",
+                "and now - snap.over_cap_since_s >= pol.grace_period_s"
+                "\n    ):\n        excess_meas",
+                "and True\n    ):\n        excess_meas",
+            ),
+            (  # the power-limit lever's measured excess
+                "admission.py",
+                "and now - snap.over_cap_since_s >= pol.grace_period_s\n    ):\n        need_meas",
+                "and True\n    ):\n        need_meas",
             ),
         ),
     ),
