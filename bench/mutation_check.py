@@ -280,7 +280,7 @@ BREAKS: tuple[Break, ...] = (
         (
             (
                 "admission.py",
-                "if not (prof.overhang_split or short) or len(new) == len(waiting):",
+                "if not again or len(new) == len(waiting):",
                 "if True:",
             ),
         ),
