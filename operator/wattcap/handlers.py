@@ -3,7 +3,8 @@
 Per-object handlers never admit: they only wake the loop, so two handlers can
 never each take the last kilowatt. The loop is a daemon on the governing
 PowerPolicy (the oldest, if there are several) and runs a cycle every control
-period, or sooner when a TrainingJob or an owned Job changes.
+period, or sooner when a TrainingJob's or a PowerPolicy's spec changes or an
+owned Job changes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -65,9 +67,45 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     metrics.serve(METRICS_PORT)
 
 
+class SpecChanges:
+    """Which watch events change what the loop decides on: an object seen for
+    the first time, a deleted one, or a new spec (`metadata.generation`). The
+    loop's own status writes leave the generation as it is, so they never wake
+    it; otherwise every cycle's status patch would start the next cycle, and a
+    site with a 60 s period would decide about once a second."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def changed(self, event_type: str | None, body: Mapping[str, Any]) -> bool:
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid", ""))
+        with self._lock:
+            if event_type == "DELETED":
+                self._seen.pop(uid, None)  # bounded by the objects that exist
+                return True
+            generation = meta.get("generation")
+            if uid in self._seen and self._seen[uid] == generation:
+                return False
+            self._seen[uid] = generation
+            return True
+
+
+SPECS = SpecChanges()
+
+
 @kopf.on.event(API_GROUP, API_VERSION, "trainingjobs")
-def trainingjob_event(**_: Any) -> None:
-    WAKE.set()
+def trainingjob_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    if SPECS.changed(type, body):
+        WAKE.set()
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "powerpolicies")
+def powerpolicy_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    """A cap lowered by hand (a demand-response event) is met now, not a period later."""
+    if SPECS.changed(type, body):
+        WAKE.set()
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TJ: kopf.PRESENT})

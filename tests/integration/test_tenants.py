@@ -446,7 +446,7 @@ def test_the_operator_runs_with_nothing_but_the_charts_role(
     who = kubectl(op_kc, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
     assert who == "system:serviceaccount:wattcap-test:wattcap-test"
     assert (
-        kubectl(op_kc, "auth", "can-i", "delete", "jobs.batch", "-A", check=False).stdout.strip()
+        kubectl(op_kc, "auth", "can-i", "update", "jobs.batch", "-A", check=False).stdout.strip()
         == "no"
     )
     tj = trainingjob("admit-me", gpusPerReplica=1)
@@ -470,6 +470,51 @@ def test_the_operator_runs_with_nothing_but_the_charts_role(
 
 
 # --------------------------------------------------------------------- same name, new object
+
+
+def test_the_charts_role_can_move_a_preempted_job_to_other_nodes(
+    tenant_ns: str, tenancy: str, tmp_path: Any
+) -> None:
+    """A preempted job whose old node is gone resumes elsewhere: the operator
+    deletes its suspended Job (uid precondition) and creates a fresh one. Under
+    the chart's role that delete must be allowed, or the job never runs again."""
+    op_kc = _operator_kubeconfig(tenancy, tmp_path)
+    tj = trainingjob("mover")
+    tj["spec"]["template"]["metadata"] = {"annotations": {"wattcap.io/sim-duration": "20s"}}
+    res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(tj))
+    assert res.returncode == 0, res.stderr
+    site = {"pue": 1.0, "nodeBaseWatts": 500, "gpuIdleWatts": 70, "gpuTdpWatts": 700}
+    site["safetyMargin"] = 0.0
+    log = tmp_path / "operator.log"
+
+    def cap(watts: float) -> None:
+        patch = json.dumps({"spec": {"capWatts": watts}})
+        kubectl(tenancy, "patch", "powerpolicy", "site", "--type=merge", "-p", patch)
+
+    def job() -> dict[str, Any]:
+        return kget(tenancy, "-n", tenant_ns, "job", "mover")
+
+    with operator_on_site(tenancy, log, op_kc, **site):
+        assert _wait_for_phase(tenancy, tenant_ns, "mover", "Running") == "Running"
+        first = json.loads(job()["metadata"]["annotations"]["wattcap.io/placement"])
+        uid = job()["metadata"]["uid"]
+        cap(8 * 500 + 64 * 70 + 4 * 630)  # idle site plus 4 GPUs at TDP: 8 do not fit
+        deadline = time.monotonic() + 60
+        while not (job()["spec"].get("suspend") and not (job().get("status") or {}).get("active")):
+            assert time.monotonic() < deadline, "the job was never preempted"
+            time.sleep(0.5)
+        for node in first:
+            kubectl(tenancy, "cordon", node)
+        try:
+            cap(100_000)
+            phase = _wait_for_phase(tenancy, tenant_ns, "mover", "Succeeded")
+            assert phase == "Succeeded", log.read_text()[-3000:]
+        finally:
+            for node in first:
+                kubectl(tenancy, "uncordon", node, check=False)
+        assert job()["metadata"]["uid"] != uid, "a fresh Job was created on the new nodes"
+        refused = [line for line in log.read_text().splitlines() if " cannot " in line]
+        assert not refused, "\n".join(refused[:10])
 
 
 def test_a_trainingjob_recreated_under_an_old_name_does_not_inherit_the_old_job(
