@@ -96,13 +96,13 @@ SPECS = SpecChanges()
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "trainingjobs")
-def trainingjob_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+def trainingjob_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     if SPECS.changed(type, body):
         WAKE.set()
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "powerpolicies")
-def powerpolicy_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+def powerpolicy_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     """A cap lowered by hand (a demand-response event) is met now, not a period later."""
     if SPECS.changed(type, body):
         WAKE.set()

@@ -49,15 +49,19 @@ def test_a_policy_edit_takes_effect_at_once_and_own_status_writes_do_not_wake(
     apply(crds, training_job("steady", namespace, 1, 8, 600, pre=True))
     wait_for(
         "admission",
-        lambda: (kget(crds, "tj", "steady", "-n", namespace).get("status") or {}).get("phase")
-        in ("Admitted", "Running"),
+        lambda: (
+            (kget(crds, "tj", "steady", "-n", namespace).get("status") or {}).get("phase")
+            in ("Admitted", "Running")
+        ),
         20,
     )
     # settle, then count: the job runs, its status is written, nothing else happens
     wait_for(
         "Running",
-        lambda: (kget(crds, "tj", "steady", "-n", namespace).get("status") or {}).get("phase")
-        == "Running",
+        lambda: (
+            (kget(crds, "tj", "steady", "-n", namespace).get("status") or {}).get("phase")
+            == "Running"
+        ),
         20,
     )
     time.sleep(3)
