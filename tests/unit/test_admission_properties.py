@@ -40,7 +40,7 @@ from wattcap.model import CapWindow, PowerPolicy
 # reach (checked by test_core_properties_reach_their_cases).
 # Kinds are drawn uniformly from these tuples; starving jobs come from every
 # kind's queue (own max delays of 0 s), so STARVING is not needed here.
-EVERYTHING = (*[MEASURED_OVERDRAW] * 4, *[DROP_AHEAD] * 4, BUSY, BUSY, MIXED)
+EVERYTHING = (*[MEASURED_OVERDRAW] * 4, *[DROP_AHEAD] * 5, BUSY, BUSY, BUSY, MIXED)
 FLOORS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
     "everything": (
         EVERYTHING,
@@ -422,7 +422,7 @@ def test_core_properties_reach_their_cases(name: str) -> None:
     case (or a core change that makes it unreachable) fails here rather than
     leaving the properties testing nothing there."""
     kinds, floors = FLOORS[name]
-    snaps = draw_examples(snapshots(kinds), 300, 20261204)
+    snaps = draw_examples(snapshots(kinds), 600, 20261204)
     seen: Counter[str] = Counter()
     for s in snaps:
         seen.update(cases(s, decide(s)))
