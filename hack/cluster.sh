@@ -331,16 +331,30 @@ cmd_restart() {
     ((SECONDS < deadline)) || die "restart: $comp (pid $pid) survived SIGKILL"
     sleep 0.1
   done
-  # setsid: the new process leaves our session, like the one kwokctl started;
-  # 9<&-: it must not hold the up/down lock.
-  (cd "$cwd" && exec setsid "${args[@]}" </dev/null >>"$logf" 2>&1 9<&-) &
-  pid=$!
-  echo "$pid" >"$pidf"
-  if ! wait_for_quiet 180 apiserver_ready; then
-    tail -n 40 "$logf" >&2 || true
-    pid_alive "$pid" || log "restart: $comp (pid $pid) exited"
-    die "timed out after 180s waiting for the API server after restarting $comp"
-  fi
+  # The killed server's accepted connections linger in FIN_WAIT until their
+  # clients close them (up to tcp_fin_timeout, 60 s), and until then its port
+  # cannot be bound again ("address already in use"), SO_REUSEADDR or not; so
+  # a new process that exits at once is started again, until the deadline.
+  deadline=$((SECONDS + 180))
+  while :; do
+    # setsid: the new process leaves our session, like the one kwokctl started;
+    # 9<&-: it must not hold the up/down lock.
+    (cd "$cwd" && exec setsid "${args[@]}" </dev/null >>"$logf" 2>&1 9<&-) &
+    pid=$!
+    echo "$pid" >"$pidf"
+    until apiserver_ready; do
+      pid_alive "$pid" || break
+      if ((SECONDS >= deadline)); then
+        tail -n 40 "$logf" >&2 || true
+        die "timed out after 180s waiting for the API server after restarting $comp"
+      fi
+      sleep 0.5
+    done
+    pid_alive "$pid" && break
+    ((SECONDS < deadline)) || die "restart: $comp kept exiting at start for 180s (see $logf)"
+    log "restart $comp: pid $pid exited at start (port still held?); starting it again"
+    sleep 2
+  done
   log "restart $comp: running again as pid $pid"
 }
 
