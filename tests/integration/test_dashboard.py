@@ -81,6 +81,16 @@ def test_every_panel_returns_data_from_the_real_prometheus(crds: str, namespace:
     }
     site = {"prometheus": {"url": PROM_URL}, "gracePeriod": "5s", "capSchedule": [window]}
     set_policy(kc, cap, **site)
+    # Admission latency is a rate: Prometheus must have scraped this operator
+    # once before the admissions, or the first sample it sees already holds
+    # them and the rate over the window is 0 (no quantile).
+    prom = PrometheusConnect(PROM_URL, disable_ssl=True)
+    wait_for(
+        "a scrape of this operator's first cycle",
+        lambda: bool(prom.custom_query(f"wattcap_last_cycle_timestamp_seconds > {now}")),
+        60,
+        every=0.5,
+    )
     # two short jobs finish (forecast error per class), one preemptible job keeps running
     apply(
         kc,
@@ -96,7 +106,6 @@ def test_every_panel_returns_data_from_the_real_prometheus(crds: str, namespace:
     set_policy(kc, IDLE_W + 1000, **site)  # sheds it
     wait_for("long to be preempted", lambda: phases(kc, namespace).get("long") == "Preempted", 60)
 
-    prom = PrometheusConnect(PROM_URL, disable_ssl=True)
     last: list[str] = []
 
     def all_have_data() -> bool:

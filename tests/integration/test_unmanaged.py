@@ -48,6 +48,21 @@ def inference_pod(name: str, ns: str, node: str, gpus: int, watts: float) -> dic
     }
 
 
+def busy_pods(kc: str, own_ns: str) -> list[str]:
+    """Pods of other namespaces that hold GPUs and have not finished."""
+    pods = kget(kc, "pods", "-A")["items"]
+    return [
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+        for p in pods
+        if p["metadata"]["namespace"] != own_ns
+        and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        and any(
+            "nvidia.com/gpu" in json.dumps(c.get("resources") or {})
+            for c in p["spec"].get("containers") or []
+        )
+    ]
+
+
 def unmanaged_status(kc: str) -> dict[str, Any]:
     return (kget(kc, "powerpolicy.wattcap.io", "site").get("status") or {}).get("unmanaged") or {}
 
@@ -59,6 +74,8 @@ def test_unmeasured_inference_is_planned_at_tdp_and_the_cap_holds(
     draw it), so of two 8-GPU jobs that each fit the cap beside it at idle,
     only one is admitted; the referee's ground truth stays under the cap."""
     kc = crds
+    # the referee sums every pod on the site: wait out an earlier test's pods
+    wait_for("an otherwise idle site", lambda: not busy_pods(kc, namespace), 120, every=1.0)
     job_w = 8 * (400 - GPU_IDLE)
     cap = IDLE_W + 8 * (TDP - GPU_IDLE) + job_w + 500
     set_policy(kc, cap, unmanaged={"planGpusAt": "Measured"})
