@@ -165,21 +165,21 @@ BREAKS: tuple[Break, ...] = (
     ),
     Break(
         "ignore measured excess: shedding",
-        (("admission.py", "excess_meas = meas - ecap_now", "excess_meas = 0.0"),),
+        (
+            (
+                "admission.py",
+                "excess_meas = _measured_excess(snap, pol, cap_now, ecap_now, now)",
+                "excess_meas = 0.0",
+            ),
+        ),
     ),
     Break(
         "ignore the grace period",
-        (
-            (  # shedding for a measured excess
+        (  # one measured excess, shared by shedding and the power-limit lever
+            (
                 "admission.py",
-                "and now - snap.over_cap_since_s >= pol.grace_period_s"
-                "\n    ):\n        excess_meas",
-                "and True\n    ):\n        excess_meas",
-            ),
-            (  # the power-limit lever's measured excess
-                "admission.py",
-                "and now - snap.over_cap_since_s >= pol.grace_period_s\n    ):\n        need_meas",
-                "and True\n    ):\n        need_meas",
+                "and now - snap.over_cap_since_s >= pol.grace_period_s",
+                "and True",
             ),
         ),
     ),

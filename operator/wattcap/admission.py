@@ -873,6 +873,23 @@ def _short_of_power(used: float, w: float, cap: float, margin: float) -> Callabl
     )
 
 
+def _measured_excess(
+    snap: Snapshot, pol: PowerPolicy, cap_now: float, ecap_now: float, now: float
+) -> float:
+    """Measured site draw above the usable cap, once the site has been over
+    the cap for the grace period (0 before: one reading over is not a reason
+    to stop anyone). Shedding and the power-limit lever must agree on it."""
+    meas = snap.measured_site_watts
+    if (
+        meas is not None
+        and meas > cap_now
+        and snap.over_cap_since_s is not None
+        and now - snap.over_cap_since_s >= pol.grace_period_s
+    ):
+        return meas - ecap_now
+    return 0.0
+
+
 def _shed(
     snap: Snapshot,
     running: list[RunningJob],
@@ -890,15 +907,7 @@ def _shed(
     pue, idle_w = pol.pue, pol.gpu_idle_watts
     target = min(ecap_now, soon_ecap)
     excess_plan = projected - target
-    excess_meas = 0.0
-    meas = snap.measured_site_watts
-    if (
-        meas is not None
-        and meas > cap_now
-        and snap.over_cap_since_s is not None
-        and now - snap.over_cap_since_s >= pol.grace_period_s
-    ):
-        excess_meas = meas - ecap_now
+    excess_meas = _measured_excess(snap, pol, cap_now, ecap_now, now)
     if excess_plan <= 0 and excess_meas <= 0:
         return []
     # a measured excess is only worked off while there is one: a cap drop alone
@@ -925,7 +934,8 @@ def _shed(
         )
         if excess_meas > 0:
             msg = (
-                f"measured site power {fmt_watts(meas or 0.0)} over cap {fmt_watts(cap_now)} "
+                f"measured site power {fmt_watts(snap.measured_site_watts or 0.0)} "
+                f"over cap {fmt_watts(cap_now)} "
                 f"for more than {pol.grace_period_s:.0f}s; shedding priority {j.priority}{why}"
             )
             out.append(Preempt(j.key, PREEMPT_MEASURED, msg))
@@ -981,15 +991,7 @@ def _two_levers(
         pol.pue * j.gpus * (natural[j.key] - pol.gpu_idle_watts) for j in running
     )
     need_plan = believed - min(ecap_now, soon_ecap)
-    meas = snap.measured_site_watts
-    need_meas = 0.0
-    if (
-        meas is not None
-        and meas > cap_now
-        and snap.over_cap_since_s is not None
-        and now - snap.over_cap_since_s >= pol.grace_period_s
-    ):
-        need_meas = meas - ecap_now
+    need_meas = _measured_excess(snap, pol, cap_now, ecap_now, now)
     need = max(need_plan, need_meas)
     if need <= 0:
         return running
@@ -1017,7 +1019,8 @@ def _two_levers(
     if need_meas > need_plan:
         kind = PREEMPT_MEASURED
         why = (
-            f"measured site power {fmt_watts(meas or 0.0)} over cap {fmt_watts(cap_now)} "
+            f"measured site power {fmt_watts(snap.measured_site_watts or 0.0)} "
+            f"over cap {fmt_watts(cap_now)} "
             f"for more than {pol.grace_period_s:.0f}s"
         )
     else:
