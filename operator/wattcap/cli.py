@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="write the trace here (default: stdout)")
     export.add_argument("--kubeconfig", help="defaults to $KUBECONFIG")
     export.add_argument("--context", help="kubeconfig context")
+    export.add_argument("--prometheus-ca-file", help="CA bundle that verifies Prometheus's TLS")
+    export.add_argument(
+        "--prometheus-token-file", help="file holding a bearer token for Prometheus"
+    )
     sim = sub.add_parser("sim", help="simulated parts for local sites").add_subparsers(
         dest="sim_command", required=True
     )

@@ -167,10 +167,12 @@ def export_command(args: Any) -> int:
     """List TrainingJobs, read their power, write the trace; one line of errors."""
     import time
 
+    import requests
     from kubernetes import client, config
-    from prometheus_api_client import PrometheusConnect
+    from prometheus_api_client import PrometheusApiClientException
 
     from .model import API_GROUP, API_VERSION
+    from .promaccess import PromAccess
 
     try:
         since_s = time.time() - since_seconds(args.since)
@@ -192,7 +194,13 @@ def export_command(args: Any) -> int:
         return 2
     tjs = custom.list_cluster_custom_object(API_GROUP, API_VERSION, "trainingjobs")
     jobs = finished_jobs(tjs.get("items", []), since_s)
-    prom = PrometheusConnect(url, disable_ssl=not url.startswith("https"), timeout=10)
+    access = PromAccess(ca_file=args.prometheus_ca_file, token_file=args.prometheus_token_file)
+    prom = access.connect(url, 10)
+    try:
+        prom.custom_query("vector(1)")  # unreachable or untrusted: say so, not an empty trace
+    except (requests.RequestException, PrometheusApiClientException) as e:
+        print(f"error: cannot read Prometheus at {url}: {e}", file=sys.stderr)
+        return 1
     rows, missing = trace_rows(jobs, prometheus_power(prom))
     if args.out:
         with open(args.out, "w", encoding="utf-8", newline="") as fh:

@@ -281,3 +281,28 @@ def test_a_policy_editor_cannot_point_the_operator_at_an_internal_host(
     finally:
         op.stop()
         print((tmp_path / "operator.log").read_text()[-3000:])
+
+
+def _export(kc: str, tmp: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wattcap.cli", "history", "export", "--kubeconfig", kc,
+         "--prometheus", URL, "--since", "1h", "--out", str(tmp / "trace.csv"), *flags],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_history_export_reads_the_tls_prometheus_with_the_operators_ca_and_token(
+    tls_stack: dict[str, Any], crds: str, tmp_path: Path
+) -> None:
+    """`wattcap history export` reaches the same Prometheus the operator does:
+    with its CA bundle and token it exports; with another CA it stops with one
+    line that names the URL, instead of writing an empty trace as if there were
+    no history."""
+    ok = _export(crds, tmp_path, "--prometheus-ca-file", str(tls_stack["ca"]),
+                 "--prometheus-token-file", str(tls_stack["token"]))  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert "exported" in ok.stderr, ok.stderr
+    assert (tmp_path / "trace.csv").read_text().startswith("job_id,"), ok.stderr
+    bad = _export(crds, tmp_path, "--prometheus-ca-file", str(tls_stack["other_ca"]))
+    assert bad.returncode != 0, bad.stderr
+    assert URL in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
