@@ -244,6 +244,8 @@ class PowerPolicy:
     site_nodes: int | None = None
     site_gpus_per_node: int | None = None
     power_limits: PowerLimits = PowerLimits()
+    # jobs that name no site run under this one (sites.py); several sites in one cluster
+    default_site: bool = False
 
     def max_delay_for(self, requested_s: float | None) -> float | None:
         """A job's maxDelay as the policy allows it: never below minMaxDelay."""
@@ -457,6 +459,7 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
         site_nodes=site_nodes,
         site_gpus_per_node=site_gpn,
         power_limits=_parse_power_limits(spec, p, tdp, idle),
+        default_site=_boolean(spec, "defaultSite", p, False),
     )
     if policy.overrun_action not in OVERRUN_ACTIONS:
         raise ManifestError(
@@ -521,6 +524,7 @@ class TrainingJobSpec:
     expected_duration_s: float | None = None
     max_delay_s: float | None = None
     template: Mapping[str, Any] = field(default_factory=dict)
+    site: str | None = None  # the PowerPolicy it runs under (sites.py); None: the default
 
     @property
     def key(self) -> str:
@@ -576,4 +580,5 @@ def parse_training_job(obj: Mapping[str, Any]) -> TrainingJobSpec:
             else parse_duration(spec["maxDelay"], f"{p}.maxDelay")
         ),
         template=_mapping(spec.get("template"), f"{p}.template"),
+        site=_string(spec, "site", p, "") or None,
     )

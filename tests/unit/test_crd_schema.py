@@ -258,6 +258,7 @@ FULL_POLICY = {
         "unmanaged": {"reserveWatts": 20_000, "planGpusAt": "Reserve"},
         "nodeSelector": {"wattcap.io/site": "local"},
         "site": {"nodes": 16, "gpusPerNode": 8},
+        "defaultSite": True,
     },
 }
 
@@ -275,6 +276,7 @@ FULL_JOB = {
         "gpuWattsHint": 550.0,
         "expectedDuration": "1h30m",
         "maxDelay": 7200,
+        "site": "west",
         "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
     },
 }
