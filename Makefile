@@ -30,7 +30,7 @@ $(VENV)/bin/python:
 	$(SYSTEM_PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(INSTALL_INPUTS) | $(VENV)/bin/python
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,agent]'
 	touch $@
 
 deps: $(VENV)/.installed
