@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from wattcap.model import format_time
-from wattcap.plugin.cli import FLAG_DEFAULTS, build_parser
+from wattcap.plugin.cli import FLAG_DEFAULTS, _status_text, build_parser
 from wattcap.plugin.render import chart, table
 from wattcap.plugin.views import explain_record, queue_records, status_records, top_records
 
@@ -184,3 +184,16 @@ def test_chart_marks_only_committed_draw_above_the_cap() -> None:
     steps[2]["capWatts"] = 8_000  # committed 9 kW under an 8 kW cap
     body = [r.split("|", 1)[1] for r in chart(steps, NOW, 4 * 3600, width=4).splitlines()[:8]]
     assert any(b[2] == "!" for b in body) and not any("!" in b[:2] + b[3:] for b in body)
+
+
+def test_status_shows_the_gpu_work_wattcap_does_not_manage() -> None:
+    """Unmanaged GPU pods take power wattcap must plan around; a platform team
+    asking why jobs wait must see them (and whether measured or reserved)."""
+    unmanaged = {"watts": 5600.0, "gpus": 8, "pods": 2, "source": "Measured"}
+    pol = policy(lastCycle=format_time(NOW), unmanaged=unmanaged)
+    (rec,) = status_records([pol], [])
+    assert rec["unmanaged"] == unmanaged
+    text = _status_text(rec, NOW, wide=False)
+    assert "unmanaged      5.6 kW: 8 GPUs in 2 pods (Measured)" in text
+    (quiet,) = status_records([policy(lastCycle=format_time(NOW))], [])
+    assert "unmanaged" not in _status_text(quiet, NOW, wide=False)

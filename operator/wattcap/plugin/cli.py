@@ -169,6 +169,12 @@ def _status_text(r: Mapping[str, Any], now: float, wide: bool, hours: float = 24
         f"(measured {kw(r['runningMeasuredWatts'])} kW)",
         f"headroom       {kw(r['headroomWatts'])} kW",
     ]
+    other = r.get("unmanaged") or {}
+    if other.get("gpus"):
+        lines.append(
+            f"unmanaged      {kw(other.get('watts'))} kW: {other['gpus']} GPUs in "
+            f"{other.get('pods', 0)} pods ({other.get('source') or 'unknown'})"
+        )
     drop = r["nextCapDrop"]
     if drop:
         lines.append(

@@ -46,6 +46,13 @@ def governing(policies: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None
     return items[0] if items else None
 
 
+def _unmanaged(raw: Any) -> dict[str, Any]:
+    """PowerPolicy `status.unmanaged`, its watts as a number (empty when none)."""
+    if not isinstance(raw, Mapping):
+        return {}
+    return {**raw, "watts": _num(raw.get("watts"))}
+
+
 def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     for c in _status(obj).get("conditions") or []:
         if c.get("type") == kind:
@@ -109,6 +116,7 @@ def status_records(
                 "runningForecastWatts": round(forecast_w, 1),
                 "runningMeasuredWatts": round(measured_w, 1),
                 "headroomWatts": _num(st.get("headroomWatts")),
+                "unmanaged": _unmanaged(st.get("unmanaged")),
                 "jobs": dict(counts) if pol is gov else {},
                 "waitingByReason": dict(waits) if pol is gov else {},
                 "lastCycle": st.get("lastCycle"),
