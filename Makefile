@@ -20,7 +20,7 @@ INSTALL_INPUTS := pyproject.toml setup.py operator/wattcap/profile.py \
 	operator/wattcap/sim/meter_math.py
 
 .PHONY: test deps venv tools lint unit integration bench mutation cluster-up cluster-down clean \
-	chaos fuzz
+	chaos fuzz load
 
 test: deps tools lint unit integration
 
@@ -69,6 +69,16 @@ chaos: deps tools
 fuzz: deps tools
 	WATTCAP_FUZZ_BATCHES=$(FUZZ_BATCHES) $(PYTEST) -q -s -p no:cacheprovider \
 		tests/integration/test_fuzz.py; rc=$$?; hack/cluster.sh down >/dev/null 2>&1; exit $$rc
+
+# Load: NODES kwok nodes x 8 GPUs, a burst of JOBS TrainingJobs, this tree's
+# operator and then REF's (a worktree of an older commit with its own .venv).
+NODES ?= 100
+JOBS ?= 500
+REF ?=
+
+load: deps tools
+	hack/cluster.sh down >/dev/null 2>&1; $(PY) bench/load.py --nodes $(NODES) --jobs $(JOBS) \
+		$(if $(REF),--ref $(REF)); rc=$$?; hack/cluster.sh down >/dev/null 2>&1; exit $$rc
 
 cluster-up:
 	hack/cluster.sh up
