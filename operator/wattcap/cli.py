@@ -29,6 +29,27 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise")
 
 
+def _agent_args(p: argparse.ArgumentParser) -> None:
+    """The node agent (wattcap.agent; the chart's DaemonSet, agent.enabled)."""
+    p.add_argument("--node-name", help="this node (default: $NODE_NAME)")
+    p.add_argument("--kubeconfig", help="default: $KUBECONFIG, else the in-cluster account")
+    p.add_argument("--address", default="0.0.0.0", help="address of the metrics server")
+    p.add_argument("--metrics-port", type=int, default=9401)
+    p.add_argument(
+        "--interval", type=float, default=10.0, help="seconds between passes over the GPUs"
+    )
+    p.add_argument(
+        "--pod-resources-socket",
+        default="/var/lib/kubelet/pod-resources/kubelet.sock",
+        help="the kubelet's pod-resources gRPC socket",
+    )
+    p.add_argument(
+        "--resource",
+        action="append",
+        help="an extended resource whose devices are GPUs (repeatable; default nvidia.com/gpu)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wattcap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=400.0,
         help="a busy GPU whose pod has no wattcap.io/sim-power annotation",
     )
+    _agent_args(sub.add_parser("agent", help="apply GPU power limits on this node (NVML)"))
     op = sub.add_parser("operator", help="run the operator against the current kubeconfig")
     op.add_argument(
         "--all-namespaces",
@@ -130,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         from .sim.exporter import exporter_command
 
         return exporter_command(args)
+    if args.command == "agent":
+        from .agent.run import agent_command
+
+        return agent_command(args)
     if args.command == "operator":
         return _operator(args)
     return 2

@@ -29,6 +29,8 @@ class AgentMetrics(Collector):
         self.hostname = hostname
         self._reports: list[GpuReport] = []
         self._errors: dict[tuple[str, str], int] = {}
+        self.podresources_errors = 0  # kubelet List calls that failed
+        self.nvml_errors = 0  # passes NVML could not even count the GPUs in
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -64,6 +66,14 @@ class AgentMetrics(Collector):
         )
         for (index, uuid), n in sorted(self._errors.items()):
             errors.add_metric([index, uuid, self.hostname], float(n))
+        node = CounterMetricFamily(
+            "wattcap_agent_pass_errors",
+            "Agent passes that failed whole: the kubelet did not answer, or NVML had no GPUs.",
+            labels=["Hostname", "source"],
+        )
+        node.add_metric([self.hostname, "podresources"], float(self.podresources_errors))
+        node.add_metric([self.hostname, "nvml"], float(self.nvml_errors))
         yield enforced
         yield failing
         yield errors
+        yield node
