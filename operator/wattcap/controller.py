@@ -85,6 +85,7 @@ class SiteState:
 
 WARMUP_S = 30.0  # a job's first half minute (ramp-up) says little about its steady draw
 MAX_SAMPLES = 720
+MAX_FINISHED = 100  # finished jobs' (class, measured, forecast) awaiting the metrics step
 
 
 @dataclass(slots=True)
@@ -298,7 +299,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     pic = _Picture()
     for tj in state.trainingjobs:
         _read_one(tj, state, mem, now_s, unmeasured, pic, plan)
-    _forget_gone(mem, pic)
+    _forget_gone(mem, pic, state.trainingjobs)
 
     pol = state.policy
     nodes = node_states(state, pic.held)
@@ -930,12 +931,28 @@ def _plan_wait(plan: Plan, pic: _Picture, ref: tuple[str, str], now_iso: str, w:
         plan.events.append((tj, "Warning", UNSCHEDULABLE, w.message))
 
 
-def _forget_gone(mem: ControllerMemory, pic: _Picture) -> None:
-    """Back-off entries of TrainingJobs that are gone: memory stays bounded."""
+def _forget_gone(mem: ControllerMemory, pic: _Picture, tjs: Iterable[Mapping[str, Any]]) -> None:
+    """Forget what is kept per TrainingJob once it is gone: memory stays bounded
+    by the TrainingJobs that exist, however many come and go over months.
+
+    A learned uid is needed only while its TrainingJob exists (a re-created
+    one has a new uid); measurements of a job deleted while running are never
+    used again."""
     for ref in [r for r in mem.backoff if r not in pic.by_ref]:
         del mem.backoff[ref]
     for ref in [r for r in mem.valid_templates if r not in pic.by_ref]:
         del mem.valid_templates[ref]
+    refs, uids = set(), set()
+    for t in tjs:
+        meta = t.get("metadata") if isinstance(t, Mapping) else None
+        if isinstance(meta, Mapping):
+            refs.add((meta.get("namespace", "default"), meta.get("name")))
+            uids.add(meta.get("uid"))
+    for ref in [r for r in mem.samples if r not in refs]:
+        del mem.samples[ref]
+    for ref in [r for r in mem.believed if r not in refs]:
+        del mem.believed[ref]
+    mem.observed &= uids
 
 
 MAX_BACKOFF_S = 600.0
@@ -1185,6 +1202,7 @@ def _learn(
     mem.forecaster.observe(spec.workload_class, per_gpu, duration_s, fc, namespace=spec.namespace)
     if fc:
         mem.finished.append((spec.workload_class, per_gpu, fc))
+        del mem.finished[:-MAX_FINISHED]  # drained each cycle; bounded if that step fails
 
 
 def _learn_overdraws(mem: ControllerMemory, pic: _Picture, dec: Decision, pol: PowerPolicy) -> None:

@@ -265,9 +265,9 @@ def _record(
     assert dec is not None
     metrics.record_cycle(dec, int(plan.policy_status.get("runningJobs", 0)), seconds)
     metrics.record_outlook(plan.policy_status)
-    while mem.finished:
-        workload_class, measured, forecast = mem.finished.pop()
-        metrics.FORECAST_ERROR.labels(workload_class).set((measured - forecast) / forecast)
+    for workload_class, measured, forecast in mem.finished:  # oldest first: the last one stays
+        metrics.record_forecast_error(workload_class, measured, forecast)
+    mem.finished.clear()
     created = {
         (t["metadata"].get("namespace", "default"), t["metadata"]["name"]): t["metadata"].get(
             "creationTimestamp"

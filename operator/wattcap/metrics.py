@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import socketserver
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -70,6 +71,11 @@ CAP_DROP_HEADROOM = Gauge(
 )
 
 _KNOWN_REASONS: set[str] = set()
+# workload classes are named by tenants: only the most recently finished ones
+# keep a FORECAST_ERROR series, so /metrics and Prometheus stay bounded
+MAX_CLASS_SERIES = 50
+_CLASS_SERIES: OrderedDict[str, None] = OrderedDict()
+_CLASS_LOCK = threading.Lock()
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
@@ -130,3 +136,15 @@ def record_outlook(policy_status: Mapping[str, Any]) -> None:
         CAP_DROP_AT.set(math.inf)
         CAP_DROP_CAP.set(math.nan)
         CAP_DROP_HEADROOM.set(math.nan)
+
+
+def record_forecast_error(workload_class: str, measured: float, forecast: float) -> None:
+    """A finished job's forecast error for its class; the least recently
+    finished class's series is dropped once MAX_CLASS_SERIES are kept."""
+    with _CLASS_LOCK:
+        _CLASS_SERIES[workload_class] = None
+        _CLASS_SERIES.move_to_end(workload_class)
+        FORECAST_ERROR.labels(workload_class).set((measured - forecast) / forecast)
+        while len(_CLASS_SERIES) > MAX_CLASS_SERIES:
+            old, _ = _CLASS_SERIES.popitem(last=False)
+            FORECAST_ERROR.remove(old)
