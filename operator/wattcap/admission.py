@@ -110,6 +110,10 @@ class RunningJob:
     # limits on, `gpu_watts` stays the job's natural draw: the core plans min(both), and
     # does not take a throttled job's measured draw for its natural one.
     gpu_limit_watts: float | None = None
+    # False: a limit asked of its GPUs went unconfirmed past the grace period (no node
+    # agent applies it): the levers plan it at its natural draw and never throttle it,
+    # so a cut it was meant to absorb is met by preempting instead
+    throttleable: bool = True
     # running past its declared duration and the policy's overrunGrace, under
     # overrunAction Replan: planned open-ended, and shed first if preemptible
     overrunning: bool = False
@@ -261,6 +265,10 @@ class Decision:
     # a running job not named here runs unlimited. Why, per job, for its status.
     gpu_limits: dict[str, float] = field(default_factory=dict)
     limit_reasons: dict[str, str] = field(default_factory=dict)
+    # the cut those limits meet, in words ("demand-response window evening-peak (cap
+    # 41.0 kW)"), and its kind (PREEMPT_CAP_DROP or PREEMPT_MEASURED); "" when none
+    limit_cause: str = ""
+    limit_kind: str = ""
 
 
 def fmt_watts(w: float) -> str:
@@ -1006,6 +1014,7 @@ def _two_levers(
             j.preemptible,
             max(now - j.started_s, 0.0),
             max(min(j.expected_end_s, cut_end) - now, period),
+            j.throttleable,
         )
         for j in running
     ]
@@ -1036,6 +1045,8 @@ def _two_levers(
         dec.preempts.append(Preempt(key, kind, f"{why}; shedding priority {by_key[key].priority}"))
     dec.gpu_limits = plan.limits
     dec.limit_reasons = {k: f"throttled to {w:.0f} W by {why}" for k, w in plan.limits.items()}
+    if plan.limits:
+        dec.limit_cause, dec.limit_kind = why, kind
     gone = set(plan.preempt)
     out = []
     for j in running:

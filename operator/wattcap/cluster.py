@@ -198,7 +198,22 @@ class Cluster:
         failures = self.apply_jobs(plan)
         if mem is not None:
             note_write_failures(plan, mem, failures, time.time() if now_s is None else now_s)
-        return len(failures) + self.apply_status(plan, state, policy_name)
+        failed = self.apply_pod_limits(plan)
+        return len(failures) + failed + self.apply_status(plan, state, policy_name)
+
+    def apply_pod_limits(self, plan: Plan) -> int:
+        """Ask for, change or release GPU power limits on pods (their annotation);
+        how many patches failed. A pod without its limit stays unconfirmed, and past
+        the grace period its job is preempted instead (enforcement.py)."""
+        failed = 0
+        for ns, name, ann in plan.pod_patches:
+            patch = {"metadata": {"annotations": ann}}
+            err = self._attempt(self.core.patch_namespaced_pod, name, ns, patch)
+            if err is not None:
+                failed += 1
+                log.warning("GPU power limit on pod %s/%s failed: %s %s", ns, name, *err[:2])
+        self.write_errors += failed
+        return failed
 
     def apply_jobs(self, plan: Plan) -> list[WriteFailure]:
         """Suspend, delete (moves), create and resume Jobs; what was refused, per TrainingJob."""

@@ -37,10 +37,12 @@ from .admission import (
     over_cap_since,
     overdraws,
 )
+from .enforcement import PENDING, UNCONFIRMED, Verdict, judge
 from .forecast import Forecaster, PowerForecast
 from .jobs import (
     ANN_ADMITTED,
     ANN_FORECAST,
+    ANN_GPU_LIMIT,
     ANN_PLACEMENT,
     GPU,
     LABEL_TJ,
@@ -62,6 +64,13 @@ from .outlook import outlook
 from .podtemplate import validate_template
 from .priorities import PriorityClass, fallback_priority, job_priority
 from .telemetry import Reading
+from .throttling import (
+    annotation_patches,
+    job_limit_report,
+    pod_limits,
+    policy_limits_condition,
+    running_pods,
+)
 from .unmanaged import unmanaged_load
 
 QUEUED, ADMITTED, RUNNING = "Queued", "Admitted", "Running"
@@ -104,6 +113,8 @@ class Plan:
     events: list[tuple[dict[str, Any], str, str, str]] = field(default_factory=list)
     decision: Decision | None = None
     errors: list[tuple[str, str]] = field(default_factory=list)  # (step, error kind)
+    # (namespace, pod, annotations merge patch): GPU power limits asked or released
+    pod_patches: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -123,6 +134,12 @@ class ControllerMemory:
     period_s: float = 15.0
     # per TrainingJob: (uid, generation) whose pod template passed validation
     valid_templates: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
+    # per running TrainingJob: since when its GPU power limit is asked and not confirmed;
+    # and those not confirmed within the grace period (the nodes), for the rest of the run
+    limit_pending: dict[tuple[str, str], float] = field(default_factory=dict)
+    limit_failed: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    # per GPU node: since when it reports no enforced limit for all its GPUs (no agent)
+    node_silent: dict[str, float] = field(default_factory=dict)
 
 
 def _ts(obj: Mapping[str, Any], *path: str) -> float | None:
@@ -302,6 +319,9 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     _forget_gone(mem, pic, state.trainingjobs)
 
     pol = state.policy
+    # limits are used only where they can be confirmed: with Prometheus configured
+    limits_on = pol.power_limits.enabled and reading is not None
+    verdicts = _judge_limits(state, mem, pic, now_s) if limits_on else {}
     nodes = node_states(state, pic.held)
     cap_now = pol.cap_at(now_s)
     site_w = _site_watts(state, pic, unmeasured)
@@ -309,7 +329,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     foreign = unmanaged_load(pol, {n.name for n in nodes}, state.pods, reading)
     snap = Snapshot(
         now_s,
-        _one_lever(_reaction(pol, now_s)),
+        _reaction(pol if limits_on else _one_lever(pol), now_s),
         nodes,
         pic.running,
         pic.queued,
@@ -332,6 +352,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         _isolated(plan, pic, _ref_of(a.key), now_iso, "admit", _plan_admit, a, dec, state)
     for w in dec.waits:
         _isolated(plan, pic, _ref_of(w.key), now_iso, "wait", _plan_wait, w)
+    limited = _plan_limits(plan, pic, dec, verdicts, pol.grace_period_s, now_iso)
 
     for ref, st in plan.tj_status.items():
         if ref in pic.specs and st.get("phase") is not None:
@@ -344,16 +365,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         state, mem, site_w, cap_now, now_s, plan
     )
     if pol.power_limits.enabled:
-        plan.policy_status["conditions"].append(
-            condition(
-                "PowerLimitsApplied",
-                "False",
-                "NoNodeAgent",
-                "spec.powerLimits.enabled is set, but no node agent applies GPU power limits "
-                "yet: wattcap preempts instead of throttling",
-                now_iso,
-            )
-        )
+        plan.policy_status["conditions"].append(_limits_condition(state, mem, limited, now_s))
     return plan
 
 
@@ -1015,14 +1027,141 @@ def note_write_failures(
 
 
 def _one_lever(pol: PowerPolicy) -> PowerPolicy:
-    """The policy the operator decides with: power limits off.
-
-    No node agent applies GPU power limits yet (issue 17). Deciding with them would
-    throttle on paper where the cluster needs a preemption, and leave the site over its cap.
-    """
+    """The policy without power limits: what the operator decides with where it cannot
+    confirm them (no Prometheus configured). Deciding with limits nobody can confirm
+    would throttle on paper where the cluster needs a preemption."""
     if not pol.power_limits.enabled:
         return pol
     return replace(pol, power_limits=replace(pol.power_limits, enabled=False))
+
+
+def _judge_limits(
+    state: SiteState, mem: ControllerMemory, pic: _Picture, now_s: float
+) -> dict[tuple[str, str], tuple[Verdict, list[dict[str, Any]]]]:
+    """Judge each running job's GPU power limits (`enforcement.judge`) and hand the
+    verdict to the core: `gpu_limit_watts` (what its pods are asked) and `throttleable`.
+    Returns the verdict and running pods per job whose Job runs. Without a reading
+    nothing is judged (no clock runs): a silent Prometheus must not preempt anyone."""
+    reading = state.reading
+    enforced = reading.enforced_by_pod if reading is not None and reading.ok else None
+    grace = state.policy.grace_period_s
+    pods_of = running_pods(state.pods)
+    agentless = _agentless_nodes(state, mem, now_s) if enforced is not None else set()
+    out: dict[tuple[str, str], tuple[Verdict, list[dict[str, Any]]]] = {}
+    for i, r in enumerate(pic.running):
+        ref = _ref_of(r.key)
+        job, spec = state.jobs.get(ref), pic.specs.get(ref)
+        if job is None or spec is None or _stopping(job):
+            continue
+        pods = pods_of.get((ref[0], job_name(ref[1])), [])
+        limits = pod_limits(pods, spec.gpus_per_replica, enforced or {})
+        failed = ref in mem.limit_failed
+        if enforced is None:
+            v = judge(limits, None, failed, now_s, math.inf)
+            mem.limit_pending.pop(ref, None)
+        else:
+            v = judge(limits, mem.limit_pending.get(ref), failed, now_s, grace)
+            if v.state == PENDING and v.since_s is not None:
+                mem.limit_pending[ref] = v.since_s
+            else:
+                mem.limit_pending.pop(ref, None)
+            if v.state == UNCONFIRMED and not failed:
+                mem.limit_failed[ref] = v.nodes
+        asked = None if v.asked_w is None else float(v.asked_w)
+        # a job on a node without an agent is not throttled at all: asking would only
+        # cost another grace period over the cap before the same preemption
+        ok = v.state != UNCONFIRMED and not agentless.intersection(r.nodes)
+        pic.running[i] = replace(r, gpu_limit_watts=asked, throttleable=ok)
+        out[ref] = (v, pods)
+    for memo in (mem.limit_pending, mem.limit_failed):
+        for ref in [k for k in memo if k not in out]:
+            del memo[ref]
+    return out
+
+
+def _agentless_nodes(state: SiteState, mem: ControllerMemory, now_s: float) -> set[str]:
+    """GPU nodes that have reported no enforced limit for all their GPUs for the grace
+    period: no node agent runs there (it died, or was never installed)."""
+    assert state.reading is not None
+    reporting = state.reading.enforced_nodes
+    seen = set()
+    for n in state.nodes:
+        name = _get(n, "metadata", "name")
+        if not name or _quantity_int(_get(n, "status", "allocatable", GPU) or 0) <= 0:
+            continue
+        seen.add(name)
+        if name in reporting:
+            mem.node_silent.pop(name, None)
+        else:
+            mem.node_silent.setdefault(name, now_s)
+    for name in [k for k in mem.node_silent if k not in seen]:
+        del mem.node_silent[name]
+    grace = state.policy.grace_period_s
+    return {n for n, t in mem.node_silent.items() if now_s - t >= grace}
+
+
+def _stopping(job: Mapping[str, Any]) -> bool:
+    """A Job suspended (preempted) or being deleted: its pods are on their way out."""
+    return bool(_get(job, "spec", "suspend")) or bool(_get(job, "metadata", "deletionTimestamp"))
+
+
+def _plan_limits(
+    plan: Plan,
+    pic: _Picture,
+    dec: Decision,
+    verdicts: Mapping[tuple[str, str], tuple[Verdict, list[dict[str, Any]]]],
+    grace: float,
+    now_iso: str,
+) -> dict[str, str]:
+    """The core's limits as pod annotations (asked, changed, released), and each running
+    job's limit and why in its status. Returns the state of each limited job's limit
+    (PENDING where it is asked or changed this cycle)."""
+    gone = {p.key for p in dec.preempts}
+    limited: dict[str, str] = {}
+    for ref, (v, pods) in verdicts.items():
+        key = f"{ref[0]}/{ref[1]}"
+        if key in gone:
+            continue
+        patches, shown = annotation_patches(pods, dec.gpu_limits.get(key))
+        plan.pod_patches.extend(patches)
+        st = plan.tj_status.get(ref)
+        if st is None or st.get("phase") not in (RUNNING, ADMITTED):
+            continue
+        cause = dec.limit_cause
+        fields, cond = job_limit_report(
+            v, shown, bool(patches), cause, dec.limit_kind, grace, v.nodes
+        )
+        if fields["gpuPowerLimitWatts"] is not None:
+            limited[key] = fields["gpuPowerLimitState"]
+        st.update(fields)
+        current = (pic.by_ref.get(ref) or {}).get("status") or {}
+        kept = [c for c in current.get("conditions") or [] if c.get("type") != "Throttled"]
+        if cond is not None:
+            kept.append(condition(*cond, now_iso))
+        if cond is not None or len(kept) != len(current.get("conditions") or []):
+            st["conditions"] = kept
+    for ref, st in plan.tj_status.items():
+        current = (pic.by_ref.get(ref) or {}).get("status") or {}
+        if "gpuPowerLimitWatts" not in st and current.get("gpuPowerLimitState") is not None:
+            st["gpuPowerLimitWatts"] = None  # preempted or finished: no limit any more
+            st["gpuPowerLimitState"] = None
+    return limited
+
+
+def _limits_condition(
+    state: SiteState,
+    mem: ControllerMemory,
+    limited: Mapping[str, str],
+    now_s: float,
+) -> dict[str, Any]:
+    now_iso = format_time(now_s)
+    reading = state.reading
+    measured = None if reading is None else reading.ok
+    grace = state.policy.grace_period_s
+    silent = sorted(n for n, t in mem.node_silent.items() if now_s - t >= grace)
+    failed = mem.limit_failed
+    status, reason, msg = policy_limits_condition(measured, limited, failed, silent, grace)
+    return condition("PowerLimitsApplied", status, reason, msg, now_iso)
 
 
 def _measurement_conditions(
@@ -1123,6 +1262,8 @@ def _sample(state: SiteState, mem: ControllerMemory, now_s: float) -> None:
         meta = pod.get("metadata") or {}
         ns = meta.get("namespace", "default")
         owner = names.get((ns, (meta.get("labels") or {}).get(LABEL_TJ)))
+        if ANN_GPU_LIMIT in (meta.get("annotations") or {}):
+            continue  # drawing at its limit says nothing about its natural draw
         values = by_pod.get((ns, meta.get("name", "")))
         if owner and values:
             per_job.setdefault((ns, owner), []).extend(values)

@@ -226,6 +226,8 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
     for f in failures:
         metrics.count_error("write", f"http_{f.code}" if f.code else f.reason)
     note_write_failures(plan, mem, failures, now)
+    for _ in range(cluster.apply_pod_limits(plan)):
+        metrics.count_error("write", "pod_limit")
     for _ in range(cluster.apply_status(plan, state, name)):
         metrics.count_error("status", "refused")
     if plan.decision is not None:

@@ -21,6 +21,9 @@ LABEL_TJ = "wattcap.io/trainingjob"
 ANN_PLACEMENT = "wattcap.io/placement"
 ANN_FORECAST = "wattcap.io/forecast"
 ANN_ADMITTED = "wattcap.io/admitted-at"  # when the Job was last created or resumed
+# On a running pod of a throttled job: the power limit (whole watts per GPU, every GPU of
+# the pod) a node agent should apply; written and removed by the operator only
+ANN_GPU_LIMIT = "wattcap.io/gpu-power-limit-watts"
 DEFAULT_GRACE_S = 30  # Kubernetes' own default terminationGracePeriodSeconds
 
 

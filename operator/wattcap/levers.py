@@ -51,6 +51,7 @@ class Candidate:
     preemptible: bool
     ran_s: float  # how long this run has run (progress a preemption can lose)
     cut_s: float  # how long the cut applies to it: until it ends or the cap comes back
+    throttleable: bool = True  # False: no node agent confirmed its limits; preempt, never throttle
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,10 @@ def weight(priority: int) -> float:
 
 
 def floor_w(c: Candidate, site: Site) -> float:
-    """The lowest limit the site allows for this job's GPUs."""
+    """The lowest limit the site allows for this job's GPUs (its natural draw, so no
+    throttling at all, where no node agent confirms its limits)."""
+    if not c.throttleable:
+        return c.natural_w
     floor = site.min_fraction * site.tdp_w
     if site.max_slowdown is not None:
         floor = max(floor, limit_for_slowdown(c.natural_w, site.max_slowdown))

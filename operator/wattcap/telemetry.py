@@ -20,6 +20,8 @@ from .model import PowerPolicy
 from .promaccess import PromAccess
 
 GPU_POWER_METRIC = "DCGM_FI_DEV_POWER_USAGE"
+# the GPU power limit in force, as the node agent reports it (enforcement.py)
+ENFORCED_LIMIT_METRIC = "DCGM_FI_DEV_ENFORCED_POWER_LIMIT"
 STALE_AFTER_S = 60.0  # older samples mean the exporter stopped: not a measurement of now
 
 
@@ -43,6 +45,11 @@ class Reading:
     metered: bool = False
     # why there is no reading, as the PowerPolicy's Measured condition reason
     reason: str = "PrometheusUnavailable"
+    # (namespace, pod) -> the fresh enforced power limit of each of its GPUs (W); read
+    # only with spec.powerLimits enabled
+    enforced_by_pod: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # the site's nodes that report a fresh enforced limit for every GPU: a node agent runs
+    enforced_nodes: frozenset[str] = frozenset()
 
 
 def _key(labels: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -149,6 +156,46 @@ def interpret(
     return Reading(True, site, by_pod, None, unmeasured, node_watts)
 
 
+def enforced_limits(
+    series: list[dict[str, Any]],
+    site_nodes: Mapping[str, int],
+    now_s: float,
+    sample_times: list[dict[str, Any]] | None = None,
+) -> tuple[dict[tuple[str, str], list[float]], frozenset[str]]:
+    """The enforced GPU power limits per (namespace, pod), and the nodes that report one
+    for every GPU: the newest sample of each (node, GPU) of the site, fresh and
+    plausible only; anything else confirms nothing."""
+    times = _sample_times(sample_times)
+    best: dict[tuple[str, str], tuple[float, float, Mapping[str, Any]]] = {}
+    for s in series:
+        labels = s.get("metric") or {}
+        host = labels.get("Hostname")
+        if host not in site_nodes:
+            continue
+        try:
+            ts, raw = s["value"]
+            value, ts = float(raw), float(ts)
+        except (KeyError, TypeError, ValueError):
+            continue
+        ts = times.get(_key(labels), ts)
+        gpu = str(labels.get("gpu", labels.get("UUID", "")))
+        prev = best.get((host, gpu))
+        if prev is None or (ts, value) > prev[:2]:
+            best[(host, gpu)] = (ts, value, labels)
+    out: dict[tuple[str, str], list[float]] = {}
+    fresh: dict[str, int] = {}
+    for ts, value, labels in best.values():
+        if not math.isfinite(value) or value < 0 or now_s - ts > STALE_AFTER_S:
+            continue
+        host = str(labels.get("Hostname"))
+        fresh[host] = fresh.get(host, 0) + 1
+        pod, ns = labels.get("pod"), labels.get("namespace")
+        if pod and ns:
+            out.setdefault((str(ns), str(pod)), []).append(value)
+    nodes = frozenset(h for h, n in fresh.items() if n >= site_nodes.get(h, 0))
+    return out, nodes
+
+
 URL_REFUSED = "PrometheusURLRefused"
 
 
@@ -184,4 +231,22 @@ class Telemetry:
         if not isinstance(gpu, list) or (site is not None and not isinstance(site, list)):
             return Reading(False, error="Prometheus returned a non-vector result")
         stamps = stamps if isinstance(stamps, list) else None
-        return interpret(gpu, site, policy, site_nodes, time.time(), stamps)
+        now = time.time()
+        reading = interpret(gpu, site, policy, site_nodes, now, stamps)
+        if reading.ok and policy.power_limits.enabled:
+            reading.enforced_by_pod, reading.enforced_nodes = self._enforced(site_nodes, now)
+        return reading
+
+    def _enforced(
+        self, site_nodes: Mapping[str, int], now: float
+    ) -> tuple[dict[tuple[str, str], list[float]], frozenset[str]]:
+        """Enforced limits per pod; none (so nothing confirmed) if the query fails."""
+        assert self.prom is not None
+        try:
+            raw = self.prom.custom_query(ENFORCED_LIMIT_METRIC)
+            stamps = self.prom.custom_query(f"timestamp({ENFORCED_LIMIT_METRIC})")
+        except Exception:  # no confirmation this cycle; power is still measured
+            return {}, frozenset()
+        if not isinstance(raw, list):
+            return {}, frozenset()
+        return enforced_limits(raw, site_nodes, now, stamps if isinstance(stamps, list) else None)

@@ -192,9 +192,10 @@ def test_cap_drop_suspends_lowest_priority_preemptible_job() -> None:
     assert st["phase"] == "Preempted" and st["preemptions"] == 1
 
 
-def test_power_limits_are_not_used_while_no_agent_applies_them() -> None:
-    """The operator has no node agent yet: with powerLimits enabled it still preempts
-    (throttling on paper would leave the site over its cap) and says why."""
+def test_power_limits_are_not_used_where_nothing_can_confirm_them() -> None:
+    """No Prometheus configured, so no node agent's enforced limit can be read: with
+    powerLimits enabled the operator still preempts (throttling on paper would leave
+    the site over its cap) and says why."""
     limits = PowerLimits(enabled=True)
     pol = site_policy(
         20_000, cap_schedule=(CapWindow(NOW - 1, NOW + 3600, 10_000, "dr"),), power_limits=limits
@@ -205,7 +206,7 @@ def test_power_limits_are_not_used_while_no_agent_applies_them() -> None:
     assert plan.suspend_jobs == [("ml", "low")]
     assert plan.decision.gpu_limits == {}
     (cond,) = [c for c in plan.policy_status["conditions"] if c["type"] == "PowerLimitsApplied"]
-    assert cond["status"] == "False" and cond["reason"] == "NoNodeAgent"
+    assert cond["status"] == "False" and cond["reason"] == "NotMeasured"
 
 
 def test_preempted_job_is_resumed_in_place_not_recreated() -> None:

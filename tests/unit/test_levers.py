@@ -168,6 +168,31 @@ def test_measured_overdraw_past_grace_is_throttled() -> None:
     assert "measured site power" in next(iter(d.limit_reasons.values()))
 
 
+def test_a_job_no_agent_throttles_is_preempted_not_throttled() -> None:
+    """The agent-death fallback: a job whose limits went unconfirmed past the grace
+    period is planned at its natural draw and cannot be throttled, so the cut that
+    throttling alone met is met by preempting it (the others are throttled as before)."""
+    wcap = IDLE + 0.75 * (FULL - IDLE)
+    jobs = [dataclasses.replace(FOUR[0], throttleable=False), *FOUR[1:]]
+    s = snap(window_site(FULL * 1.05, wcap), jobs)
+    d = decide(s)
+    assert "j0" not in d.gpu_limits
+    assert planned_after(s, d) <= wcap + 1e-6
+    dead = [dataclasses.replace(j, throttleable=False) for j in FOUR]
+    d = decide(snap(window_site(FULL * 1.05, wcap), dead))
+    assert d.gpu_limits == {} and d.preempts
+    assert planned_after(snap(window_site(FULL * 1.05, wcap), dead), d) <= wcap + 1e-6
+
+
+def test_the_decision_names_the_cut_its_limits_meet() -> None:
+    """The cause, apart from the number, for statuses that print the limit in force."""
+    wcap = IDLE + 0.75 * (FULL - IDLE)
+    d = decide(snap(window_site(FULL * 1.05, wcap), FOUR))
+    assert d.limit_cause.startswith("demand-response window evening-peak")
+    assert d.limit_kind == "CapDrop"
+    assert decide(snap(policy(FULL * 1.05), FOUR)).limit_cause == ""
+
+
 # ------------------------------------------------------------------ properties
 
 SITES = snapshots((MEASURED_OVERDRAW, CAP_DROP_NOW, MIXED))

@@ -1,0 +1,232 @@
+"""The operator's side of GPU power limits, without a cluster: the core's limits become
+pod annotations, a limit counts only once the node agent confirms it
+(DCGM_FI_DEV_ENFORCED_POWER_LIMIT, fresh, at or below the ask), and unconfirmed past
+the grace period the job is preempted instead (the agent-death fallback)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from test_controller import job, mem, node, site, site_policy, tj
+
+from wattcap.controller import ControllerMemory, cycle
+from wattcap.enforcement import CONFIRMED, NONE, PENDING, UNCONFIRMED, PodLimit, judge
+from wattcap.jobs import ANN_GPU_LIMIT, LABEL_TJ
+from wattcap.model import CapWindow, PowerLimits
+from wattcap.telemetry import Reading, enforced_limits
+
+NOW = 1_782_864_000.0
+GRACE = 10.0
+LIMITS = PowerLimits(enabled=True, min_fraction=0.5)
+# two 8-GPU jobs at 700 W on 100 W idle: 1600 + 2 x 4800 = 11.2 kW; the window takes 0.6 kW
+WINDOW = CapWindow(NOW - 1, NOW + 3600, 10_600, "evening-peak")
+
+
+def pol(window: bool = True, **kw: Any):  # type: ignore[no-untyped-def]
+    return site_policy(
+        20_000,
+        cap_schedule=(WINDOW,) if window else (),
+        power_limits=LIMITS,
+        grace_period_s=GRACE,
+        **kw,
+    )
+
+
+def pod(owner: str, node_name: str, limit: int | None = None, i: int = 0) -> dict[str, Any]:
+    ann = {} if limit is None else {ANN_GPU_LIMIT: str(limit)}
+    return {
+        "metadata": {
+            "name": f"{owner}-{i}",
+            "namespace": "ml",
+            "labels": {LABEL_TJ: owner},
+            "annotations": ann,
+        },
+        "spec": {"nodeName": node_name, "containers": [{"name": "main"}]},
+        "status": {"phase": "Running"},
+    }
+
+
+def state(  # type: ignore[no-untyped-def]
+    pods: list[dict[str, Any]],
+    enforced: dict | None = None,
+    window: bool = True,
+    agents: tuple[str, ...] = ("a", "b"),
+    **kw,
+):
+    """The site; `agents`: the nodes whose agent reports enforced limits for all GPUs."""
+    reading = Reading(True, 11_000.0, enforced_by_pod=enforced or {})
+    reading.enforced_nodes = frozenset(agents)
+    tjs = [tj("low", pre=True, prio=0), tj("high", pre=True, prio=10)]
+    jobs = {("ml", "low"): job("low", ["a"]), ("ml", "high"): job("high", ["b"])}
+    return site(pol(window, **kw), [node("a"), node("b")], pods, tjs, jobs, reading)
+
+
+def limit_cond(plan: Any) -> dict[str, Any]:
+    (c,) = [c for c in plan.policy_status["conditions"] if c["type"] == "PowerLimitsApplied"]
+    return c
+
+
+def test_a_window_is_met_by_asking_the_pods_for_a_limit_not_by_preempting() -> None:
+    plan = cycle(state([pod("low", "a"), pod("high", "b")]), mem(), NOW)
+    assert plan.suspend_jobs == []
+    assert set(plan.decision.gpu_limits) == {"ml/low"}
+    ((ns, name, patch),) = plan.pod_patches
+    assert (ns, name) == ("ml", "low-0")
+    limit = int(patch[ANN_GPU_LIMIT])
+    assert limit <= plan.decision.gpu_limits["ml/low"] < limit + 1  # whole watts, rounded down
+    st = plan.tj_status[("ml", "low")]
+    assert st["gpuPowerLimitWatts"] == limit and st["gpuPowerLimitState"] == PENDING
+    (cond,) = [c for c in st["conditions"] if c["type"] == "Throttled"]
+    assert cond["message"].startswith(
+        f"throttled to {limit} W by demand-response window evening-peak"
+    )
+    assert cond["reason"] == "DemandResponseWindow" and cond["status"] == "Unknown"
+    assert "gpuPowerLimitWatts" not in plan.tj_status[("ml", "high")] or (
+        plan.tj_status[("ml", "high")]["gpuPowerLimitWatts"] is None
+    )
+    assert limit_cond(plan)["reason"] == "AwaitingConfirmation"
+
+
+def test_a_limit_the_agent_confirms_counts_as_throttled() -> None:
+    m = mem()
+    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    pods = [pod("low", "a", limit), pod("high", "b")]
+    enforced = {("ml", "low-0"): [float(limit)] * 8, ("ml", "high-0"): [700.0] * 8}
+    plan = cycle(state(pods, enforced), m, NOW + 2)
+    assert plan.pod_patches == [] and plan.suspend_jobs == []
+    st = plan.tj_status[("ml", "low")]
+    assert st["gpuPowerLimitState"] == CONFIRMED
+    (cond,) = [c for c in st["conditions"] if c["type"] == "Throttled"]
+    assert cond["status"] == "True" and "confirmed by the node agent" in cond["message"]
+    assert limit_cond(plan)["status"] == "True" and limit_cond(plan)["reason"] == "Confirmed"
+
+
+def test_an_unconfirmed_limit_falls_back_to_preemption_after_the_grace_period() -> None:
+    """The node agents died (no enforced gauge at all): within the grace period the ask
+    stands; past it the job is planned at its natural draw and shed."""
+    m = mem()
+    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    pods = [pod("low", "a", limit), pod("high", "b")]
+    within = cycle(state(pods, agents=()), m, NOW + 2)
+    assert within.suspend_jobs == [] and "ml/low" in within.decision.gpu_limits
+    assert cycle(state(pods, agents=()), m, NOW + 2 + GRACE - 1).suspend_jobs == []
+    past = cycle(state(pods, agents=()), m, NOW + 2 + GRACE)
+    assert past.suspend_jobs == [("ml", "low")], "shed instead of throttled"
+    assert past.decision.gpu_limits == {}
+    c = limit_cond(past)
+    assert c["status"] == "False" and c["reason"] == "LimitNotConfirmed"
+    assert "ml/low" in c["message"] and "a" in c["message"]
+    st = past.tj_status[("ml", "low")]
+    assert st["phase"] == "Preempted" and st.get("gpuPowerLimitWatts") is None
+
+
+def test_where_one_nodes_agent_died_another_job_is_throttled_instead() -> None:
+    """Only node a's agent died: its job is released (planned at its natural draw) and
+    the cut moves to the job whose agent confirms, the cheaper lever."""
+    m = mem()
+    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    pods = [pod("low", "a", limit), pod("high", "b")]
+    cycle(state(pods, agents=("b",)), m, NOW + 2)
+    past = cycle(state(pods, agents=("b",)), m, NOW + 2 + GRACE)
+    assert "ml/low" not in past.decision.gpu_limits and "ml/high" in past.decision.gpu_limits
+    assert ("ml", "low-0", {ANN_GPU_LIMIT: None}) in past.pod_patches
+    st = past.tj_status[("ml", "low")]
+    assert st["gpuPowerLimitState"] == UNCONFIRMED
+    (cond,) = [c for c in st["conditions"] if c["type"] == "Throttled"]
+    assert cond["status"] == "False" and cond["reason"] == "LimitNotConfirmed"
+
+
+def test_a_node_without_an_agent_is_never_asked() -> None:
+    """No enforced gauge from a node for the grace period: nothing there is throttled."""
+    m = mem()
+    cycle(state([pod("low", "a"), pod("high", "b")], agents=("b",)), m, NOW - GRACE)
+    plan = cycle(state([pod("low", "a"), pod("high", "b")], agents=("b",)), m, NOW)
+    assert "ml/low" not in plan.decision.gpu_limits
+    c = limit_cond(plan)
+    assert c["status"] == "False" and c["reason"] == "NoNodeAgent" and "a" in c["message"]
+
+
+def test_a_limit_enforced_above_the_ask_is_not_confirmed() -> None:
+    m = mem()
+    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    pods = [pod("low", "a", limit)]
+    over = {("ml", "low-0"): [700.0] * 8}  # the GPUs still at their default limit
+    cycle(state(pods, over), m, NOW + 1)
+    past = cycle(state(pods, over), m, NOW + 1 + GRACE)
+    assert ("ml", "low") in m.limit_failed and "ml/low" not in past.decision.gpu_limits
+
+
+def test_limits_are_released_when_the_window_ends() -> None:
+    pods = [pod("low", "a", 550), pod("high", "b")]
+    enforced = {("ml", "low-0"): [550.0] * 8}
+    low = {"gpuPowerLimitWatts": 550, "gpuPowerLimitState": CONFIRMED, "phase": "Running"}
+    st = state(pods, enforced, window=False)
+    st.trainingjobs[0]["status"] = low
+    plan = cycle(st, mem(), NOW)
+    assert plan.pod_patches == [("ml", "low-0", {ANN_GPU_LIMIT: None})]
+    assert plan.tj_status[("ml", "low")]["gpuPowerLimitWatts"] is None
+    assert limit_cond(plan)["reason"] == "NoneNeeded"
+
+
+def test_without_prometheus_limits_cannot_be_confirmed_so_the_operator_preempts() -> None:
+    s = state([pod("low", "a"), pod("high", "b")])
+    s.reading = None
+    plan = cycle(s, mem(), NOW)
+    assert plan.suspend_jobs == [("ml", "low")] and plan.pod_patches == []
+    c = limit_cond(plan)
+    assert c["status"] == "False" and c["reason"] == "NotMeasured"
+
+
+def test_a_prometheus_outage_starts_no_clock() -> None:
+    """No reading: no verdict, and nobody is shed for a confirmation nobody could read."""
+    m = mem()
+    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    s = state([pod("low", "a", limit)])
+    s.reading = Reading(False, error="down")
+    for t in (1, 5, 20, 40):
+        assert cycle(s, m, NOW + t).suspend_jobs == []
+    assert m.limit_failed == {}
+
+
+def test_a_throttled_pods_samples_do_not_lower_its_natural_draw() -> None:
+    m: ControllerMemory = mem()
+    s = state([pod("low", "a", 550), pod("high", "b")])
+    s.reading.gpu_watts_by_pod = {("ml", "low-0"): [550.0] * 8, ("ml", "high-0"): [600.0] * 8}
+    cycle(s, m, NOW)
+    assert ("ml", "low") not in m.samples and ("ml", "high") in m.samples
+
+
+# ------------------------------------------------------------------ the rule itself
+
+
+def p(asked: int | None, enforced: tuple[float, ...], node_name: str = "a") -> PodLimit:
+    return PodLimit("p", node_name, 2, asked, enforced)
+
+
+def test_judge_states() -> None:
+    assert judge([p(None, ())], None, False, NOW, GRACE).state == NONE
+    assert judge([p(500, (500.0, 480.0))], None, False, NOW, GRACE).state == CONFIRMED
+    v = judge([p(500, (500.0,))], None, False, NOW, GRACE)  # one GPU of two reported
+    assert v.state == PENDING and v.since_s == NOW and v.nodes == ("a",)
+    assert judge([p(500, (510.0, 500.0))], NOW - GRACE, False, NOW, GRACE).state == UNCONFIRMED
+    # a job with one pod asked and another not is not throttled yet
+    v = judge([p(500, (500.0, 500.0)), p(None, (), "b")], None, False, NOW, GRACE)
+    assert v.state == PENDING and v.nodes == ("b",)
+    # once unconfirmed, for the rest of the run
+    assert judge([p(500, (500.0, 500.0))], None, True, NOW, GRACE).state == UNCONFIRMED
+
+
+def test_enforced_limits_are_fresh_and_per_pod() -> None:
+    def s(host: str, gpu: int, pod_name: str, value: float, ts: float) -> dict[str, Any]:
+        labels = {"Hostname": host, "gpu": str(gpu), "namespace": "ml", "pod": pod_name}
+        return {"metric": labels, "value": [ts, str(value)]}
+
+    series = [
+        s("a", 0, "p", 500.0, NOW - 1),
+        s("a", 1, "p", 500.0, NOW - 1),
+        s("b", 0, "q", 450.0, NOW - 600),  # stale: confirms nothing
+        s("elsewhere", 0, "r", 450.0, NOW),  # not the site's node
+    ]
+    by_pod, nodes = enforced_limits(series, {"a": 2, "b": 1}, NOW)
+    assert by_pod == {("ml", "p"): [500.0, 500.0]}
+    assert nodes == {"a"}  # b's only GPU is stale
