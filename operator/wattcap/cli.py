@@ -97,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=400.0,
         help="a busy GPU whose pod has no wattcap.io/sim-power annotation",
     )
+    ex.add_argument(
+        "--no-agent",
+        action="store_true",
+        help="do not play the node agent: the fake for one that died (no power limit "
+        "applied or reported); per node: annotate it wattcap.io/sim-agent-down=true",
+    )
+    ex.add_argument(
+        "--min-limit-watts",
+        type=float,
+        default=200.0,
+        help="the lowest GPU power limit the simulated agent applies (NVML's minimum)",
+    )
     _agent_args(sub.add_parser("agent", help="apply GPU power limits on this node (NVML)"))
     op = sub.add_parser("operator", help="run the operator against the current kubeconfig")
     op.add_argument(

@@ -8,7 +8,9 @@ it: every GPU of a Running pod (terminating pods included: they draw until
 gone) at its `wattcap.io/sim-power` profile (without the exporter's noise),
 every other GPU at idle, every node at its base power, all times PUE. A pod
 without the annotation is counted at `missing_watts` (default TDP: the most
-a GPU can draw).
+a GPU can draw). A pod under a GPU power limit draws min(profile, limit), the
+limit the simulated hardware holds (`wattcap.io/sim-power-limit`, written by
+the exporter playing the node agent), not the one the operator asked for.
 
     with Referee(kubeconfig, pue=1.0, node_base_w=500, gpu_idle_w=70) as ref:
         ...
@@ -36,6 +38,7 @@ from wattcap.sim.exporter import (
     pod_start_time,
     profile_watts,
 )
+from wattcap.sim.throttle import enforced_watts
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,8 @@ def site_watts(
         count, _ = pod_gpu_request(p)
         if count <= 0:
             continue
-        raw = ((p.get("metadata") or {}).get("annotations") or {}).get(POWER_ANNOTATION)
+        ann = (p.get("metadata") or {}).get("annotations") or {}
+        raw = ann.get(POWER_ANNOTATION)
         start = pod_start_time(p)
         profile = parse_profile(raw, missing)
         w = profile_watts(
@@ -84,6 +88,9 @@ def site_watts(
             idle_watts=gpu_idle_w,
             tdp_watts=gpu_tdp_w,
         )
+        limit = enforced_watts(ann)
+        if limit is not None:
+            w = min(w, limit)
         busy += count
         running += 1
         above_idle += count * (w - gpu_idle_w)

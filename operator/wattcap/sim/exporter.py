@@ -4,11 +4,15 @@ kwok nodes have no GPUs, so nothing measures their power. This process stands
 in for dcgm-exporter: every interval it lists the GPU nodes and the pods bound
 to them, gives each GPU-requesting pod GPU indices on its node (stable for the
 pod's lifetime), computes every GPU's power from the pod's ground-truth profile
-(annotation ``wattcap.io/sim-power``) and serves, on ``/metrics``, the two
+(annotation ``wattcap.io/sim-power``) and serves, on ``/metrics``, the
 DCGM fields wattcap reads, with dcgm-exporter's names, types and labels:
 
     DCGM_FI_DEV_POWER_USAGE               gauge, W
     DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION  counter, mJ (power integrated over time)
+    DCGM_FI_DEV_ENFORCED_POWER_LIMIT      gauge, W (as the node agent reports it)
+
+It also plays wattcap's node agent and the physics of GPU power limits (`throttle.py`):
+a pod the operator limits draws min(natural, limit) and finishes later.
 
 The pure parts (profile parsing, profile -> watts at time t, noise, GPU
 assignment) are plain functions; :class:`SiteSimulator` turns node and pod
@@ -39,6 +43,8 @@ from typing import Any
 from prometheus_client.core import CollectorRegistry, Metric
 from prometheus_client.registry import Collector
 
+from .throttle import DEFAULT_MIN_LIMIT_WATTS, agent_down, enforced_watts, physics_patch
+
 log = logging.getLogger("wattcap.sim.exporter")
 
 POWER_ANNOTATION = "wattcap.io/sim-power"
@@ -46,6 +52,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 POWER_METRIC = "DCGM_FI_DEV_POWER_USAGE"
 ENERGY_METRIC = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
+LIMIT_METRIC = "DCGM_FI_DEV_ENFORCED_POWER_LIMIT"
 # dcgm-exporter's label names, in its order.
 LABELS = ("gpu", "UUID", "device", "modelName", "Hostname", "container", "namespace", "pod")
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -331,6 +338,8 @@ class GpuSample:
     container: str
     watts: float
     energy_mj: float
+    # the limit in force (W), as the node agent reports it; None: no agent reports here
+    limit_w: float | None = None
 
     def labels(self) -> dict[str, str]:
         return {
@@ -354,6 +363,7 @@ class _Holder:
     running: bool
     start: float | None
     profile: PowerProfile
+    limit: float | None = None  # the power limit in force on its GPUs (None: the default)
 
 
 class SiteSimulator:
@@ -367,6 +377,8 @@ class SiteSimulator:
         idle_watts: float = DEFAULT_IDLE_WATTS,
         tdp_watts: float = DEFAULT_TDP_WATTS,
         default_watts: float = DEFAULT_POD_WATTS,
+        agent: bool = True,
+        min_limit_watts: float = DEFAULT_MIN_LIMIT_WATTS,
     ) -> None:
         if not 0 <= idle_watts <= tdp_watts:
             raise ValueError(f"need 0 <= idle watts ({idle_watts}) <= TDP ({tdp_watts})")
@@ -375,6 +387,9 @@ class SiteSimulator:
         self.idle_watts = float(idle_watts)
         self.tdp_watts = float(tdp_watts)
         self.default_watts = float(default_watts)
+        # plays the node agent (False: `--no-agent`, the fake for a dead one everywhere)
+        self.agent = agent
+        self.min_limit_watts = float(min_limit_watts)
         self.assignments: dict[str, Assignment] = {}
         self.energy_mj: dict[tuple[str, int], float] = {}
         self.last_watts: dict[tuple[str, int], float] = {}
@@ -416,6 +431,44 @@ class SiteSimulator:
                 )
             return PowerProfile(watts=self.default_watts)
 
+    def agent_patches(
+        self,
+        nodes: Iterable[Mapping[str, Any]],
+        pods: Iterable[Mapping[str, Any]],
+        now: float,
+    ) -> list[tuple[str, str, dict[str, str | None]]]:
+        """(namespace, pod, annotations) writes that apply, change or drop the power limit
+        in force on Running GPU pods, moving their finish time (`throttle.physics_patch`)."""
+        up = {
+            name: self.agent and not agent_down(n)
+            for n in nodes
+            if (name := (n.get("metadata") or {}).get("name"))
+        }
+        out = []
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            node = (pod.get("spec") or {}).get("nodeName")
+            if node not in up or (pod.get("status") or {}).get("phase") != "Running":
+                continue
+            if meta.get("deletionTimestamp"):
+                continue
+            uid = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
+            if self._request(pod, uid)[0] <= 0:
+                continue
+            natural = self._profile(pod, uid).watts
+            patch = physics_patch(
+                meta.get("annotations") or {},
+                pod_start_time(pod),
+                natural,
+                now,
+                up[node],
+                self.min_limit_watts,
+                self.tdp_watts,
+            )
+            if patch:
+                out.append((str(meta.get("namespace", "")), str(meta.get("name", "")), patch))
+        return out
+
     def step(
         self,
         nodes: Iterable[Mapping[str, Any]],
@@ -432,11 +485,13 @@ class SiteSimulator:
         mono = now if mono is None else mono
         capacity: dict[str, int] = {}
         models: dict[str, str] = {}
+        agents: dict[str, bool] = {}
         for node in nodes:
             name = (node.get("metadata") or {}).get("name")
             if name:
                 capacity[name] = node_gpu_capacity(node)
                 models[name] = model_name(node)
+                agents[name] = self.agent and not agent_down(node)
 
         holders: dict[str, _Holder] = {}
         demands: list[tuple[str, str, str, GpuDemand]] = []
@@ -458,6 +513,7 @@ class SiteSimulator:
                 running=phase == "Running",
                 start=pod_start_time(pod),
                 profile=self._profile(pod, uid),
+                limit=enforced_watts(meta.get("annotations") or {}),
             )
             created = str(meta.get("creationTimestamp", ""))
             demands.append(
@@ -495,6 +551,8 @@ class SiteSimulator:
                         tdp_watts=self.tdp_watts,
                         z=z,
                     )
+                    if holder.limit is not None:  # the hardware holds it at its limit
+                        watts = min(watts, holder.limit)
                 prev = self.last_watts.get(key, watts)
                 energy = self.energy_mj.get(key, 0.0) + (prev + watts) / 2.0 * dt * 1000.0
                 self.energy_mj[key] = energy
@@ -510,12 +568,21 @@ class SiteSimulator:
                         container=holder.container if holder else "",
                         watts=watts,
                         energy_mj=energy,
+                        limit_w=self._limit_in_force(holder, agents[node]),
                     )
                 )
         for key in set(self.energy_mj) - seen:  # nodes that left the site
             del self.energy_mj[key]
             self.last_watts.pop(key, None)
         return samples
+
+    def _limit_in_force(self, holder: _Holder | None, agent_up: bool) -> float | None:
+        """What the agent reports for a GPU: its pod's limit, else the default (TDP)."""
+        if not agent_up:
+            return None
+        if holder is not None and holder.running and holder.limit is not None:
+            return holder.limit
+        return self.tdp_watts
 
 
 # --------------------------------------------------------------------------
@@ -541,12 +608,16 @@ class DcgmCollector(Collector):
             samples = self._samples
         power = Metric(POWER_METRIC, "Power draw (in W).", "gauge")
         energy = Metric(ENERGY_METRIC, "Total energy consumption since boot (in mJ).", "counter")
+        limit = Metric(LIMIT_METRIC, "Current power limit for the device (in W).", "gauge")
         for s in samples:
             labels = s.labels()
             power.add_sample(POWER_METRIC, labels, round(s.watts, 3))
             energy.add_sample(ENERGY_METRIC, labels, round(s.energy_mj, 1))
+            if s.limit_w is not None:
+                limit.add_sample(LIMIT_METRIC, labels, round(s.limit_w, 3))
         yield power
         yield energy
+        yield limit
         errors = Metric("wattcap_sim_exporter_list_errors", "Failed node/pod listings.", "counter")
         errors.add_sample("wattcap_sim_exporter_list_errors_total", {}, self.list_errors)
         yield errors
@@ -661,6 +732,37 @@ def list_site(api: Any, node_selector: str) -> tuple[list[dict[str, Any]], list[
     return nodes, pods
 
 
+def apply_agent_patches(
+    api: Any, patches: list[tuple[str, str, dict[str, str | None]]], pods: list[dict[str, Any]]
+) -> None:
+    """Write the agent's patches; a pod's new state counts (in `pods`) only once written,
+    so what the exporter serves is what the pod says (the referee reads the pod)."""
+    if not patches:
+        return
+    by_name = {
+        ((p.get("metadata") or {}).get("namespace"), (p.get("metadata") or {}).get("name")): p
+        for p in pods
+    }
+    for ns, name, ann in patches:
+        try:
+            api.patch_namespaced_pod(
+                name, ns, {"metadata": {"annotations": ann}}, _request_timeout=(5, 20)
+            )
+        except Exception as e:  # retried next interval
+            log.warning("pod %s/%s: cannot apply its power limit: %s", ns, name, e)
+            continue
+        pod = by_name.get((ns, name))
+        if pod is not None:
+            meta = pod.setdefault("metadata", {})
+            current = dict(meta.get("annotations") or {})
+            for k, v in ann.items():
+                if v is None:
+                    current.pop(k, None)
+                else:
+                    current[k] = v
+            meta["annotations"] = current
+
+
 def exporter_command(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -676,6 +778,8 @@ def exporter_command(args: argparse.Namespace) -> int:
             idle_watts=float(getattr(args, "idle_watts", DEFAULT_IDLE_WATTS)),
             tdp_watts=float(getattr(args, "tdp_watts", DEFAULT_TDP_WATTS)),
             default_watts=float(getattr(args, "default_watts", DEFAULT_POD_WATTS)),
+            agent=not getattr(args, "no_agent", False),
+            min_limit_watts=float(getattr(args, "min_limit_watts", DEFAULT_MIN_LIMIT_WATTS)),
         )
     except ValueError as e:
         log.error("%s", e)
@@ -723,6 +827,7 @@ def exporter_command(args: argparse.Namespace) -> int:
     while not stop.is_set():
         try:
             nodes, pods = list_site(api, args.node_selector)
+            apply_agent_patches(api, sim.agent_patches(nodes, pods, time.time()), pods)
             collector.last_success = time.time()
             if failing:
                 log.info("listing nodes and pods works again")
