@@ -195,6 +195,7 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         )
     mem = site.mem
     WAKE.clear()
+    read_at = time.monotonic()  # after a renewal: the writes below are fenced from here
     state = cluster.read_site(policy)
     metrics.PROMETHEUS_CONFIGURED.set(1 if policy.prometheus_url else 0)
     if policy.prometheus_url:
@@ -202,6 +203,9 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         if site.telemetry is None or site.telemetry.url != policy.prometheus_url:
             site.telemetry = Telemetry(policy.prometheus_url, access=PROM_ACCESS)
         state.reading = _read_power(site.telemetry, policy, state)
+    step[0] = "lease"
+    if not site.lease.holds():  # renewed between read and decision: a big site's cycle
+        return site.period  # may outlast half a lease and still write (lease.py)
     step[0] = "decide"
     now = time.time()
     plan = cycle(state, mem, now)
@@ -217,9 +221,10 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         )
     )
     step[0] = "write"
-    if not site.lease.fresh(started):
-        # paused or slow past half a lease: another replica may be deciding now
+    if not site.lease.fresh(read_at):
+        # paused past half a lease since the read: another replica may be deciding now
         metrics.count_error("write", "lease_lost")
+        metrics.CYCLE_SECONDS.observe(time.monotonic() - started)  # a slow cycle still counts
         log.warning("lease lost or cycle too slow; this cycle's writes are dropped")
         return 0.0
     failures = cluster.apply_jobs(plan)

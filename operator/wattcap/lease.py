@@ -10,9 +10,12 @@ Lease, as Kubernetes' own controllers do:
 - every write to the Lease carries the `resourceVersion` it read, so of two
   replicas racing for it exactly one wins (the other gets 409 Conflict);
 - fencing: a replica renews right before applying a cycle's writes and
-  applies them only if that renewal succeeded and the cycle took less than
-  half the lease, so a replica that was paused (SIGSTOP, a frozen node) past
-  its lease finds the Lease taken and writes nothing.
+  applies them only if it has held the Lease without a gap since it read the
+  cluster: every renewal since came less than half a lease after the one
+  before. A replica that was paused (SIGSTOP, a frozen node) past half its
+  lease writes nothing of what it decided before the pause; a big site whose
+  cycle takes longer than half a lease still decides, as long as the loop
+  renews in between.
 
 Time is the API server's clock as seen through `renewTime`, compared with
 this replica's clock: a skew of a few seconds only delays a takeover.
@@ -74,6 +77,8 @@ class SiteLease:
         self.duration_s = duration_s
         self.timeout = request_timeout_s
         self.renewed_at: float | None = None  # time.monotonic() of our last successful write
+        # time.monotonic() of the first renewal of the current unbroken run of them
+        self.held_since: float | None = None
 
     def holds(self) -> bool:
         """Acquire or renew; True while this replica is the site's one decider.
@@ -86,21 +91,20 @@ class SiteLease:
         except ApiException as err:
             if err.status != 409:
                 log.warning("lease %s/%s: %s %s", self.namespace, self.name, err.status, err.reason)
-            self.renewed_at = None
+            self.renewed_at = self.held_since = None
             return False
         except Exception as err:  # urllib3 timeouts and the like: not leader
             log.warning("lease %s/%s: %s", self.namespace, self.name, err)
-            self.renewed_at = None
+            self.renewed_at = self.held_since = None
             return False
 
-    def fresh(self, started: float) -> bool:
-        """Whether writes decided since `started` (time.monotonic()) may go
-        out: renewed just now, and the cycle took under half a lease."""
-        return (
-            self.holds()
-            and self.renewed_at is not None
-            and self.renewed_at - started < self.duration_s / 2
-        )
+    def fresh(self, read_at: float) -> bool:
+        """Whether writes decided from what was read at `read_at`
+        (time.monotonic(), after a renewal) may go out: renewed just now, and
+        held without a gap since then, so no other replica can have written
+        in between. A gap is half a lease without a renewal (the other half
+        absorbs clock skew between replicas)."""
+        return self.holds() and self.held_since is not None and self.held_since <= read_at
 
     def release(self) -> None:
         """Give the Lease up at shutdown so a peer takes over at once."""
@@ -116,7 +120,7 @@ class SiteLease:
                 )
         except Exception as err:  # best effort: the lease expires anyway
             log.info("lease %s/%s not released: %s", self.namespace, self.name, err)
-        self.renewed_at = None
+        self.renewed_at = self.held_since = None
 
     def _acquire_or_renew(self) -> bool:
         now = datetime.now(UTC)
@@ -138,7 +142,7 @@ class SiteLease:
                 ),
             )
             self.api.create_namespaced_lease(self.namespace, body, _request_timeout=self.timeout)
-            self.renewed_at = time.monotonic()
+            self._renewed(time.monotonic())
             log.info("lease %s/%s acquired by %s", self.namespace, self.name, self.identity)
             return True
         spec = lease.spec or client.V1LeaseSpec()
@@ -146,7 +150,7 @@ class SiteLease:
         if not mine and spec.holder_identity and spec.renew_time is not None:
             duration = spec.lease_duration_seconds or self.duration_s
             if (now - spec.renew_time).total_seconds() < duration:
-                self.renewed_at = None
+                self.renewed_at = self.held_since = None
                 return False  # someone else holds it and renews it
         if not mine:
             spec.holder_identity = self.identity
@@ -160,5 +164,18 @@ class SiteLease:
         self.api.replace_namespaced_lease(
             self.name, self.namespace, lease, _request_timeout=self.timeout
         )
-        self.renewed_at = time.monotonic()
+        if not mine:
+            self.held_since = None  # a new term starts with this write
+        self._renewed(time.monotonic())
         return True
+
+    def _renewed(self, at: float) -> None:
+        """A successful write of the Lease at `at`: it extends the unbroken run
+        of renewals if it came within half a lease of the last one."""
+        if (
+            self.held_since is None
+            or self.renewed_at is None
+            or at - self.renewed_at >= self.duration_s / 2
+        ):
+            self.held_since = at
+        self.renewed_at = at

@@ -76,18 +76,37 @@ def test_racing_for_a_new_or_expired_lease_exactly_one_wins(coordination) -> Non
 
 def test_a_replica_paused_past_its_lease_writes_nothing(coordination) -> None:
     a, b = pair(coordination)
-    started = time.monotonic()
     assert a.holds()
+    started = time.monotonic()  # a cycle reads the cluster after renewing
     assert a.fresh(started), "a quick cycle of the holder may write"
     time.sleep(DURATION + 0.5)  # a is 'paused' mid-cycle; b takes over meanwhile
     assert b.holds()
     assert not a.fresh(started), "the paused replica's writes must be dropped"
-    # even alone, a cycle that outlasted half a lease is not written
+    # even alone, a cycle that went half a lease without renewing is not written
     c, _ = pair(coordination)
-    slow = time.monotonic()
     assert c.holds()
+    slow = time.monotonic()
     time.sleep(DURATION / 2 + 0.2)
     assert not c.fresh(slow)
+
+
+def test_a_slow_cycle_that_renews_throughout_may_write(coordination) -> None:
+    """A cycle longer than half a lease (a big site's read and decision) is
+    written when its replica renewed at least every half lease meanwhile: no
+    other replica can have held the Lease in between. Under the old rule (the
+    whole cycle under half a lease) a site too big to read in half a lease had
+    every cycle's writes dropped, for ever, and no cycle in the histogram."""
+    a, b = pair(coordination)
+    assert a.holds()
+    read = time.monotonic()  # the cycle reads the cluster after renewing
+    for _ in range(4):  # then takes 4/3 of a lease, renewing every third of one
+        time.sleep(DURATION / 3)
+        assert a.holds()
+        assert not b.holds()
+    assert a.fresh(read), "held without a gap since the read: its writes may go out"
+    # a renewal that came too late breaks the run: what was read before it is stale
+    time.sleep(DURATION / 2 + 0.2)
+    assert not a.fresh(read)
 
 
 def test_release_hands_over_at_once(coordination) -> None:
