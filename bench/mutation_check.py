@@ -43,6 +43,7 @@ CORE_TESTS = (
     "tests/unit/test_placement.py",
     "tests/unit/test_forecast.py",
     "tests/unit/test_levers.py",
+    "tests/unit/test_chance.py",
 )
 HELPERS = ("tests/unit/conftest.py", "tests/unit/core_snapshots.py")  # what the tests import
 DESELECT = "not is_compiled"  # the build check: the copy runs as Python on purpose
@@ -106,6 +107,16 @@ BREAKS: tuple[Break, ...] = (
                 "admission.py",
                 "planned = pue * j.gpus * ((j.believed_gpu_watts",
                 "planned = j.gpus * ((j.believed_gpu_watts",
+            ),
+        ),
+    ),
+    Break(
+        "siteChance: a draw believed apart from the plan is shed at its mean",
+        (
+            (
+                "admission.py",
+                "out.believed = load.believed_mean + (out.watts - load.mean)",
+                "out.believed = load.believed_mean",
             ),
         ),
     ),

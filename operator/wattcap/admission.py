@@ -1143,8 +1143,13 @@ class _Chance:
         pre = load.preemptible if self.preemption else np.zeros(load.sd.size, dtype=bool)
         out = load.copy()
         out.watts = running_charges(load.mean, load.sd, end, pre, self.z, self.rho)
-        if load.believed is load.watts:
+        if load.believed_mean is load.mean:
             out.believed = out.watts
+        else:
+            # believed apart from planned (the operator, its meter silent): the
+            # same share of the site's spread on top of what is believed, so it
+            # sheds as the plan does (as the simulator, which believes the plan)
+            out.believed = load.believed_mean + (out.watts - load.mean)
         out.total = float(out.watts.sum())
         out._positive = None
         return out
@@ -1190,6 +1195,7 @@ class _RunningLoad:
     __slots__ = (
         "_positive",
         "believed",
+        "believed_mean",
         "end_s",
         "gpus",
         "mean",
@@ -1207,7 +1213,7 @@ class _RunningLoad:
     ) -> None:
         if not running:
             self.gpus = self.watts = self.believed = self.end_s = np.zeros(0)
-            self.mean = self.sd = self.watts
+            self.mean = self.sd = self.believed_mean = self.watts
             self.preemptible = np.zeros(0, dtype=bool)
             self.total = self._positive = 0.0
             return
@@ -1225,6 +1231,7 @@ class _RunningLoad:
             if cols.believed_gpu_watts is cols.gpu_watts
             else pol.pue * gpus * (cols.believed_gpu_watts - pol.gpu_idle_watts)
         )
+        self.believed_mean = self.believed  # siteChance: before `_Chance.charge`
         self.end_s = cols.expected_end_s
         self.preemptible = cols.preemptible
 
@@ -1272,6 +1279,7 @@ class _RunningLoad:
             out.sd = np.concatenate((self.sd, [pue * j.gpus * j.spread_gpu_watts for j in ordered]))
             out.watts = out.mean
         out.believed = out.watts
+        out.believed_mean = out.mean
         out.end_s = np.concatenate(
             (self.end_s, [min(now + max(j.duration_s, 1.0), now + HORIZON_S) for j in ordered])
         )
@@ -1288,6 +1296,8 @@ class _RunningLoad:
             setattr(out, name, getattr(self, name)[keep])
         if self.believed is self.watts:
             out.believed = out.watts
+        same = self.believed_mean is self.mean
+        out.believed_mean = out.mean if same else self.believed_mean[keep]
         out.total = float(out.watts.sum())
         out._positive = None
         return out

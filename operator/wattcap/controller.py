@@ -37,6 +37,7 @@ from .admission import (
     over_cap_since,
     overdraws,
 )
+from .chance import SITE_CHANCE
 from .enforcement import PENDING, UNCONFIRMED, Verdict, judge
 from .forecast import Forecaster, PowerForecast
 from .jobs import (
@@ -203,15 +204,36 @@ def _ready(node: Mapping[str, Any]) -> bool:
 
 
 def _forecast_status(fc: PowerForecast, gpus: int, duration_s: float) -> dict[str, Any]:
-    job_w = fc.gpu_watts * gpus
-    return {
-        "gpuWatts": round(fc.gpu_watts, 1),
+    """The forecast a job is admitted with, as its Job's annotation and its
+    status show it: `gpuWatts` is the per-job bound (what overdraw and the
+    calibration compare the measured draw with); a distribution (siteChance)
+    adds its mean and spread, which the plan of the running job starts from."""
+    job_w = fc.calibrated_gpu_watts * gpus
+    out = {
+        "gpuWatts": round(fc.calibrated_gpu_watts, 1),
         "jobWatts": round(job_w, 1),
         "kilowatts": f"{job_w / 1000:.1f}",
         "quantile": round(fc.quantile, 4),
         "source": fc.source,
         "durationSeconds": int(duration_s),
     }
+    if fc.spread_gpu_watts > 0.0:
+        out["meanGpuWatts"] = round(fc.gpu_watts, 3)
+        out["spreadGpuWatts"] = round(fc.spread_gpu_watts, 3)
+    return out
+
+
+def _admitted_forecast(raw: Mapping[str, Any], pol: PowerPolicy) -> PowerForecast:
+    """The forecast a running job was admitted with, from its Job's annotation:
+    under siteChance its mean and spread where it has them (planned as the
+    simulator plans it), else its bound."""
+    bound = _num(raw, "gpuWatts", pol.gpu_tdp_watts)
+    quantile, source = _num(raw, "quantile", 1.0), str(raw.get("source", "prior"))
+    spread = _num(raw, "spreadGpuWatts", 0.0)
+    if pol.admission_model != SITE_CHANCE or not 0.0 < spread < bound:
+        return PowerForecast(bound, quantile, source, 0)
+    mean = min(bound, max(0.0, _num(raw, "meanGpuWatts", bound)))
+    return PowerForecast(mean, quantile, source, 0, spread, bound)
 
 
 def _int(value: Any) -> int:
@@ -626,17 +648,17 @@ def _admitted(
         or now_s
     )
     dur = _num(fc_raw, "durationSeconds", pol.default_duration_s)
-    fc = PowerForecast(
-        _num(fc_raw, "gpuWatts", pol.gpu_tdp_watts),
-        _num(fc_raw, "quantile", 1.0),
-        str(fc_raw.get("source", "prior")),
-        0,
-    )
+    fc = _admitted_forecast(fc_raw, pol)
     samples = mem.samples.get(ref, [])
     measured = sum(v for _, v in samples) / len(samples) if samples else None
     if measuring:
         steady = [v for t, v in samples if t >= samples[0][0] + WARMUP_S]
-        planned = mem.forecaster.running(fc, steady)
+        if pol.admission_model == SITE_CHANCE:
+            # planned at what it measures, even above its admission: the
+            # plan follows the draw, which makes admitting at a mean safe
+            planned = mem.forecaster.measured_from(fc, steady)
+        else:
+            planned = mem.forecaster.running(fc, steady)
         believed = planned.gpu_watts
     else:
         # no trustworthy measurement: plan at the admission forecast, but
@@ -654,8 +676,8 @@ def _admitted(
     run = RunningJob(
         spec.key, spec.replicas, spec.gpus_per_replica, planned.gpu_watts, spec.priority,
         spec.preemptible, started, end, nodes, measured, believed,
-        fc.gpu_watts,  # as admitted: measured above it, the job over-draws
-        overrunning=overrun,
+        fc.calibrated_gpu_watts,  # as admitted: measured above it, the job over-draws
+        overrunning=overrun, spread_gpu_watts=planned.spread_gpu_watts,
     )  # fmt: skip
     if _pods_not_ready(job, spec, now_s, pol):
         return _requeue(tj, ref, spec, job, mem, now_s, run, nodes)
@@ -756,7 +778,9 @@ def _waiting(
     backoff = mem.backoff.get(ref)
     if backoff is not None and now_s < backoff[1]:
         return _Entry(spec=spec)  # its last write failed: it says so, and holds nothing
-    fc = mem.forecaster.forecast(
+    # siteChance plans a job at its forecast's mean and spread (chance.py)
+    chance = pol.admission_model == SITE_CHANCE
+    fc = (mem.forecaster.distribution if chance else mem.forecaster.forecast)(
         spec.workload_class,
         spec.gpu_watts_hint,
         namespace=spec.namespace,
@@ -778,6 +802,7 @@ def _waiting(
     queued = QueuedJob(
         spec.key, spec.replicas, spec.gpus_per_replica, fc.gpu_watts, spec.priority,
         submitted, dur, spec.preemptible, pol.max_delay_for(spec.max_delay_s),
+        fc.spread_gpu_watts,
     )  # fmt: skip
     return _Entry(spec=spec, queued=queued, forecast=(fc, dur))
 

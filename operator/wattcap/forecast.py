@@ -189,7 +189,12 @@ class Forecaster:
         calibration moves it as it moves the bound. Anything else (a pool,
         a hint, TDP) is a bound with no spread: planned as `forecast` plans it.
         """
-        f = self.forecast(workload_class, hint_gpu_watts, namespace, hint_floor_fraction)
+        f = self.forecast(
+            workload_class,
+            hint_gpu_watts,
+            namespace=namespace,
+            hint_floor_fraction=hint_floor_fraction,
+        )
         if f.source != "history":
             return f
         hist = self._classes[workload_class][namespace]
@@ -200,7 +205,7 @@ class Forecaster:
             return f  # raised toward the pool: keep the bound
         mean = self._clamp(mean)
         spread = max(0.0, f.gpu_watts - mean) / _z(self.coverage)
-        return PowerForecast(mean, 0.5, "history", n, spread, f.gpu_watts)
+        return PowerForecast(mean, f.quantile, "history", n, spread, f.gpu_watts)
 
     def measured(self, admitted: PowerForecast, n: int, mean: float, var: float) -> PowerForecast:
         """A running job's draw once n of its own samples were seen (their
@@ -215,6 +220,12 @@ class Forecaster:
         # is judged against the cap as an average (the grace period)
         spread = max(math.sqrt(max(var, 0.0) / n), MEASURED_REL_SPREAD * mean)
         return PowerForecast(self._clamp(mean), 0.5, "measured", n, spread)
+
+    def measured_from(self, admitted: PowerForecast, samples: list[float]) -> PowerForecast:
+        """`measured` from the samples themselves (the operator keeps a list)."""
+        if len(samples) < 3:
+            return admitted
+        return self.measured(admitted, *moments(samples))
 
     def _own_bound(self, hist: _ClassHistory) -> float:
         if hist.stats is None:
@@ -307,11 +318,13 @@ class Forecaster:
         return max(others) if others else default_s
 
     def _duration_of(self, hist: _ClassHistory) -> float:
+        """In whole seconds (rounded up): the operator stores a planned
+        duration on the Job as an integer, and plans the running job from it."""
         ordered = sorted(hist.durations)
         if len(ordered) < 5:
-            return ordered[-1] * 1.2
+            return float(math.ceil(ordered[-1] * 1.2))
         idx = min(len(ordered) - 1, math.ceil(self.duration_quantile * len(ordered)) - 1)
-        return ordered[idx]
+        return float(math.ceil(ordered[idx]))
 
     # ------------------------------------------------------------------ introspection
 

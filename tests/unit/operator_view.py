@@ -11,10 +11,12 @@ one); on it, the placement, the forecast the operator admitted it with
 (for the whole run: the operator cannot know how much of it ran) and the
 time of the last admission or resume.
 
-Only the simulator's fixed-forecast schedulers fit this view (`static-tdp`,
+The simulator's fixed-forecast schedulers fit this view (`static-tdp`,
 `gpu-only`): the operator's forecaster, given no history, plans every GPU at
 TDP and every job for its expected duration (or the policy's default), as
-they do; a learning scheduler would need the same measurements fed to both.
+they do. So does a wattcap scheduler with nothing measured: the operator is
+handed its forecaster (the same history), and each Job carries the forecast
+it was admitted with, written as the operator writes it.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import json
 from typing import Any
 
 from wattcap.controller import ControllerMemory, SiteState
+from wattcap.controller import _forecast_status as forecast_status
 from wattcap.forecast import Forecaster
 from wattcap.jobs import ANN_ADMITTED, ANN_FORECAST, ANN_PLACEMENT, LABEL_TJ, job_name
 from wattcap.model import API, format_time
 from wattcap.priorities import PriorityClass
+from wattcap.sim.schedulers import SIM_NAMESPACE
 
-NAMESPACE = "sim"
+NAMESPACE = SIM_NAMESPACE
 TEMPLATE = {"spec": {"containers": [{"name": "main", "image": "trainer:1"}]}}
 
 
@@ -38,9 +42,11 @@ def key_of(operator_key: str) -> str:
 
 
 def memory(eng: Any) -> ControllerMemory:
-    """A fresh operator memory: no history, nothing measured."""
+    """A fresh operator memory, nothing measured; the simulator's forecaster
+    (its history) if its scheduler has one, else none."""
     pol = eng.dpol
-    return ControllerMemory(Forecaster(pol.gpu_tdp_watts, pol.gpu_idle_watts))
+    own = getattr(eng.sched, "forecaster", None)
+    return ControllerMemory(own or Forecaster(pol.gpu_tdp_watts, pol.gpu_idle_watts))
 
 
 def site_state(eng: Any) -> SiteState:
@@ -128,12 +134,8 @@ def _job(
             break
         created = seg.start_s
     tj = j.tj
-    forecast = {
-        "gpuWatts": eng.dpol.gpu_tdp_watts,
-        "quantile": 1.0,
-        "source": "prior",
-        "durationSeconds": int(eng.sched.duration(j.view)),
-    }
+    # as the operator wrote it when it admitted the job at the simulator's plan
+    forecast = forecast_status(j.plan, tj.gpus, j.planned_total)
     replicas = 0 if suspended else tj.replicas
     return {
         "metadata": {

@@ -156,6 +156,26 @@ def _queue(n: int, mean: float = 400.0, spread: float = 60.0) -> list[QueuedJob]
     ]
 
 
+@pytest.mark.parametrize("believed", [None, 400.0])
+def test_a_coming_cap_sheds_at_the_charges_whether_or_not_the_draw_is_believed_apart(believed):
+    """A cap drop a few seconds ahead leaves room for the running job's mean
+    but not for its charge (mean plus its share of the site's spread): it is
+    shed. The same when the caller believes the job's draw apart from its
+    plan (the operator does, keeping the last measured figure while its
+    meter is silent; the simulator believes the plan): believing the mean
+    must not turn the chance constraint off for shedding."""
+    drop = (CapWindow(NOW + 5, NOW + 3600, 800.0 + 2800.0, "dr"),)
+    pol = _policy("siteChance", 100_000.0, cap_schedule=drop)
+    run = [
+        RunningJob(
+            "r", 1, 8, 400.0, 0, True, NOW - 600, NOW + 3600,
+            believed_gpu_watts=believed, spread_gpu_watts=50.0,
+        )
+    ]  # fmt: skip
+    dec = decide(Snapshot(NOW, pol, [NodeState("n0", 8, 0)], run, []))
+    assert [p.key for p in dec.preempts] == ["r"]
+
+
 def test_site_chance_admits_more_small_jobs_than_per_job_quantiles():
     """Forty one-GPU jobs whose draws spread independently: their sum needs
     far less than forty upper quantiles, so more of them fit under the cap."""

@@ -147,6 +147,12 @@ class ForecasterThatFailsOnOneJob(Forecaster):
             raise RuntimeError("forecaster bug for this job")
         return super().running(admitted, measured_samples)
 
+    def measured_from(self, admitted: PowerForecast, samples: list[float]) -> PowerForecast:
+        # how a running job is planned under siteChance (the default)
+        if admitted.calibrated_gpu_watts == 650:
+            raise RuntimeError("forecaster bug for this job")
+        return super().measured_from(admitted, samples)
+
     def forecast(
         self, workload_class: str, hint_gpu_watts: float | None = None, **kw: Any
     ) -> PowerForecast:

@@ -27,12 +27,15 @@ from hypothesis import strategies as st
 from operator_view import key_of, memory, site_state
 
 import wattcap.admission as admission
+import wattcap.controller as controller
 from wattcap.controller import cycle
+from wattcap.forecast import moments
 from wattcap.model import CapWindow, PowerPolicy, parse_time
 from wattcap.sim.engine import SimConfig, _Engine
 from wattcap.sim.run import load_policy
-from wattcap.sim.schedulers import make_scheduler
+from wattcap.sim.schedulers import SIM_NAMESPACE, Scheduler, WattcapScheduler, make_scheduler
 from wattcap.sim.trace import TraceJob, load_trace
+from wattcap.telemetry import Reading
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 T0 = parse_time("2026-07-01T00:00:00Z", "start")
@@ -45,18 +48,40 @@ def _acts(dec: admission.Decision, operator: bool) -> tuple:
     return admits, preempts
 
 
+class UnmeteredWattcap(WattcapScheduler):
+    """The simulator's wattcap scheduler on a site with no meter (the
+    operator with no Prometheus reading: every running job is planned at
+    what it was admitted with). Not a fake of any part: both sides run
+    their real forecaster on the same history, which nothing measured
+    changes during the replay."""
+
+    measures = False
+
+
+def seeded(policy: PowerPolicy) -> UnmeteredWattcap:
+    """An unmetered wattcap whose forecaster has seen class `a` draw 300 W
+    per GPU, give or take 10 % (so siteChance plans it as a mean and a
+    spread), and class `b` once (a spread assumed from one sample)."""
+    sched = UnmeteredWattcap(policy)
+    for w in (270.0, 330.0, 300.0, 285.0, 315.0, 240.0, 360.0):
+        sched.forecaster.observe("a", w, 600.0, None, namespace=SIM_NAMESPACE)
+    sched.forecaster.observe("b", 450.0, 1800.0, None, namespace=SIM_NAMESPACE)
+    return sched
+
+
 def replay_both(
     jobs: list[TraceJob],
     policy: PowerPolicy,
     nodes: int,
     gpus_per_node: int,
-    scheduler: str,
+    scheduler: str | Scheduler,
 ) -> list[tuple[float, tuple, tuple]]:
     """Replay `jobs` deciding every period; at each cycle, decide the same
     state as the operator too. Returns (time, simulator's acts, operator's
     acts) for every cycle where either acted."""
     cfg = SimConfig(nodes, gpus_per_node, T0, every_tick=True)
-    eng = _Engine(jobs, policy, make_scheduler(scheduler, policy), cfg)
+    sched = make_scheduler(scheduler, policy) if isinstance(scheduler, str) else scheduler
+    eng = _Engine(jobs, policy, sched, cfg)
     real = admission.decide
     seen: list[tuple[float, tuple, tuple]] = []
 
@@ -112,28 +137,7 @@ job_st = st.builds(
 )
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-@given(
-    jobs=st.lists(job_st, min_size=1, max_size=14, unique_by=lambda j: j.job_id),
-    nodes=st.integers(1, 4),
-    cap_gpus=st.integers(4, 32),
-    window=st.one_of(st.none(), st.tuples(st.integers(0, 90), st.integers(5, 60))),
-    pue=st.sampled_from([1.0, 1.25]),
-    base=st.sampled_from([0.0, 400.0]),
-    ordering=st.sampled_from(["PriorityFIFO", "FIFO"]),
-    backfill=st.booleans(),
-    max_wait_min=st.sampled_from([20, 240]),
-)
-def test_random_sites_decide_as_the_operator(
-    jobs, nodes, cap_gpus, window, pue, base, ordering, backfill, max_wait_min
-) -> None:
-    """Random traces on random sites (sizes, PUE, node base power, ordering,
-    backfill, a demand-response window that sheds): every state the replay
-    passes through is decided alike by the operator."""
+def _random_policy(nodes, cap_gpus, window, pue, base, ordering, backfill, max_wait_min):
     idle_site = pue * (nodes * base + nodes * 8 * 70.0)
     cap = idle_site + pue * cap_gpus * (700.0 - 70.0)
     schedule = ()
@@ -141,7 +145,7 @@ def test_random_sites_decide_as_the_operator(
         start, length = window
         low = idle_site + 0.4 * (cap - idle_site)
         schedule = (CapWindow(T0 + 60 * start, T0 + 60 * (start + length), low, "dr"),)
-    policy = PowerPolicy(
+    return PowerPolicy(
         cap_watts=cap,
         cap_schedule=schedule,
         pue=pue,
@@ -154,5 +158,97 @@ def test_random_sites_decide_as_the_operator(
         reservation_depth=2,
         max_termination_grace_s=0,
     )
+
+
+random_sites = given(
+    jobs=st.lists(job_st, min_size=1, max_size=14, unique_by=lambda j: j.job_id),
+    nodes=st.integers(1, 4),
+    cap_gpus=st.integers(4, 32),
+    window=st.one_of(st.none(), st.tuples(st.integers(0, 90), st.integers(5, 60))),
+    pue=st.sampled_from([1.0, 1.25]),
+    base=st.sampled_from([0.0, 400.0]),
+    ordering=st.sampled_from(["PriorityFIFO", "FIFO"]),
+    backfill=st.booleans(),
+    max_wait_min=st.sampled_from([20, 240]),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@random_sites
+def test_random_sites_decide_as_the_operator(jobs, nodes, **site) -> None:
+    """Random traces on random sites (sizes, PUE, node base power, ordering,
+    backfill, a demand-response window that sheds): every state the replay
+    passes through is decided alike by the operator."""
+    policy = _random_policy(nodes, **site)
     seen = replay_both(jobs, policy, nodes, 8, "static-tdp")
     assert _first_difference(seen) is None, _first_difference(seen)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@random_sites
+def test_random_sites_with_a_forecast_distribution_decide_as_the_operator(
+    jobs, nodes, **site
+) -> None:
+    """siteChance with history: the simulator plans class `a` as a mean and
+    a spread (`Forecaster.distribution`); the operator, handed the same
+    forecaster, must plan its queued jobs and its running ones (from the
+    forecast it stored on their Jobs) at the same distribution, so both
+    admit the same jobs on the same sites."""
+    policy = _random_policy(nodes, **site)
+    seen = replay_both(jobs, policy, nodes, 8, seeded(policy))
+    assert _first_difference(seen) is None, _first_difference(seen)
+
+
+def test_the_test_trace_with_a_forecast_distribution_decides_as_the_operator() -> None:
+    """sim_trace.csv's classes given a spread history: the replay admits
+    jobs charged at a spread (so the comparison is not empty) and the
+    operator decides every state alike."""
+    jobs = [dataclasses.replace(j, workload_class="a") for j in load_trace(DATA / "sim_trace.csv")]
+    policy = dataclasses.replace(load_policy(DATA / "sim_policy.yaml"), max_termination_grace_s=0)
+    assert policy.admission_model == "siteChance"
+    seen = replay_both(jobs, policy, 4, 8, seeded(policy))
+    assert any(sim[0] for _, sim, _ in seen), "nothing admitted: the comparison would be empty"
+    assert _first_difference(seen) is None, _first_difference(seen)
+
+
+def test_a_measured_running_job_is_planned_as_the_simulator_plans_it() -> None:
+    """siteChance, once a running job has steady samples: the operator plans it
+    at what the simulator's scheduler does from the same samples (`tighten`,
+    `Forecaster.measured`): their mean, here above what it was admitted at
+    (the plan follows the draw), with the spread of that level."""
+    policy = dataclasses.replace(load_policy(DATA / "sim_policy.yaml"), max_termination_grace_s=0)
+    sched = seeded(policy)
+    jobs = [TraceJob("big", 0.0, 7200.0, 1, 8, "a", 0, 420.0, preemptible=True)]
+    eng = _Engine(jobs, policy, sched, SimConfig(4, 8, T0, every_tick=True))
+    real, seen = admission.decide, []
+    draws = [410.0, 425.0, 418.0, 431.0, 409.0, 422.0, 415.0, 428.0]
+
+    def spy(snap: admission.Snapshot, **kw: bool) -> admission.Decision:
+        seen.append(snap)
+        return real(snap, **kw)
+
+    def once_running(snap: admission.Snapshot, **kw: bool) -> admission.Decision:
+        dec = real(snap, **kw)
+        if snap.running and not seen:
+            state = site_state(eng)
+            state.reading = Reading(ok=True, site_watts=None)
+            mem = memory(eng)
+            # a warm-up sample (left out as ramp-up), then eight steady ones
+            samples = [(snap.now_s - 400.0, 150.0)]
+            samples += [(snap.now_s - 300.0 + 15.0 * k, w) for k, w in enumerate(draws)]
+            mem.samples[(SIM_NAMESPACE, "big")] = samples
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(controller, "decide", spy)
+                cycle(state, mem, snap.now_s)
+        return dec
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(admission, "decide", once_running)
+        eng.run()
+    assert seen, "the job never ran"
+    (job,) = seen[0].running
+    plan = eng.jobs[0].plan
+    want = sched.tighten(plan, *moments(draws))
+    assert want.gpu_watts > plan.calibrated_gpu_watts  # it draws more than admitted
+    assert (job.gpu_watts, job.spread_gpu_watts) == (want.gpu_watts, want.spread_gpu_watts)
+    assert job.forecast_gpu_watts == round(plan.calibrated_gpu_watts, 1)

@@ -29,6 +29,10 @@ from ..model import PowerPolicy
 from .trace import TraceJob
 
 SCHEDULERS = ("wattcap", "static-tdp", "gpu-only", "oracle")
+# The one namespace a trace's jobs are in: the forecaster keys history by
+# (class, namespace), as the operator does, and the operator's view of a
+# replay (tests/unit/operator_view.py) puts its TrainingJobs here.
+SIM_NAMESPACE = "sim"
 UNBOUNDED_CAP_W = 1e15  # "no cap": far above any site, still a finite number
 
 
@@ -122,7 +126,9 @@ class WattcapScheduler(Scheduler):
     def forecast(self, job: JobView) -> PowerForecast:
         f = self._power.get(job.workload_class)
         if f is None:
-            f = self._power[job.workload_class] = self._forecast(job.workload_class)
+            f = self._power[job.workload_class] = self._forecast(
+                job.workload_class, namespace=SIM_NAMESPACE
+            )
         return f
 
     def duration(self, job: JobView) -> float:
@@ -132,9 +138,7 @@ class WattcapScheduler(Scheduler):
         d = self._duration.get(key)
         if d is None:
             d = self._duration[key] = self.forecaster.duration(
-                job.workload_class,
-                None,
-                self.policy.default_duration_s,
+                job.workload_class, None, self.policy.default_duration_s, namespace=SIM_NAMESPACE
             )
         return d
 
@@ -151,7 +155,7 @@ class WattcapScheduler(Scheduler):
         watts = float("nan") if mean_measured_w is None else mean_measured_w
         # Without a sample there is nothing to calibrate against: learn the duration only.
         forecast = admitted.calibrated_gpu_watts if mean_measured_w is not None else None
-        self.forecaster.observe(job.workload_class, watts, run_s, forecast)
+        self.forecaster.observe(job.workload_class, watts, run_s, forecast, namespace=SIM_NAMESPACE)
         self._power.pop(job.workload_class, None)
         self._duration.pop(job.workload_class, None)
         if forecast is not None:
@@ -165,7 +169,11 @@ class WattcapScheduler(Scheduler):
         if measured_w is None:
             return
         self.forecaster.observe(
-            job.workload_class, measured_w, None, None if admitted is None else admitted.gpu_watts
+            job.workload_class,
+            measured_w,
+            None,
+            None if admitted is None else admitted.calibrated_gpu_watts,
+            namespace=SIM_NAMESPACE,
         )
         self._power.clear()
 
