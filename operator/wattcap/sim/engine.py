@@ -766,8 +766,8 @@ class _Engine:
         if j.tj.gpus > self.free_gpus:
             return False
         f = self._queued_forecast(j)
-        w = self.pue * j.tj.gpus * (f.gpu_watts - self.idle_w)
-        return w <= self._avail_now(t) + 1.0
+        low = self._charge_low(j.tj.gpus, f.gpu_watts, f.spread_gpu_watts)
+        return low <= self._avail_now(t) + 1.0
 
     def _takes_reservation(self, j: _Job, t: float) -> bool:
         """Might a job that cannot start now take one of the first
@@ -790,7 +790,8 @@ class _Engine:
             f = self._queued_forecast(job)
             w = pue * g * (f.gpu_watts - idle)  # at least what decide plans it at
             top = w + k * pue * g * f.spread_gpu_watts  # at most that
-            return (g > free or w > avail) and top <= usable
+            low = self._charge_low(g, f.gpu_watts, f.spread_gpu_watts)
+            return (g > free or low > avail) and top <= usable
 
         blocked = 0  # (j itself may reserve even above the cap now: a later one may be higher)
         for lst in (self.starving, self.queue):
@@ -827,9 +828,29 @@ class _Engine:
             floor += 0.999 * self.pue * (common * self.spread_sum + indep * sq)
         return floor
 
+    def _charge_low(self, g: int, watts: float, spread: float) -> float:
+        """At most what decide charges a queued job of g GPUs (site watts above
+        idle): its mean and, under siteChance, z sqrt(rho) sd plus z sqrt(1 - rho)
+        times its increment over the largest base it can have, every running
+        job's variance (chance.queued_charges; a little less is kept). The
+        necessary checks for a start hold a job to this, not to its mean: on
+        a site planned close to the cap, a job whose mean fits but whose charge
+        never does passed them at every tick (issue 16: 41,716 cycles for 800
+        jobs against 967 under perJobQuantile)."""
+        w = self.pue * g * (watts - self.idle_w)
+        if spread <= 0.0 or not self.spread_floor[0]:
+            return w
+        common, indep = self.spread_floor
+        sd = self.pue * g * spread
+        base = self.pue * self.pue * max(self.spread_sq, 0.0)
+        inc = sd * sd / (math.sqrt(base + sd * sd) + math.sqrt(base))
+        return w + 0.999 * (common * sd + indep * inc)
+
     def _avail_now(self, t: float) -> float:
+        """At least what decide has free now above its plan (its plan is at
+        least `_planned_floor`, and at least the site's reading)."""
         ecap = self._decap_at(self.t0 + t)
-        projected = self.idle_site + self.pue * self.planned_excess
+        projected = self._planned_floor() + 1.0
         meas = self._snapshot_measured()
         if meas is not None and meas > projected:
             projected = meas
@@ -1067,9 +1088,9 @@ class _Engine:
         k = self.spread_factor
 
         def judge(g: int, watts: float, spread: float = 0.0) -> tuple[float, bool, bool, float]:
-            w = pue * g * (watts - idle)
-            top = w + k * pue * g * spread
-            return watts, g > free or w > avail, top <= ecap_above_idle, spread
+            top = pue * g * (watts - idle + k * spread)
+            low = self._charge_low(g, watts, spread)
+            return watts, g > free or low > avail, top <= ecap_above_idle, spread
 
         def check(shape: tuple[str, int], view: JobView) -> tuple[float, bool, bool, float]:
             f = sched.forecast(view)
