@@ -1,10 +1,11 @@
 """kopf wiring only: watch events wake one decision loop per site.
 
-Per-object handlers never admit: they only wake the loop, so two handlers can
-never each take the last kilowatt. The loop is a daemon on the governing
-PowerPolicy (the oldest, if there are several) and runs a cycle every control
-period, or sooner when a TrainingJob's or a PowerPolicy's spec changes or an
-owned Job changes.
+Per-object handlers never admit: they only wake the loops, so two handlers can
+never each take the last kilowatt. Every PowerPolicy is a site with its own
+loop (a kopf daemon) and its own Lease; each cycle decides on that site's
+nodes and TrainingJobs only (`sites.site_view`), every control period, or
+sooner when a TrainingJob's or a PowerPolicy's spec changes or an owned Job
+changes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -43,9 +45,34 @@ from .model import (
     parse_time,
 )
 from .promaccess import PromAccess
+from .sites import report_site, site_view
 from .telemetry import Reading, Telemetry
 
-WAKE = threading.Event()
+
+class Wakes:
+    """One wake-up per site loop: a watch event wakes every site (each cycle
+    then decides only what is its own); one loop clearing its wake-up must
+    not swallow another's."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def of(self, site: str) -> threading.Event:
+        with self._lock:
+            return self._events.setdefault(site, threading.Event())
+
+    def drop(self, site: str) -> None:
+        with self._lock:
+            self._events.pop(site, None)
+
+    def set(self) -> None:
+        with self._lock:
+            for event in self._events.values():
+                event.set()
+
+
+WAKE = Wakes()
 MIN_GAP_S = 1.0  # debounce: a burst of watch events costs one cycle, not hundreds
 METRICS_PORT = 0
 LEASE_DURATION_S = 15
@@ -113,12 +140,6 @@ def owned_job_event(**_: Any) -> None:
     WAKE.set()
 
 
-def _governing(cluster: Cluster) -> str | None:
-    items = cluster.list_policies()
-    items.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
-    return items[0]["metadata"]["name"] if items else None
-
-
 @kopf.daemon(API_GROUP, API_VERSION, "powerpolicies", cancellation_timeout=10.0)
 def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """The admission loop for one site. Errors never admit: a cycle that fails
@@ -127,7 +148,7 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
     minute later, and the site would go undecided meanwhile). Each completed
     cycle is reported to the liveness probe."""
     cluster = Cluster()
-    site = _Site()
+    site = _Site(name)
     LIVENESS.started(name, site.period)
     try:
         while not stopped:
@@ -137,7 +158,7 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
                 pause = _run_cycle(cluster, name, site, started, step)
             except Exception as err:  # everything: the loop is what keeps the site under its cap
                 kind = f"http_{err.status}" if isinstance(err, ApiException) else type(err).__name__
-                metrics.count_error(step[0], kind)
+                metrics.count_error(step[0], kind, name)
                 log.warning("cycle failed at %s, nothing admitted; retrying: %r", step[0], err)
                 stopped.wait(min(site.period, 5.0))
                 continue
@@ -145,9 +166,11 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
             if pause:
                 stopped.wait(pause)
                 continue
-            _sleep_until_due(stopped, started, site.period)
+            _sleep_until_due(stopped, started, site.period, site.wake)
     finally:
         LIVENESS.stopped(name)
+        WAKE.drop(name)
+        metrics.forget_site(name)
         if site.lease is not None:
             site.lease.release()
 
@@ -155,7 +178,8 @@ def site_loop(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
 class _Site:
     """What one site loop keeps between cycles."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.wake = WAKE.of(name)
         self.mem: ControllerMemory | None = None
         self.telemetry: Telemetry | None = None
         self.lease: SiteLease | None = None
@@ -165,14 +189,10 @@ class _Site:
 def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: list[str]) -> float:
     """One cycle, in steps (`step[0]` names the one running, for the error metric).
     Returns how long to pause instead of the usual period (0: none)."""
-    if _governing(cluster) != name:
-        _set_active(
-            cluster, name, "AnotherPolicyGoverns", "the oldest PowerPolicy governs; this one waits"
-        )
-        return 30.0
-    body = cluster.custom.get_cluster_custom_object(
-        API_GROUP, API_VERSION, "powerpolicies", name, _request_timeout=cluster.timeout
-    )
+    policies = cluster.list_policies()
+    body = next((p for p in policies if p["metadata"]["name"] == name), None)
+    if body is None:
+        return 5.0  # deleted: kopf stops this daemon
     try:
         policy = parse_power_policy(body)
     except ManifestError as err:
@@ -194,15 +214,17 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
             Forecaster(policy.gpu_tdp_watts, policy.gpu_idle_watts, policy.coverage)
         )
     mem = site.mem
-    WAKE.clear()
+    site.wake.clear()
     read_at = time.monotonic()  # after a renewal: the writes below are fenced from here
-    state = cluster.read_site(policy)
-    metrics.PROMETHEUS_CONFIGURED.set(1 if policy.prometheus_url else 0)
+    # the whole cluster's picture, then this site's part of it
+    view = site_view(cluster.read_site(replace(policy, node_selector={})), policies, policy)
+    state = view.state
+    metrics.PROMETHEUS_CONFIGURED.labels(name).set(1 if policy.prometheus_url else 0)
     if policy.prometheus_url:
         step[0] = "telemetry"
         if site.telemetry is None or site.telemetry.url != policy.prometheus_url:
             site.telemetry = Telemetry(policy.prometheus_url, access=PROM_ACCESS)
-        state.reading = _read_power(site.telemetry, policy, state)
+        state.reading = _read_power(site.telemetry, policy, state, name)
     step[0] = "lease"
     if not site.lease.holds():  # renewed between read and decision: a big site's cycle
         return site.period  # may outlast half a lease and still write (lease.py)
@@ -210,33 +232,35 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
     now = time.time()
     plan = cycle(state, mem, now)
     for where, kind in plan.errors:
-        metrics.count_error(where, kind)
+        metrics.count_error(where, kind, name)
+    now_iso = format_time(now)
     plan.policy_status["conditions"].append(
         condition(
             "Active",
             "True",
             "Governing",
             f"governs {len(state.nodes)} nodes; decided by {site.lease.identity}",
-            format_time(now),
+            now_iso,
         )
     )
+    state = report_site(plan, view, now_iso)
     step[0] = "write"
     if not site.lease.fresh(read_at):
         # paused past half a lease since the read: another replica may be deciding now
-        metrics.count_error("write", "lease_lost")
-        metrics.CYCLE_SECONDS.observe(time.monotonic() - started)  # a slow cycle still counts
+        metrics.count_error("write", "lease_lost", name)
+        metrics.CYCLE_SECONDS.labels(name).observe(time.monotonic() - started)  # still counts
         log.warning("lease lost or cycle too slow; this cycle's writes are dropped")
         return 0.0
     failures = cluster.apply_jobs(plan)
     for f in failures:
-        metrics.count_error("write", f"http_{f.code}" if f.code else f.reason)
+        metrics.count_error("write", f"http_{f.code}" if f.code else f.reason, name)
     note_write_failures(plan, mem, failures, now)
     for _ in range(cluster.apply_pod_limits(plan)):
-        metrics.count_error("write", "pod_limit")
+        metrics.count_error("write", "pod_limit", name)
     for _ in range(cluster.apply_status(plan, state, name)):
-        metrics.count_error("status", "refused")
+        metrics.count_error("status", "refused", name)
     if plan.decision is not None:
-        _record(plan, state, mem, now, time.monotonic() - started)
+        _record(plan, state, mem, now, time.monotonic() - started, name)
     return 0.0
 
 
@@ -246,7 +270,7 @@ def _set_active(cluster: Cluster, name: str, reason: str, message: str) -> None:
     cluster.patch_policy_status(name, {"conditions": [cond]})
 
 
-def _read_power(telemetry: Telemetry, policy: PowerPolicy, state: SiteState) -> Reading:
+def _read_power(telemetry: Telemetry, policy: PowerPolicy, state: SiteState, site: str) -> Reading:
     """Measured power of the site's GPU nodes; never raises."""
     gpus: dict[str, int] = {}
     for n in state.nodes:
@@ -254,7 +278,7 @@ def _read_power(telemetry: Telemetry, policy: PowerPolicy, state: SiteState) -> 
         if count > 0:
             gpus[n["metadata"]["name"]] = count
     reading = telemetry.read(policy, gpus)
-    metrics.PROMETHEUS_UP.set(1 if reading.ok else 0)
+    metrics.PROMETHEUS_UP.labels(site).set(1 if reading.ok else 0)
     return reading
 
 
@@ -266,14 +290,14 @@ def _int(value: Any) -> int:
 
 
 def _record(
-    plan: Plan, state: SiteState, mem: ControllerMemory, now: float, seconds: float
+    plan: Plan, state: SiteState, mem: ControllerMemory, now: float, seconds: float, site: str
 ) -> None:
     dec = plan.decision
     assert dec is not None
-    metrics.record_cycle(dec, int(plan.policy_status.get("runningJobs", 0)), seconds)
-    metrics.record_outlook(plan.policy_status)
+    metrics.record_cycle(dec, int(plan.policy_status.get("runningJobs", 0)), seconds, site)
+    metrics.record_outlook(plan.policy_status, site)
     for workload_class, measured, forecast in mem.finished:  # oldest first: the last one stays
-        metrics.record_forecast_error(workload_class, measured, forecast)
+        metrics.record_forecast_error(workload_class, measured, forecast, site)
     mem.finished.clear()
     created = {
         (t["metadata"].get("namespace", "default"), t["metadata"]["name"]): t["metadata"].get(
@@ -285,13 +309,17 @@ def _record(
         ns, _, nm = a.key.partition("/")
         stamp = created.get((ns, nm))
         if stamp:
-            metrics.ADMISSION_LATENCY.observe(max(0.0, now - parse_time(stamp, "created")))
+            metrics.ADMISSION_LATENCY.labels(site).observe(
+                max(0.0, now - parse_time(stamp, "created"))
+            )
 
 
-def _sleep_until_due(stopped: kopf.DaemonStopped, started: float, period: float) -> None:
+def _sleep_until_due(
+    stopped: kopf.DaemonStopped, started: float, period: float, wake: threading.Event
+) -> None:
     """Wait for the next period, or a wake-up, but never less than the debounce gap."""
     while not stopped:
         elapsed = time.monotonic() - started
-        if elapsed >= period or (WAKE.is_set() and elapsed >= MIN_GAP_S):
+        if elapsed >= period or (wake.is_set() and elapsed >= MIN_GAP_S):
             return
         stopped.wait(min(0.2, period - elapsed))

@@ -37,6 +37,7 @@ from .controller import (
     PREEMPTED,
     QUEUED,
     SUCCEEDED,
+    Plan,
     SiteState,
     _placement,
     condition,
@@ -48,6 +49,7 @@ SITE_NOT_FOUND = "SiteNotFound"
 NODES_UNGOVERNED = "NodesUngoverned"
 NO_SITE = "NoPowerPolicy"
 NODE_CONFLICT = "NodeConflict"
+ORPHAN_REASONS = (SITE_NOT_FOUND, NODES_UNGOVERNED, NO_SITE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,3 +304,25 @@ def conflict_condition(view: SiteView, now_iso: str) -> dict[str, Any]:
         f"{_names(sorted(conflicts))}",
         now_iso,
     )
+
+
+def report_site(plan: Plan, view: SiteView, now_iso: str) -> SiteState:
+    """Add what a site reports beyond its own decision to `plan`: its
+    `NodeConflict` condition and (the default site) the status of each job
+    no site decides. Returns the picture the status writes compare with."""
+    plan.policy_status.setdefault("conditions", []).append(conflict_condition(view, now_iso))
+    for tj, job, got in view.orphans:
+        status = orphan_status(tj, job, got, now_iso)
+        ref = _ref(tj)
+        if status is not None and ref is not None:
+            plan.tj_status[ref] = status
+    for tj in view.state.trainingjobs:  # its own again: no stale "no site" on it
+        ref = _ref(tj)
+        desired = plan.tj_status.get(ref) if ref is not None else None
+        was = (tj.get("status") or {}).get("reason")
+        if desired is not None and was in ORPHAN_REASONS and "reason" not in desired:
+            msg = f"governed again by site {view.state.policy.name}"
+            desired.update(reason="Governed", message=msg)
+            desired["conditions"] = [condition("Governed", "True", "Governed", msg, now_iso)]
+    orphans = [o[0] for o in view.orphans]
+    return replace(view.state, trainingjobs=[*view.state.trainingjobs, *orphans])

@@ -20,15 +20,16 @@ def tj_status(kc: str, ns: str, name: str) -> dict[str, Any]:
     return kget(kc, "trainingjob.wattcap.io", name, "-n", ns).get("status") or {}
 
 
-def active(kc: str, policy: str) -> dict[str, Any]:
+def active(kc: str, policy: str, kind: str = "Active") -> dict[str, Any]:
     st = kget(kc, "powerpolicy.wattcap.io", policy).get("status") or {}
-    return next((c for c in st.get("conditions") or [] if c.get("type") == "Active"), {})
+    return next((c for c in st.get("conditions") or [] if c.get("type") == kind), {})
 
 
 def test_a_second_powerpolicy_reports_it_does_not_govern(
     kubeconfig: str, namespace: str, operator_process: OperatorProcess
 ) -> None:
-    """ "The oldest PowerPolicy governs; any other reports `Active=False`."."""
+    """ "a node two policies select belongs to the older one, and the younger
+    reports `NodeConflict` naming the nodes and decides without them"."""
     set_policy(kubeconfig, 48_800)
     wait_for("the site to govern", lambda: active(kubeconfig, "site").get("status") == "True", 60)
     newer = {
@@ -40,13 +41,16 @@ def test_a_second_powerpolicy_reports_it_does_not_govern(
     apply(kubeconfig, newer)
     try:
         wait_for(
-            "the newer policy to say it does not govern",
-            lambda: active(kubeconfig, "site-newer").get("status") == "False",
+            "the newer policy to report the nodes it does not govern",
+            lambda: active(kubeconfig, "site-newer", "NodeConflict").get("status") == "True",
             60,
             every=0.5,
         )
-        assert active(kubeconfig, "site-newer")["reason"] == "AnotherPolicyGoverns"
+        msg = active(kubeconfig, "site-newer", "NodeConflict")["message"]
+        assert "gpu-node-0" in msg and "PowerPolicy site " in msg, msg
+        assert "governs 0 nodes" in active(kubeconfig, "site-newer")["message"]
         assert active(kubeconfig, "site").get("status") == "True"
+        assert "governs 8 nodes" in active(kubeconfig, "site")["message"]
     finally:
         kubectl(kubeconfig, "delete", "powerpolicy.wattcap.io", "site-newer", "--timeout=60s")
 

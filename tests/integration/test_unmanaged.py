@@ -121,7 +121,9 @@ def test_measured_inference_is_reported_and_sheds_only_what_its_overdraw_require
     wait_for("the inference pod measured", measured, 60, every=0.5)
     with urllib.request.urlopen("http://127.0.0.1:8080/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    line = next(x for x in text.splitlines() if x.startswith("wattcap_unmanaged_watts "))
+    line = next(
+        x for x in text.splitlines() if x.startswith('wattcap_unmanaged_watts{site="site"} ')
+    )
     assert abs(float(line.split()[1]) - serve_w) <= 0.05 * serve_w, line
 
     jobs = [

@@ -25,7 +25,8 @@ PERIOD_S = 60
 
 def cycles(port: int) -> float:
     """Decision cycles completed so far, from the operator's own histogram."""
-    m = re.search(r"^wattcap_cycle_duration_seconds_count (\S+)$", probe(port, "/metrics")[1], re.M)
+    body = probe(port, "/metrics")[1]
+    m = re.search(r'^wattcap_cycle_duration_seconds_count\{site="site"\} (\S+)$', body, re.M)
     return float(m.group(1)) if m else 0.0
 
 

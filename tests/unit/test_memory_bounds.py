@@ -55,7 +55,7 @@ def test_forecast_error_series_are_capped_in_number_of_classes() -> None:
     plan = cycle(state, m, NOW)
     for i in range(500):
         m.finished.append((f"class-{i}", 500.0, 600.0))
-        handlers._record(plan, state, m, NOW, 0.1)
+        handlers._record(plan, state, m, NOW, 0.1, "site")
     (family,) = metrics.FORECAST_ERROR.collect()
     names = {s.labels["workload_class"] for s in family.samples}
     assert len(names) <= metrics.MAX_CLASS_SERIES
@@ -67,6 +67,6 @@ def test_the_forecast_error_gauge_shows_the_last_finished_job_of_its_class() -> 
     state = site(POLICY, [node("a")], [], [], {})
     plan = cycle(state, m, NOW)
     m.finished += [("bert", 500.0, 400.0), ("bert", 300.0, 400.0)]  # in the order they finished
-    handlers._record(plan, state, m, NOW, 0.1)
-    assert metrics.FORECAST_ERROR.labels("bert")._value.get() == -0.25
+    handlers._record(plan, state, m, NOW, 0.1, "site")
+    assert metrics.FORECAST_ERROR.labels("bert", "site")._value.get() == -0.25
     assert m.finished == []

@@ -87,18 +87,20 @@ def test_alert_gauges_follow_the_published_outlook() -> None:
     from wattcap import metrics
 
     def value(name: str) -> float | None:
-        return REGISTRY.get_sample_value(name)
+        return REGISTRY.get_sample_value(name, {"site": "site"})
 
     pol = site_policy(20_000, cap_schedule=(CapWindow(NOW + 600, NOW + 1200, 5_000, "dr"),))
     dec = Decision(cap_watts=20_000, effective_cap_watts=20_000, idle_site_watts=1_600)
     q = [queued("ml/old", 8, 400, 60, submitted=NOW - 90_000)]
     dec.waits = [Wait("ml/old", "WaitingForPower", "x", None)]
-    metrics.record_outlook({"outlook": outlook(dec, pol, [], q, NOW)})
+    metrics.record_outlook({"outlook": outlook(dec, pol, [], q, NOW)}, "site")
     assert value("wattcap_cap_drop_timestamp_seconds") == NOW + 600
     assert value("wattcap_cap_drop_watts") == 5_000
     assert value("wattcap_cap_drop_headroom_watts") == 5_000 - 1_600
     assert value("wattcap_jobs_past_max_wait") == 1
-    metrics.record_outlook({"outlook": outlook(Decision(), site_policy(20_000), [], [], NOW)})
+    metrics.record_outlook(
+        {"outlook": outlook(Decision(), site_policy(20_000), [], [], NOW)}, "site"
+    )
     assert value("wattcap_cap_drop_timestamp_seconds") == float("inf")
     assert value("wattcap_jobs_past_max_wait") == 0
 
@@ -111,5 +113,6 @@ def test_each_cycle_stamps_its_time_for_the_staleness_alert() -> None:
     from wattcap import metrics
 
     before = time.time()
-    metrics.record_cycle(Decision(cap_watts=1.0, effective_cap_watts=1.0), 0, 0.01)
-    assert REGISTRY.get_sample_value("wattcap_last_cycle_timestamp_seconds") >= before
+    metrics.record_cycle(Decision(cap_watts=1.0, effective_cap_watts=1.0), 0, 0.01, "site")
+    stamp = REGISTRY.get_sample_value("wattcap_last_cycle_timestamp_seconds", {"site": "site"})
+    assert stamp >= before

@@ -18,6 +18,7 @@ from wattcap.sites import (
     node_owners,
     orphan_status,
     parse_sites,
+    report_site,
     site_view,
 )
 
@@ -242,3 +243,29 @@ def test_every_node_has_at_most_one_site_and_every_job_one_site_or_a_reason(
         labels = n["metadata"]["labels"]
         if any(all(labels.get(k) == v for k, v in s.selector.items()) for s in sites):
             assert n["metadata"]["name"] in seen_nodes
+
+
+def test_the_default_site_reports_the_jobs_no_site_decides() -> None:
+    pol_a = site_policy(20_000, name="a")
+    tjs = [on_site("mine", "a"), on_site("lost", "gone")]
+    view = site_view(site(pol_a, NODES, [], tjs, {}), [A, B], pol_a)
+    plan = cycle(view.state, mem(), NOW)
+    state = report_site(plan, view, "now")
+    assert plan.tj_status[("ml", "lost")]["reason"] == SITE_NOT_FOUND
+    assert plan.tj_status[("ml", "mine")]["phase"] == "Admitted"
+    assert {c["type"] for c in plan.policy_status["conditions"]} >= {"NodeConflict"}
+    # the status writes compare with what the lost job shows now
+    assert [t["metadata"]["name"] for t in state.trainingjobs] == ["mine", "lost"]
+
+
+def test_a_job_governed_again_loses_its_stale_no_site_reason() -> None:
+    pol_b = site_policy(20_000, name="b")
+    stale = {"phase": "Running", "reason": NODES_UNGOVERNED, "message": "x"}
+    tjs = [on_site("back", "b", status=stale)]
+    view = site_view(
+        site(pol_b, NODES, [], tjs, {("ml", "back"): job("back", ["b1"])}), [A, B], pol_b
+    )
+    plan = cycle(view.state, mem(), NOW)
+    report_site(plan, view, "now")
+    st = plan.tj_status[("ml", "back")]
+    assert st["phase"] == "Running" and st["reason"] == "Governed"

@@ -1,0 +1,40 @@
+"""Per-site metrics: two sites in one operator report apart, and a gone site's series go."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY
+
+from wattcap import metrics
+from wattcap.admission import Decision, Wait
+
+
+def value(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_two_sites_report_their_own_cap_queue_and_unmanaged_power() -> None:
+    east = Decision(cap_watts=15_000, effective_cap_watts=15_000, unmanaged_watts=300)
+    east.waits = [Wait("ml/a", "WaitingForPower", "x", None)]
+    west = Decision(cap_watts=10_000, effective_cap_watts=10_000)
+    metrics.record_cycle(east, 2, 0.01, "east")
+    metrics.record_cycle(west, 1, 0.01, "west")
+    metrics.PROMETHEUS_CONFIGURED.labels("east").set(1)
+    metrics.PROMETHEUS_CONFIGURED.labels("west").set(0)
+    assert value("wattcap_cap_watts", site="east") == 15_000
+    assert value("wattcap_cap_watts", site="west") == 10_000
+    assert value("wattcap_unmanaged_watts", site="east") == 300
+    assert value("wattcap_unmanaged_watts", site="west") == 0
+    assert value("wattcap_queue_jobs", reason="WaitingForPower", site="east") == 1
+    assert value("wattcap_running_jobs", site="west") == 1
+    assert value("wattcap_prometheus_configured", site="west") == 0
+
+
+def test_a_deleted_sites_series_are_dropped_and_the_others_kept() -> None:
+    metrics.record_cycle(Decision(cap_watts=1.0, effective_cap_watts=1.0), 0, 0.01, "gone")
+    metrics.record_cycle(Decision(cap_watts=2.0, effective_cap_watts=2.0), 0, 0.01, "kept")
+    metrics.count_error("read", "OSError", "gone")
+    metrics.forget_site("gone")
+    assert value("wattcap_cap_watts", site="gone") is None
+    assert value("wattcap_errors_total", step="read", kind="OSError", site="gone") is None
+    assert value("wattcap_cycle_duration_seconds_count", site="gone") is None
+    assert value("wattcap_cap_watts", site="kept") == 2.0
