@@ -6,11 +6,17 @@ stress trace (`wattcap.sim.stress`, default spec) whose demand-response window t
 of the cap's headroom above idle away. Each is replayed twice with the `wattcap` scheduler
 through the same engine: `spec.powerLimits` off (today: preempt), and on (minFraction 0.5).
 
-A preempted job loses its progress since its last checkpoint (`--checkpoint`, default
-30 min of progress; the simulator's `checkpoint_every_s`), so both runs pay for preemption
-as a real site would. A throttled job loses (wall time - progress) while limited.
-"GPU-h lost" is the sum of both. Seconds over the cap are the ground truth, and the
-independent checker (`wattcap.sim.check`, from the schedule's gpu_limit_w) recomputes them.
+"GPU-h lost" is lost work as the levers define it when they choose between throttling
+and preempting (`wattcap.powerlimit.throttled_lost_s`, `preempted_lost_s`: one
+definition, used by `levers.py`'s cost and the simulator's accounts), unweighted here:
+the GPU time by which jobs end later than unconstrained, plus the work they do again.
+A throttled job loses (wall time - progress) while limited; a preempted one the time it
+stands stopped while the cut lasts (until the cap rises again, it runs again or it would
+have finished), and its progress since its last checkpoint
+(`--checkpoint`, default 30 min of progress; the simulator's `checkpoint_every_s`), done
+again, so both runs pay for preemption as a real site would. Seconds over the cap are
+the ground truth, and the independent checker (`wattcap.sim.check`, from the schedule's
+gpu_limit_w) recomputes them.
 
     python bench/bench_powerlimits.py [--checkpoint 1800] [--stress-jobs 400]
 """
@@ -49,8 +55,11 @@ def replay(
     s = summarize(res, nodes=nodes, gpus_per_node=gpn, seed=0)
     s["checker_seconds_over_cap"] = c.seconds_over_cap
     s["checker_problems"] = len(c.problems)
-    s["lost_gpu_h"] = (res.checkpoint_lost_gpu_s + res.throttle_lost_gpu_s) / 3600.0
-    s["lost_preempt_gpu_h"] = res.checkpoint_lost_gpu_s / 3600.0
+    preempt = res.checkpoint_lost_gpu_s + res.stopped_lost_gpu_s
+    s["lost_gpu_h"] = (preempt + res.throttle_lost_gpu_s) / 3600.0
+    s["lost_preempt_gpu_h"] = preempt / 3600.0
+    s["lost_stopped_gpu_h"] = res.stopped_lost_gpu_s / 3600.0
+    s["lost_redone_gpu_h"] = res.checkpoint_lost_gpu_s / 3600.0
     s["lost_throttle_gpu_h"] = res.throttle_lost_gpu_s / 3600.0
     s["throttled_segments"] = sum(1 for g in res.segments if g.gpu_limit_w is not None)
     return s, res, wall
@@ -60,6 +69,8 @@ ROWS = (
     ("preemptions", "preemptions", "{:.0f}"),
     ("GPU-h lost (total)", "lost_gpu_h", "{:.1f}"),
     ("  to preemption", "lost_preempt_gpu_h", "{:.1f}"),
+    ("    stopped", "lost_stopped_gpu_h", "{:.1f}"),
+    ("    done again", "lost_redone_gpu_h", "{:.1f}"),
     ("  to throttling", "lost_throttle_gpu_h", "{:.1f}"),
     ("throttled segments", "throttled_segments", "{:.0f}"),
     ("p95 wait (h)", "wait_p95_s", "h"),

@@ -13,7 +13,9 @@ Either lever frees it:
 - **preempt** a preemptible job: it frees all its power above idle and loses all progress
   while the cut lasts, plus `preemptionLoss` (work since its last checkpoint, restart).
 
-Lost work is GPU-seconds weighted by 1 + priority, so a priority-9 job's minute counts ten
+Lost work (one definition, `powerlimit.throttled_lost_s` and `preempted_lost_s`, which
+the simulator and bench/bench_powerlimits.py account with too) is GPU-seconds weighted
+by 1 + priority, so a priority-9 job's minute counts ten
 times a priority-0 job's. Two plans are costed and the cheaper taken:
 
 1. throttle first: throttle in order of marginal cost per watt (a job's next step down
@@ -35,7 +37,7 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from .powerlimit import limit_for_slowdown, slowdown
+from .powerlimit import limit_for_slowdown, preempted_lost_s, throttled_lost_s
 
 STEP_FRACTION = 0.025  # a throttle step, as a fraction of TDP
 
@@ -93,12 +95,13 @@ def floor_w(c: Candidate, site: Site) -> float:
 
 def throttle_cost(c: Candidate, limit_w: float) -> float:
     """Weighted GPU-seconds of progress a job loses at `limit_w` while the cut lasts."""
-    return weight(c.priority) * c.gpus * c.cut_s * (1.0 - 1.0 / slowdown(c.natural_w, limit_w))
+    return weight(c.priority) * c.gpus * throttled_lost_s(c.natural_w, limit_w, c.cut_s)
 
 
 def preempt_cost(c: Candidate, site: Site) -> float:
     """Weighted GPU-seconds a preempted job loses: the cut, and its work since a checkpoint."""
-    return weight(c.priority) * c.gpus * (c.cut_s + min(c.ran_s, site.preemption_loss_s))
+    redone = min(c.ran_s, site.preemption_loss_s)
+    return weight(c.priority) * c.gpus * preempted_lost_s(c.cut_s, redone)
 
 
 def freed_by_preempt(c: Candidate, site: Site) -> float:

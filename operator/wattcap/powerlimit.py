@@ -37,6 +37,25 @@ def slowdown(natural_w: float, limit_w: float | None) -> float:
     return 1.0 + SLOWDOWN_A * (natural_w / limit_w - 1.0) ** SLOWDOWN_B
 
 
+def throttled_lost_s(natural_w: float, limit_w: float | None, wall_s: float) -> float:
+    """Lost work of running `wall_s` under `limit_w`: how far its progress falls behind
+    an unconstrained run (wall time less progress), per GPU.
+
+    One definition of lost work, used by the levers to choose (`levers.py`, with the
+    cut's expected length) and by the simulator to account (`sim/engine.py`, with the
+    time it really ran): a job loses the GPU time by which it ends later than it would
+    have, and the work it must do again.
+    """
+    return wall_s * (1.0 - 1.0 / slowdown(natural_w, limit_w))
+
+
+def preempted_lost_s(stopped_s: float, redone_s: float) -> float:
+    """Lost work of a preemption, per GPU: the time it stands stopped while the cut lasts
+    (until the cap rises again, it runs again or it would have finished; after that it
+    waits like any queued job) plus its progress since the last checkpoint, done again."""
+    return stopped_s + redone_s
+
+
 def limit_for_slowdown(natural_w: float, max_slowdown: float) -> float:
     """The lowest limit at which a job drawing `natural_w` slows by at most `max_slowdown`.
 

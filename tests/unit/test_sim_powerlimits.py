@@ -138,3 +138,28 @@ def test_throttled_schedules_pass_the_checker_and_never_finish_early(jobs, seed,
         by_job[seg.job_id] = by_job.get(seg.job_id, 0.0) + (seg.end_s - seg.start_s)
     for j in jobs:
         assert by_job[j.job_id] >= j.duration_s - 1e-6
+
+
+def test_lost_work_has_one_definition_for_the_levers_and_the_simulator() -> None:
+    """A preempted job loses the time it stands stopped plus the work it does again; a
+    throttled one the time it falls behind. The simulator accounts what the levers cost
+    (powerlimit.preempted_lost_s / throttled_lost_s), so the bench compares like with like:
+    with limits on, the lost work of this window is less than preempting loses."""
+    from wattcap.levers import Candidate, Site, preempt_cost, throttle_cost
+    from wattcap.powerlimit import preempted_lost_s, throttled_lost_s
+
+    site = Site(1.2, 70.0, 700.0, 0.5, None, 1800.0, True)
+    c = Candidate("a", 8, 600.0, 0, True, 500.0, 1000.0)
+    assert preempt_cost(c, site) == 8 * preempted_lost_s(1000.0, 500.0)
+    assert throttle_cost(c, 450.0) == pytest.approx(8 * throttled_lost_s(600.0, 450.0, 1000.0))
+
+    off = run([JOB], window_policy(PowerLimits()), checkpoint_every_s=600.0)
+    first, second = [s for s in off.segments if s.job_id == "a"]
+    # stopped while the window lasts (it ends at 2000 s), as the levers cost it
+    stopped = min(second.start_s, 2000.0) - first.end_s
+    assert stopped > 0 and off.stopped_lost_gpu_s == pytest.approx(8 * stopped)
+    on = run([JOB], window_policy(LIMITS), checkpoint_every_s=600.0)
+    assert on.stopped_lost_gpu_s == 0.0 and on.checkpoint_lost_gpu_s == 0.0
+    lost_off = off.stopped_lost_gpu_s + off.checkpoint_lost_gpu_s + off.throttle_lost_gpu_s
+    lost_on = on.stopped_lost_gpu_s + on.checkpoint_lost_gpu_s + on.throttle_lost_gpu_s
+    assert 0 < lost_on < lost_off

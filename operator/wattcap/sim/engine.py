@@ -85,9 +85,10 @@ from ..admission import NodeState, QueuedJob, RunningColumns, RunningJob, Snapsh
 from ..chance import SITE_CHANCE
 from ..chance import z_of as chance_z
 from ..forecast import PowerForecast
+from ..levers import cut_end_s
 from ..model import PowerPolicy, cap_steps
 from ..placement import NodeOrderIndex
-from ..powerlimit import drawn_watts, slowdown
+from ..powerlimit import drawn_watts, preempted_lost_s, slowdown, throttled_lost_s
 from .meter import JobSamples, Meter
 from .schedulers import JobView, Scheduler
 from .trace import TraceJob
@@ -153,10 +154,13 @@ class SimResult:
     decision_cycles: int
     skipped_cycles: int
     forecast_miss_rate: float | None = None
-    # GPU-seconds of progress lost: to throttling (wall time less progress, while limited)
-    # and to preemption (progress since the last checkpoint, SimConfig.checkpoint_every_s)
+    # GPU-seconds of lost work (powerlimit.throttled_lost_s, preempted_lost_s; the levers'
+    # cost): to throttling (wall time less progress, while limited), and to preemption:
+    # its progress since the last checkpoint (SimConfig.checkpoint_every_s), done again,
+    # and the time it stood stopped until it ran again
     throttle_lost_gpu_s: float = 0.0
     checkpoint_lost_gpu_s: float = 0.0
+    stopped_lost_gpu_s: float = 0.0
     series: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -204,6 +208,8 @@ class _Job:
         "shape",
         "slot",
         "state",
+        "stopped_at",
+        "stopped_until",
         "tj",
         "token",
         "view",
@@ -243,6 +249,8 @@ class _Job:
         self.seg_tick = 0  # the tick before the meter first read this run
         self.drawn_to = 0  # the tick up to which meas_n counts
         self.token = 0
+        self.stopped_at: float | None = None  # preempted at, until it runs again
+        self.stopped_until = 0.0  # when its stopped time stops counting as lost
         self.learned = False  # its class learned it already (shed over-drawing)
         self.limit: float | None = None  # the power limit on its GPUs (W each)
         self.ctok = 0  # its completion's token: a new limit moves its end
@@ -324,6 +332,7 @@ class _Engine:
         self.limits_on = self.dpol.power_limits.enabled
         self.n_limited = 0  # running jobs under a power limit
         self.throttle_lost = 0.0
+        self.stopped_lost = 0.0
         self.checkpoint_lost = 0.0
         self.cycles = 0
         self.skipped = 0
@@ -370,6 +379,7 @@ class _Engine:
         edges, caps = cap_steps(self.policy.cap_watts, self.policy.cap_schedule)
         self._cap_edges = [e - self.t0 for e in edges]
         self._cap_vals = list(caps)
+        self._cap_edges_t, self._cap_vals_t = tuple(self._cap_edges), tuple(caps)
         dpol = self.dpol
         dedges, dcaps = cap_steps(dpol.cap_watts, dpol.cap_schedule)
         self._dcap_edges = list(dedges)
@@ -868,6 +878,9 @@ class _Engine:
         self.free_gpus -= g
         if j.first_start is None:
             j.first_start = t
+        if j.stopped_at is not None:  # preempted: it lost the time it stood stopped
+            self.stopped_lost += g * preempted_lost_s(self._stopped_s(j, t), 0.0)
+            j.stopped_at = None
         # Planned, as the operator plans it, for the whole run it was admitted
         # with, from this start: the operator cannot know how much of it ran.
         # (The job itself needs only `remaining`: that is ground truth.)
@@ -1003,7 +1016,7 @@ class _Engine:
         j.ran += prog
         j.remaining -= prog
         j.run_prog += prog
-        self.throttle_lost += j.tj.gpus * (wall - prog)
+        self.throttle_lost += j.tj.gpus * throttled_lost_s(j.tj.gpu_watts, j.limit, wall)
         return wall
 
     def _set_limit(self, j: _Job, t: float, limit: float | None) -> None:
@@ -1044,8 +1057,18 @@ class _Engine:
         j.samples = None
         j.rj = None
 
+    def _stopped_s(self, j: _Job, t: float) -> float:
+        """How long a preempted job has lost by `t`: stopped, until the cap rose again
+        (after that it waits like any queued job) or it would have finished."""
+        assert j.stopped_at is not None
+        return max(0.0, min(t, j.stopped_until) - j.stopped_at)
+
     def _preempt(self, j: _Job, t: float) -> None:
+        would_end = t + max(j.remaining, 0.0)
         self._stop(j, t)
+        # lost while the cut lasts, as the levers cost it (levers.preempt_cost's cut_s)
+        j.stopped_at = t
+        j.stopped_until = min(cut_end_s(self._cap_edges_t, self._cap_vals_t, t), would_end)
         if self.sched.measures:
             n, mean, var = self._job_moments(j)
             if n >= 3:
@@ -1060,7 +1083,7 @@ class _Engine:
             lost = j.run_prog % every
             j.remaining += lost
             j.ran -= lost
-            self.checkpoint_lost += j.tj.gpus * lost
+            self.checkpoint_lost += j.tj.gpus * preempted_lost_s(0.0, lost)
         j.rj = None
         self._enqueue(j, t)
 
@@ -1294,6 +1317,12 @@ class _Engine:
             forecast_miss_rate=self.sched.miss_rate(),
             throttle_lost_gpu_s=self.throttle_lost,
             checkpoint_lost_gpu_s=self.checkpoint_lost,
+            stopped_lost_gpu_s=self.stopped_lost
+            + sum(
+                j.tj.gpus * self._stopped_s(j, horizon)
+                for j in self.jobs
+                if j.stopped_at is not None
+            ),
             series=self.series,
         )
 
