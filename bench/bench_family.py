@@ -23,9 +23,13 @@ reservations as wattcap), not an optimum: another scheduler can beat it on
 a figure, and then its ratio is below 1.
 
     python bench/bench_family.py [--quick] [--seeds 2] [--procs 2] [--out DIR]
+        [--only NAME ...]
 
 `--quick` skips the shipped trace (the slowest part) and draws each stress
-trace once. `--out DIR` also writes every stress trace and its PowerPolicy,
+trace once; `--only` keeps the traces whose name contains one of its words.
+Last, per trace, wattcap's forecast coverage achieved against its
+`coverageTarget` and how long a run's plan took to move to its measured
+level. `--out DIR` also writes every stress trace and its PowerPolicy,
 so any row can be replayed with `wattcap simulate`.
 """
 
@@ -92,6 +96,9 @@ def run_one(task: tuple[str, StressSpec | str, str]) -> dict[str, Any]:
         "checked_over_s": checked.seconds_over_cap,
         "problems": len(checked.problems),
         "wall_s": wall,
+        "coverage_target": policy.coverage,
+        "period_s": policy.control_period_s,
+        "correction_s": sorted(res.correction_s),
     }
 
 
@@ -182,12 +189,48 @@ def targets(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def calibration(results: list[dict[str, Any]]) -> list[str]:
+    """wattcap's forecasts per trace: coverage achieved (finished jobs that drew
+    no more than their per-job bound) against `coverageTarget`, and how long
+    a running job's plan took to move to its measured level (issue 16, 4)."""
+    lines = [
+        "wattcap calibration: forecast coverage achieved vs coverageTarget (within 1 point?), "
+        "and seconds from a run's start until its plan moved to its measured level "
+        "(p50 / p95 / max, in control periods)"
+    ]
+    ok = n = 0
+    for r in results:
+        if r["scheduler"] != "wattcap":
+            continue
+        miss, target = r["summary"]["forecast_miss_rate"], r["coverage_target"]
+        cov = None if miss is None else 1.0 - miss
+        good = cov is not None and abs(cov - target) <= 0.01
+        n += 1
+        ok += good
+        c, p = r["correction_s"], r["period_s"]
+        moved = "n/a"
+        if c:
+            q50, q95 = c[min(len(c) - 1, len(c) // 2)], c[min(len(c) - 1, int(0.95 * len(c)))]
+            moved = (
+                f"{q50:.0f} / {q95:.0f} / {c[-1]:.0f} s "
+                f"({q50 / p:.1f} / {q95 / p:.1f} / {c[-1] / p:.1f} periods)"
+            )
+        lines.append(
+            f"  {r['trace']:14s} coverage "
+            + ("  n/a " if cov is None else f"{100 * cov:5.1f}%")
+            + f" target {100 * target:.1f}% {'ok ' if good else 'OFF'}  plan moved after {moved}"
+        )
+    lines.append(f"  coverage within 1 point of the target on {ok}/{n} traces")
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="no shipped trace, one draw per knob")
     ap.add_argument("--seeds", type=int, default=2, help="draws of each stress trace")
     ap.add_argument("--procs", type=int, default=2, help="parallel processes")
     ap.add_argument("--out", type=Path, help="also write the stress traces and policies here")
+    ap.add_argument("--only", nargs="*", help="only traces whose name contains one of these")
     a = ap.parse_args()
     seeds = 1 if a.quick else max(1, a.seeds)
     traces: list[tuple[str, StressSpec | str]] = []
@@ -200,6 +243,8 @@ def main() -> int:
             traces.append((name, dataclasses.replace(s, name=name)))
             if a.out:
                 stress_trace(traces[-1][1]).write(a.out)
+    if a.only:
+        traces = [t for t in traces if any(k in t[0] for k in a.only)]
     tasks = [(name, tr, sched) for name, tr in traces for sched in SCHEDULERS]
     wall = time.perf_counter()
     # the shipped trace's runs are the longest: they go first, so no process idles at the end
@@ -208,6 +253,7 @@ def main() -> int:
     wall = time.perf_counter() - wall
     print("\n".join(table(results)))
     print("\n".join(targets(results)))
+    print("\n".join(calibration(results)))
     cpu = sum(r["wall_s"] for r in results)
     print(
         f"{len(traces)} traces x {len(SCHEDULERS)} schedulers in {wall:.0f} s wall "

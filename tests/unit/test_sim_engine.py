@@ -440,3 +440,20 @@ def test_the_replay_sheds_an_over_drawer_first_as_the_operator_does():
     lax = dataclasses.replace(policy, overdraw_tolerance=100.0)
     shed = [k for _, _, pre in _acts(jobs, lax, "wattcap", False, 0)[0] for k in pre]
     assert "liar" not in shed[:1], shed
+
+
+def test_a_running_jobs_plan_moves_to_its_measured_level_within_four_periods() -> None:
+    """Issue 16, point 4: what makes admitting at a mean safe is that a running
+    job's plan moves to its measured level soon after it starts. The replay
+    records, per run of a measured job, the seconds from its start until it
+    did: at its 4th sample (TIGHTEN_AT), so within four control periods, and
+    at once for a job resumed with samples of its own."""
+    jobs = load_trace(DATA / "sim_trace.csv")
+    policy = load_policy(DATA / "sim_policy.yaml")
+    res = simulate(jobs, policy, make_scheduler("wattcap", policy), SimConfig(4, 8, T0))
+    period = policy.control_period_s
+    assert len(res.correction_s) >= res.completed  # every run long enough was re-planned
+    assert all(0.0 <= s <= 4 * period for s in res.correction_s), max(res.correction_s)
+    assert not simulate(
+        jobs, policy, make_scheduler("static-tdp", policy), SimConfig(4, 8, T0)
+    ).correction_s

@@ -162,6 +162,9 @@ class SimResult:
     checkpoint_lost_gpu_s: float = 0.0
     stopped_lost_gpu_s: float = 0.0
     series: dict[str, list[float]] = field(default_factory=dict)
+    # per run of a measured job: seconds from its start until its plan first
+    # moved to its measured level (what makes admitting at a mean safe)
+    correction_s: list[float] = field(default_factory=list)
 
 
 def _spread_factor(pol: PowerPolicy) -> float:
@@ -336,6 +339,8 @@ class _Engine:
         self.checkpoint_lost = 0.0
         self.cycles = 0
         self.skipped = 0
+        self.correction_s: list[float] = []
+        self._corrected: set[tuple[int, int]] = set()  # (job, run token) re-planned once
         self.series: dict[str, list[float]] = (
             {"t": [], "site_w": [], "cap_w": [], "queue": []} if cfg.record_series else {}
         )
@@ -746,6 +751,9 @@ class _Engine:
                 continue
             self._catch_up(j)
             self._push_checkpoint(j, j.meas_n, tick_k)
+            if (idx, token) not in self._corrected:
+                self._corrected.add((idx, token))
+                self.correction_s.append(tick_k * self.dpol.control_period_s - j.seg_start)
             new = self.sched.tighten(j.plan, *self._job_moments(j))
             rj = j.rj
             if new.gpu_watts != rj.gpu_watts or new.spread_gpu_watts != rj.spread_gpu_watts:
@@ -902,6 +910,9 @@ class _Engine:
         j.seg_tick = j.drawn_to = int(t // self.dpol.control_period_s)
         watts, spread = plan.gpu_watts, plan.spread_gpu_watts
         if j.meas_n >= 3:  # resumed: its own earlier samples tighten it at once
+            if self.sched.measures:
+                self._corrected.add((j.idx, j.token))
+                self.correction_s.append(0.0)
             own = self.sched.tighten(plan, *self._job_moments(j))
             watts, spread = own.gpu_watts, own.spread_gpu_watts
             if watts < plan.gpu_watts:
@@ -1315,6 +1326,7 @@ class _Engine:
             decision_cycles=self.cycles,
             skipped_cycles=self.skipped,
             forecast_miss_rate=self.sched.miss_rate(),
+            correction_s=self.correction_s,
             throttle_lost_gpu_s=self.throttle_lost,
             checkpoint_lost_gpu_s=self.checkpoint_lost,
             stopped_lost_gpu_s=self.stopped_lost
