@@ -70,6 +70,8 @@ def test_chart_installs_its_crds_and_operator_and_uninstalls(kubeconfig: str) ->
             "--create-namespace",
             "--set",
             "dashboard.enabled=true",
+            "--set",
+            "agent.enabled=true",
             "--wait=false",
         )
         installed = crd_uids(kubeconfig)
@@ -87,7 +89,7 @@ def test_chart_installs_its_crds_and_operator_and_uninstalls(kubeconfig: str) ->
         # least privilege, checked by the API server's own authorizer
         who = f"system:serviceaccount:{ns}:{sa}"
 
-        def can_i(verb: str, resource: str) -> str:
+        def can_i(verb: str, resource: str, who: str = who) -> str:
             return kubectl(
                 kubeconfig,
                 "auth",
@@ -103,6 +105,12 @@ def test_chart_installs_its_crds_and_operator_and_uninstalls(kubeconfig: str) ->
 
         assert can_i("create", "jobs.batch") == "yes"
         assert can_i("get", "secrets") == "no"
+        # the node agent reads pods and writes nothing
+        agent = f"system:serviceaccount:{ns}:wattcap-agent"
+        assert can_i("watch", "pods", agent) == "yes"
+        assert can_i("patch", "pods", agent) == "no"
+        assert can_i("get", "secrets", agent) == "no"
+        assert kget(kubeconfig, "daemonset", "-n", ns, "wattcap-agent")["spec"]["template"]
 
         out = helm(kubeconfig, "uninstall", "wattcap", "--namespace", ns, "--wait")
         assert "uninstalled" in out.stdout
@@ -114,3 +122,58 @@ def test_chart_installs_its_crds_and_operator_and_uninstalls(kubeconfig: str) ->
     finally:
         helm(kubeconfig, "uninstall", "wattcap", "--namespace", ns, check=False)
         kubectl(kubeconfig, "delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _render(*sets: str) -> list[dict]:
+    import yaml
+
+    chart = os.environ.get("WATTCAP_CHART", str(ROOT / "charts" / "wattcap"))
+    args = [a for s in sets for a in ("--set", s)]
+    out = subprocess.run(
+        [HELM, "template", "r", chart, "--namespace", "wattcap", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_the_node_agent_renders_with_its_privileges_and_a_read_only_role() -> None:
+    """agent.enabled=true: a DaemonSet on GPU nodes with the kubelet's pod-resources
+    socket, NVML through the NVIDIA runtime, root with SYS_ADMIN only, and a role
+    that reads pods and writes nothing. Off by default."""
+    assert not [d for d in _render() if d["kind"] == "DaemonSet"]
+    docs = _render("agent.enabled=true")
+    [ds] = [d for d in docs if d["kind"] == "DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["runtimeClassName"] == "nvidia"
+    [c] = pod["containers"]
+    assert c["args"][0] == "agent"
+    assert "resources" not in c or "nvidia.com/gpu" not in str(c["resources"])
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "all"
+    sc = c["securityContext"]
+    assert sc["runAsUser"] == 0 and not sc["privileged"]
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+    [mount] = c["volumeMounts"]
+    [vol] = pod["volumes"]
+    assert mount["readOnly"] and mount["mountPath"] == "/var/lib/kubelet/pod-resources"
+    assert vol["hostPath"]["path"] == "/var/lib/kubelet/pod-resources"
+    [role] = [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "r-wattcap-agent"
+    ]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+    ]
+    [binding] = [
+        d
+        for d in docs
+        if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] == "r-wattcap-agent"
+    ]
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+    # The operator's Service must not select the agent's pods.
+    [svc] = [d for d in docs if d["kind"] == "Service"]
+    labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert not all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())

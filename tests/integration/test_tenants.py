@@ -316,6 +316,34 @@ def test_tenant_cannot_strip_owner_references(owned_job: tuple[str, str], tenanc
     assert ok.returncode == 0, ok.stderr
 
 
+POWER_LIMIT = "wattcap.io/gpu-power-limit-watts"
+POWER_LIMIT_RULE = "wattcap.io/gpu-power-limit-watts of a pod is written only by wattcap"
+
+
+def test_tenant_cannot_write_the_gpu_power_limit(tenant_ns: str, tenancy: str) -> None:
+    """The node agent sets a GPU's power limit from this pod annotation: a tenant that
+    lifted its throttle would draw what the site planned away under its cap."""
+    worker = gpu_pod("worker", pod_spec(containers=[container(gpus=None)]))
+    res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(worker))
+    assert res.returncode == 0, res.stderr  # a GPU-free pod is the tenant's
+    res = as_tenant(tenancy, tenant_ns, "annotate", "pod", "worker", f"{POWER_LIMIT}=700")
+    refused(res, POWER_LIMIT_RULE)
+    kubectl(tenancy, "-n", tenant_ns, "annotate", "pod", "worker", f"{POWER_LIMIT}=300")  # operator
+    res = as_tenant(
+        tenancy, tenant_ns, "annotate", "pod", "worker", f"{POWER_LIMIT}=700", "--overwrite"
+    )
+    refused(res, POWER_LIMIT_RULE)
+    res = as_tenant(tenancy, tenant_ns, "annotate", "pod", "worker", f"{POWER_LIMIT}-")
+    refused(res, POWER_LIMIT_RULE)
+    preset = gpu_pod("preset", pod_spec(containers=[container(gpus=None)]))
+    preset["metadata"]["annotations"] = {POWER_LIMIT: "700"}
+    res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(preset))
+    refused(res, POWER_LIMIT_RULE)
+    # the pod's other annotations are still the tenant's
+    res = as_tenant(tenancy, tenant_ns, "annotate", "pod", "worker", "team/note=x")
+    assert res.returncode == 0, res.stderr
+
+
 def test_tenant_cannot_write_trainingjob_status(tenant_ns: str, tenancy: str) -> None:
     """Status is the operator's report: phase, forecast, measuredWatts."""
     res = as_tenant(tenancy, tenant_ns, "create", "-f", "-", stdin=dump(trainingjob("mine")))
