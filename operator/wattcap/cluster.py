@@ -1,8 +1,11 @@
-"""Kubernetes reads and writes: the only module that talks to the API server.
+"""Kubernetes reads and writes for the site loop.
 
-Lists come back as the API's JSON (dicts), not client model objects: the
-controller reads them like manifests, and skipping model deserialisation is
-several times faster for a few thousand objects.
+The cluster picture each cycle decides on comes from watches (`informer.py`,
+the only other module that talks to the API server); what is read here
+directly (PowerPolicies, a Job after a conflict) is small. Objects are the
+API's JSON (dicts), not client model objects: the controller reads them like
+manifests, and skipping model deserialisation is several times faster for a
+few thousand objects.
 
 Every write is idempotent: Job names are deterministic, a create that meets
 AlreadyExists adopts the Job only if this TrainingJob's uid controls it, and
@@ -21,6 +24,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from . import informer
 from .controller import (
     LABEL_TJ,
     ControllerMemory,
@@ -103,15 +107,19 @@ class Cluster:
         self,
         api_client: client.ApiClient | None = None,
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
+        picture: informer.Informer | None = None,
     ) -> None:
         self.timeout = timeout
         self.write_errors = 0
+        # the watch-fed picture read_site reads; the process's shared one unless given
+        self.picture = picture
         if api_client is None:
             try:
                 config.load_incluster_config()
             except config.ConfigException:
                 config.load_kube_config()
             api_client = client.ApiClient()
+        self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
@@ -136,43 +144,29 @@ class Cluster:
 
     def read_site(self, policy: PowerPolicy) -> SiteState:
         """Nodes of the site, bound pods, TrainingJobs, their owned Jobs and the
-        PriorityClasses their priorities come from."""
-        selector = ",".join(f"{k}={v}" for k, v in policy.node_selector.items()) or None
-        nodes = self._json(
-            self.core.list_node(
-                label_selector=selector, _preload_content=False, _request_timeout=self.timeout
-            )
-        ).get("items", [])
-        pods = self._json(
-            self.core.list_pod_for_all_namespaces(
-                field_selector="status.phase!=Succeeded,status.phase!=Failed",
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            )
-        ).get("items", [])
-        pods = [p for p in pods if (p.get("spec") or {}).get("nodeName")]
-        tjs = self._json(
-            self.custom.list_cluster_custom_object(
-                API_GROUP,
-                API_VERSION,
-                "trainingjobs",
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            )
-        ).get("items", [])
-        raw = self._json(
-            self.batch.list_job_for_all_namespaces(
-                label_selector=LABEL_TJ, _preload_content=False, _request_timeout=self.timeout
-            )
-        )
-        jobs, pods = match_owned(tjs, raw.get("items", []), pods)
-        classes = self._json(
-            self.scheduling.list_priority_class(
-                _preload_content=False, _request_timeout=self.timeout
-            )
-        ).get("items", [])
+        PriorityClasses their priorities come from, as the watch-fed picture
+        (`informer.py`) holds them: no LIST in steady state.
+
+        Conservative: until every kind has been listed (or while one is being
+        listed again after a failed watch) it waits up to the read timeout and
+        then raises `NotSynced`, so the cycle decides nothing."""
+        if self.picture is None:
+            self.picture = informer.shared(self.api_client, self.timeout)
+        if not self.picture.wait_ready(self.timeout[1]):
+            raise informer.NotSynced("the cluster picture is not complete; nothing is decided")
+        pic = self.picture.snapshot()
+        want = policy.node_selector.items()
+        nodes = [
+            n for n in pic.nodes if want <= ((n.get("metadata") or {}).get("labels") or {}).items()
+        ]
+        jobs, pods = match_owned(pic.trainingjobs, pic.jobs, pic.pods)
         return SiteState(
-            policy, nodes, pods, tjs, jobs, priority_classes=parse_priority_classes(classes)
+            policy,
+            nodes,
+            pods,
+            pic.trainingjobs,
+            jobs,
+            priority_classes=parse_priority_classes(pic.priorityclasses),
         )
 
     # ------------------------------------------------------------------ writes

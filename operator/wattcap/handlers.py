@@ -89,6 +89,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     settings.watching.connect_timeout = 10
     settings.watching.client_timeout = 330  # a little past the server's own timeout
+    # server-side: only the Jobs wattcap owns stream here, not every Job in the cluster
+    settings.watching.label_selectors["batch", "jobs"] = LABEL_TJ
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="wattcap.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="wattcap.io")
     metrics.serve(METRICS_PORT)
