@@ -62,12 +62,13 @@ def parse_duration(value: Any, path: str) -> float:
 
 
 def parse_time(value: Any, path: str) -> float:
-    """Epoch seconds from an RFC 3339 timestamp (a trailing Z is accepted)."""
+    """Epoch seconds from an RFC 3339 timestamp (a trailing Z or z, as RFC 3339
+    and the CRD's pattern allow)."""
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             raise ManifestError(
                 path, f"expected an RFC 3339 time like 2026-07-01T14:00:00Z, got {value!r}"

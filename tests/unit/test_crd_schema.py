@@ -612,3 +612,21 @@ def test_dashboard_queries_only_metrics_the_operator_exports() -> None:
         "wattcap_prometheus_up",
     } <= queried
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+@pytest.mark.parametrize(
+    "stamp", ["2000-02-29T00:00:00z", "2000-02-29t00:00:00Z", "2000-02-29T00:00:00.5z"]
+)
+def test_lower_case_t_and_z_parse_as_the_schema_accepts_them(stamp: str) -> None:
+    """RFC 3339 allows a lower-case T and Z and the schema's pattern takes a
+    trailing z; the parser refused it, so the fuzz's valid-but-odd policy with
+    such a window came back InvalidPolicy and its site decided nothing."""
+    pattern = version("PowerPolicy")["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]["capSchedule"]["items"]["properties"]["start"]["pattern"]
+    assert re.search(pattern, stamp)
+    from wattcap.model import parse_time
+
+    assert parse_time(stamp, "t") == parse_time("2000-02-29T00:00:00Z", "t") + (
+        0.5 if ".5" in stamp else 0.0
+    )
