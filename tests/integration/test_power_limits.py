@@ -1,0 +1,232 @@
+"""GPU power limits on the real control plane: throttle before you preempt (issue 17).
+
+The simulated exporter plays the node agent (`wattcap/sim/throttle.py`): it applies the
+limit the operator writes on a pod, reports it as DCGM_FI_DEV_ENFORCED_POWER_LIMIT, draws
+min(natural, limit) and moves the pod's kwok finish time by the slowdown. The referee
+sums the pods' ground truth with the limit the simulated hardware holds.
+
+Same site as test_operator.py: 8 x 8 GPUs, idle 8.48 kW, TDP 700 W, PUE 1.0.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from conftest import kget, kubectl
+from referee import Referee
+from test_measured_power import (  # noqa: F401 - pytest fixtures, used by name
+    PROM_URL,
+    measured_job,
+    measured_operator,
+    policy_condition,
+    power_stack,
+    status,
+)
+from test_operator import GPU_IDLE, IDLE_W, TDP, apply, set_policy, tjs, wait_for
+
+from wattcap.model import format_time
+from wattcap.sim.throttle import AGENT_DOWN_ANNOTATION
+
+pytestmark = pytest.mark.integration
+
+NATURAL_W = 600.0
+GRACE_S = 5.0
+
+
+def job(name: str, ns: str, seconds: int, prio: int) -> dict[str, Any]:
+    """An 8-GPU preemptible job drawing 600 W per GPU, planned from its hint at once."""
+    obj = measured_job(name, ns, NATURAL_W, seconds, "limits", prio=prio, pre=True, hint=600)
+    obj["spec"]["template"]["metadata"]["annotations"]["wattcap.io/sim-duration"] = f"{seconds}s"
+    return obj
+
+
+def limits_policy(kc: str, cap: float, window_cap: float, opens: float, closes: float) -> None:
+    window = {
+        "name": "evening-peak",
+        "start": format_time(opens),
+        "end": format_time(closes),
+        "capWatts": window_cap,
+    }
+    set_policy(
+        kc,
+        cap,
+        prometheus={"url": PROM_URL},
+        gracePeriod=f"{GRACE_S:.0f}s",
+        maxTerminationGracePeriod="5s",
+        capSchedule=[window],
+        powerLimits={"enabled": True, "minFraction": 0.5},
+    )
+
+
+class Watch:
+    """What the test sees of the TrainingJobs while it waits: phases ever taken,
+    limits and Throttled conditions ever shown."""
+
+    def __init__(self, kc: str, ns: str) -> None:
+        self.kc, self.ns = kc, ns
+        self.phases: dict[str, set[str]] = {}
+        self.limits: dict[str, set[tuple[int, str]]] = {}
+        self.messages: dict[str, set[str]] = {}
+        self.policy_reasons: set[str] = set()
+        self.first_preempted: float | None = None
+
+    def look(self) -> dict[str, str]:
+        now = {}
+        for t in tjs(self.kc, self.ns):
+            name, st = t["metadata"]["name"], t.get("status") or {}
+            phase = st.get("phase", "")
+            now[name] = phase
+            self.phases.setdefault(name, set()).add(phase)
+            if (phase == "Preempted" or st.get("preemptions")) and self.first_preempted is None:
+                self.first_preempted = time.time()
+            if st.get("gpuPowerLimitWatts") is not None:
+                lim = (st["gpuPowerLimitWatts"], st.get("gpuPowerLimitState", ""))
+                self.limits.setdefault(name, set()).add(lim)
+            for c in st.get("conditions") or []:
+                if c["type"] == "Throttled":
+                    self.messages.setdefault(name, set()).add(c["message"])
+        self.policy_reasons.add(policy_condition(self.kc, "PowerLimitsApplied").get("reason", ""))
+        return now
+
+    def preempted(self) -> list[str]:
+        return sorted(n for n, ps in self.phases.items() if "Preempted" in ps)
+
+
+def run_seconds(kc: str, ns: str, tj: str) -> float:
+    """Start to finish of a job's (one) pod, from kwok's own timestamps."""
+    pods = kget(kc, "pods", "-n", ns, "-l", f"wattcap.io/trainingjob={tj}")["items"]
+    (pod,) = pods
+    st = pod["status"]
+    started = time.mktime(time.strptime(st["startTime"], "%Y-%m-%dT%H:%M:%SZ"))
+    fin = st["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
+    return time.mktime(time.strptime(fin, "%Y-%m-%dT%H:%M:%SZ")) - started
+
+
+def referee(kc: str) -> Referee:
+    return Referee(kc, pue=1.0, node_base_w=500.0, gpu_idle_w=GPU_IDLE, gpu_tdp_w=TDP)
+
+
+def test_a_window_is_met_by_throttling_with_no_preemption(
+    power_stack: str,  # noqa: F811
+    namespace: str,
+    measured_operator: Any,  # noqa: F811
+) -> None:
+    """Three low-priority jobs and one of priority 100, 600 W per GPU each. The window
+    takes 4.8 kW: without limits two jobs are preempted (each frees 4.24 kW). With
+    limits the three low ones are throttled to about 400 W, nobody is preempted, the
+    ground truth stays under the window's cap, and the throttled pods finish later than
+    the unthrottled one."""
+    kc, ns = power_stack, namespace
+    natural = IDLE_W + 4 * 8 * (NATURAL_W - GPU_IDLE)  # 25.44 kW
+    window_cap = natural - 4800.0
+    start = time.time()
+    opens, closes = start + 40, start + 100
+    limits_policy(kc, natural + 4000, window_cap, opens, closes)
+    seconds = 100
+    jobs = [job(f"low-{i}", ns, seconds, 0) for i in range(3)] + [job("high", ns, seconds, 100)]
+    watch = Watch(kc, ns)
+    with referee(kc) as ref:
+        apply(kc, jobs)
+        wait_for(
+            "all four running",
+            lambda: all(p == "Running" for p in watch.look().values()) and len(watch.phases) == 4,
+            60,
+            every=0.5,
+        )
+        wait_for(
+            "all four finished",
+            lambda: all(p == "Succeeded" for p in watch.look().values()),
+            seconds + 120,
+            every=0.5,
+        )
+        in_window = [s for s in ref.taken() if opens <= s.t < closes]
+    assert watch.preempted() == [], watch.phases
+    events = kget(kc, "events", "-n", ns, "--field-selector", "reason=Preempted")["items"]
+    assert events == [], [e["message"] for e in events]
+    assert in_window and any(s.busy_gpus == 32 for s in in_window), "the window saw the jobs"
+    peak = max(s.site_w for s in in_window)
+    assert peak <= window_cap + 1.0, (peak, window_cap)
+    # each low job was throttled, confirmed by the (simulated) agent, and said why
+    for i in range(3):
+        name = f"low-{i}"
+        shown = watch.limits.get(name, set())
+        assert any(state == "Confirmed" and 350 <= w < 600 for w, state in shown), shown
+        msgs = watch.messages.get(name, set())
+        assert any(
+            m.startswith("throttled to ") and "demand-response window evening-peak" in m
+            for m in msgs
+        ), msgs
+    assert "high" not in watch.limits
+    assert "Confirmed" in watch.policy_reasons, watch.policy_reasons
+    # the throttled pods ran longer than their natural 100 s; the unthrottled one did not
+    high = run_seconds(kc, ns, "high")
+    lows = [run_seconds(kc, ns, f"low-{i}") for i in range(3)]
+    print(
+        f"window cap {window_cap:.0f} W, ground-truth peak in it {peak:.0f} W; limits shown "
+        f"{sorted(watch.limits.items())}; run s: high {high:.0f}, low {lows}"
+    )
+    assert abs(high - seconds) <= 3, high
+    for low in lows:
+        assert low >= high + 5, (low, high)
+    for t in tjs(kc, ns):
+        assert (t.get("status") or {}).get("gpuPowerLimitWatts") is None, "released at the end"
+
+
+def test_when_the_agent_dies_the_operator_falls_back_to_preemption(
+    power_stack: str,  # noqa: F811
+    namespace: str,
+    measured_operator: Any,  # noqa: F811
+) -> None:
+    """Two throttled jobs; then every node's agent dies (the exporter's switch, the fake
+    for a dead DaemonSet): their GPUs go back to their natural draw and no enforced
+    limit is reported. Within the grace period (plus a scrape and a cycle) the operator
+    preempts one, and the ground truth is back under the window's cap after that."""
+    kc, ns = power_stack, namespace
+    natural = IDLE_W + 2 * 8 * (NATURAL_W - GPU_IDLE)  # 16.96 kW
+    window_cap = natural - 2000.0
+    start = time.time()
+    limits_policy(kc, natural + 4000, window_cap, start + 20, start + 900)
+    apply(kc, [job(f"j-{i}", ns, 900, 0) for i in range(2)])
+    watch = Watch(kc, ns)
+    nodes = [n["metadata"]["name"] for n in kget(kc, "nodes", "-l", "type=kwok")["items"]]
+    try:
+        with referee(kc) as ref:
+            wait_for(
+                "both throttled and confirmed",
+                lambda: (
+                    watch.look()
+                    and all(
+                        (status(kc, ns, f"j-{i}").get("gpuPowerLimitState") == "Confirmed")
+                        for i in range(2)
+                    )
+                ),
+                90,
+                every=0.5,
+            )
+            assert watch.preempted() == []
+            died = time.time()
+            for n in nodes:
+                kubectl(kc, "annotate", "node", n, f"{AGENT_DOWN_ANNOTATION}=true", "--overwrite")
+            wait_for("a preemption", lambda: bool(watch.look() and watch.preempted()), 60, 0.5)
+            assert watch.first_preempted is not None
+            took = watch.first_preempted - died
+            print(f"agent died; first preemption {took:.1f}s later (grace {GRACE_S:.0f}s)")
+            # the grace period, plus a scrape (1 s), a cycle (2 s) and polling
+            assert took <= GRACE_S + 8, took
+            settled = died + GRACE_S + 15
+            wait_for("the referee past the fallback", lambda: time.time() > settled + 10, 40)
+            after = ref.since(settled)
+        assert after, "no sample after the fallback"
+        peak = max(s.site_w for s in after)
+        before = max((s.site_w for s in ref.taken() if died <= s.t < settled), default=0.0)
+        print(f"window cap {window_cap:.0f} W: peak {before:.0f} W between the death and "
+              f"grace + 15 s, {peak:.0f} W after")  # fmt: skip
+        assert peak <= window_cap + 1.0, (peak, window_cap)
+        cond = policy_condition(kc, "PowerLimitsApplied")
+        assert cond["status"] == "False", cond
+        assert cond["reason"] in ("NoNodeAgent", "LimitNotConfirmed"), cond
+    finally:
+        for n in nodes:
+            kubectl(kc, "annotate", "node", n, f"{AGENT_DOWN_ANNOTATION}-", check=False)
