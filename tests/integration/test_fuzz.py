@@ -37,6 +37,8 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from test_operator import set_policy, training_job
 
+from wattcap.model import format_time, parse_time
+
 pytestmark = pytest.mark.integration
 
 PERIOD_S = 2  # set_policy's controlPeriod
@@ -45,6 +47,7 @@ BATCH = 12
 FIELD = re.compile(r"\b(spec|metadata)\.[A-Za-z]|\bspec\[|metadata\.name|\bname\b")
 TRIED: Counter[str] = Counter()
 SERIAL = itertools.count()  # unique names across draws
+ODD = "wattcap.io/fuzz-odd"  # a manifest drawn valid (but odd): refusing it is a schema bug
 
 junk = st.one_of(
     st.text(max_size=8),
@@ -156,12 +159,125 @@ def powerpolicy(draw: st.DrawFn) -> dict[str, Any]:
         )
     if draw(st.booleans()):
         spec["site"] = {"nodes": draw(maybe(st.integers(1, 10))), "gpusPerNode": draw(junk)}
+    meta: dict[str, Any] = {"name": f"fuzz-{n}"}
+    if draw(st.integers(0, 2)) == 0:  # valid but odd instead of bent: the schema must take it
+        spec = {**draw(odd_policy_spec()), "nodeSelector": spec["nodeSelector"]}
+        meta["labels"] = {ODD: "true"}
     return {
         "apiVersion": "wattcap.io/v1alpha1",
         "kind": "PowerPolicy",
-        "metadata": {"name": f"fuzz-{n}"},
+        "metadata": meta,
         "spec": spec,
     }
+
+
+# Valid but odd: what the schema accepts, at the edges of what it allows.
+legal_durations = st.one_of(
+    st.sampled_from(["1s", "1.5s", "59m59s", "24h", "8760h", "0.25h30m", "1h0m0s"]),
+    st.integers(min_value=1, max_value=2**53),
+)
+legal_times = st.sampled_from(
+    [
+        "1970-01-01T00:00:00Z",
+        "2026-07-01T14:00:00Z",
+        "2026-07-01T14:00:00.123456789+14:00",
+        "2026-07-01T14:00:00-12:00",
+        "9999-01-01T00:00:00Z",
+        "2000-02-29T00:00:00z",
+    ]
+)
+
+
+odd_caps = st.one_of(
+    st.sampled_from([1e-300, 1e-6, 1.0, 48_800.0, 1e12, 1.7e308]),
+    st.floats(min_value=1e-9, max_value=1e15),
+)
+
+
+@st.composite
+def odd_window(draw: st.DrawFn) -> dict[str, Any]:
+    """A schedule window the schema accepts: past, far future, open now, a
+    second long, with a cap as small or large as allowed."""
+    now = time.time()
+    when = draw(
+        st.one_of(
+            legal_times,
+            st.integers(-3600, 3600).map(lambda d: format_time(now + d)),
+        )
+    )
+    # ends after it starts (a window ending first is refused by the operator,
+    # naming the field, as the bent policies show): 1 s to 10^6 s, or far ahead
+    start = parse_time(when, "start")
+    end = draw(
+        st.one_of(
+            st.integers(1, 10**6).map(lambda d: format_time(start + d)),
+            st.just("9999-12-31T23:59:59.999Z"),
+        )
+    )
+    return {
+        "name": draw(st.from_regex(r"[a-z]{0,63}", fullmatch=True)),
+        "start": when,
+        "end": end,
+        "capWatts": draw(odd_caps),
+    }
+
+
+@st.composite
+def odd_policy_spec(draw: st.DrawFn) -> dict[str, Any]:
+    """A PowerPolicy spec the schema and its CEL rules accept, drawn from the
+    edges: caps from a microwatt to 1.7e308 W, periods from 1 s to 2^53 s,
+    coverage 0.5 to 0.9999, TDP equal to idle, idle 0, PUE 3, 64 windows."""
+    idle = draw(st.sampled_from([0.0, 70.0, 700.0]) | st.floats(0, 1e4))
+    spec: dict[str, Any] = {
+        "capWatts": draw(odd_caps),
+        "gpuIdleWatts": idle,
+        "gpuTdpWatts": draw(st.sampled_from([max(idle, 1e-9), idle + 1e-6, idle + 1e6])),
+        "controlPeriod": draw(legal_durations),
+    }
+    floor = min(1.0, max(0.1, idle / spec["gpuTdpWatts"] * (1 + 1e-9)))  # x TDP >= idle
+    optional: dict[str, st.SearchStrategy[Any]] = {
+        "pue": st.sampled_from([1.0, 3.0]) | st.floats(1, 3),
+        "nodeBaseWatts": st.sampled_from([0.0, 1e9]) | st.floats(0, 1e6),
+        "safetyMargin": st.sampled_from([0.0, 0.5]) | st.floats(0, 0.5),
+        "coverageTarget": st.sampled_from([0.5, 0.9999]) | st.floats(0.5, 0.9999),
+        "admissionModel": st.sampled_from(["siteChance", "perJobQuantile"]),
+        "classCorrelation": st.sampled_from([0.0, 1.0]),
+        "ordering": st.sampled_from(["FIFO", "PriorityFIFO"]),
+        "backfill": st.booleans(),
+        "reservationDepth": st.sampled_from([0, 1000]),
+        "preemption": st.booleans(),
+        "gracePeriod": st.sampled_from([0, "0s"]) | legal_durations,
+        "podsReadyTimeout": legal_durations,
+        "maxTerminationGracePeriod": st.sampled_from([0, "0s"]) | legal_durations,
+        "defaultJobDuration": st.sampled_from([0, "0s"]) | legal_durations,
+        "maxWait": st.sampled_from([0, "0s"]) | legal_durations,
+        "hintFloorFraction": st.sampled_from([0.0, 1.0]),
+        "minMaxDelay": st.sampled_from([0, "0s"]) | legal_durations,
+        "overrunAction": st.sampled_from(["Stop", "Replan"]),
+        "overrunGrace": st.sampled_from([0, "0s"]) | legal_durations,
+        "overdrawTolerance": st.sampled_from([0.0, 10.0]),
+        "unmanaged": st.fixed_dictionaries(
+            {
+                "reserveWatts": st.sampled_from([0.0, 1e12]),
+                "planGpusAt": st.sampled_from(["Measured", "Reserve"]),
+            }
+        ),
+        "powerLimits": st.fixed_dictionaries(
+            {
+                "enabled": st.just(True),
+                # a floor at or above idle (a CEL rule): the lowest allowed, or 1
+                "minFraction": st.sampled_from([floor, 1.0]),
+                "maxSlowdown": st.sampled_from([1.0, 10.0]),
+            }
+        ),
+        "capSchedule": st.one_of(
+            st.lists(odd_window(), max_size=4),
+            st.lists(odd_window(), min_size=64, max_size=64),
+        ),
+    }
+    for key in draw(st.lists(st.sampled_from(sorted(optional)), unique=True, max_size=6)):
+        spec[key] = draw(optional[key])
+    return spec
 
 
 def refusal_names_a_field(err: ApiException) -> str:
@@ -221,6 +337,16 @@ def test_fuzzed_manifests_are_refused_naming_a_field_or_handled(crds: str, fuzz_
             time.sleep(0.25)
         raise AssertionError(f"{kind}/{name} got no status in {8 * PERIOD_S}s")
 
+    def site_decided_since(t: float) -> str:
+        """The governing policy's Active reason once a cycle ran after `t`."""
+        end = time.monotonic() + 8 * PERIOD_S
+        while time.monotonic() < end:
+            for c in status_of("powerpolicies", "site").get("conditions") or []:
+                if c["type"] == "Active" and parse_time(c["lastTransitionTime"], "t") >= t:
+                    return str(c["reason"])
+            time.sleep(0.25)
+        raise AssertionError(f"the site's loop decided nothing in {8 * PERIOD_S}s after an edit")
+
     @settings(
         max_examples=BATCHES,
         deadline=None,
@@ -234,12 +360,23 @@ def test_fuzzed_manifests_are_refused_naming_a_field_or_handled(crds: str, fuzz_
             st.one_of(trainingjob(ns), trainingjob(ns), trainingjob(ns), powerpolicy()),
             min_size=BATCH,
             max_size=BATCH,
-        )
+        ),
+        st.none() | odd_policy_spec(),
     )
-    def batch(manifests: list[dict[str, Any]]) -> None:
+    def batch(manifests: list[dict[str, Any]], site_edit: dict[str, Any] | None) -> None:
         nonlocal batches
         batches += 1
         made: list[tuple[str, str]] = []
+        m_labels: dict[str, dict[str, str]] = {}
+        if site_edit is not None:
+            # the governing policy itself, valid but odd, for this batch: the
+            # schema must take it, the loop must survive it and the edit back
+            t_edit = float(int(time.time()))
+            set_policy(kc, **{"cap": site_edit["capWatts"], **site_edit})
+            reason = site_decided_since(t_edit)
+            conds = status_of("powerpolicies", "site").get("conditions")
+            assert reason != "InvalidPolicy", f"a valid policy refused by the operator: {conds}"
+            TRIED[f"site edit: {reason}"] += 1
         for m in manifests:
             kind = "trainingjobs" if m["kind"] == "TrainingJob" else "powerpolicies"
             m["metadata"].setdefault("labels", {})["wattcap.io/fuzz"] = "true"
@@ -249,7 +386,8 @@ def test_fuzzed_manifests_are_refused_naming_a_field_or_handled(crds: str, fuzz_
                 else:
                     custom.create_cluster_custom_object("wattcap.io", "v1alpha1", kind, m)
             except ApiException as err:
-                refusal_names_a_field(err)
+                text = refusal_names_a_field(err)
+                assert ODD not in m["metadata"]["labels"], f"a valid policy refused: {text[:300]}"
                 TRIED[f"{m['kind']} refused"] += 1
                 continue
             except ValueError as err:  # the client refuses to send it at all
@@ -257,6 +395,7 @@ def test_fuzzed_manifests_are_refused_naming_a_field_or_handled(crds: str, fuzz_
                 print(f"unsendable: {err}")
                 continue
             made.append((kind, m["metadata"]["name"]))
+            m_labels[m["metadata"]["name"]] = m["metadata"]["labels"]
         for kind, name in made:
             st_ = handled(kind, name)
             what = st_.get("phase") or next(
@@ -264,10 +403,13 @@ def test_fuzzed_manifests_are_refused_naming_a_field_or_handled(crds: str, fuzz_
             )
             if what == "Failed":
                 assert FIELD.search(st_.get("message", "")), (name, st_)
-            TRIED[f"{kind} handled: {what}"] += 1
+            odd = " (valid, odd)" if ODD in m_labels.get(name, {}) else ""
+            TRIED[f"{kind} handled{odd}: {what}"] += 1
         kubectl(kc, "delete", "trainingjobs.wattcap.io", "--all", "-n", ns, "--timeout=60s")
         kubectl(kc, "delete", "powerpolicies.wattcap.io", "-l", "wattcap.io/fuzz", "--timeout=60s")
         kubectl(kc, "delete", "jobs.batch", "--all", "-n", ns, "--timeout=60s", check=False)
+        if site_edit is not None:
+            set_policy(kc, 48_800)  # back to the sane site; the loop must wake on it
 
         good = training_job(f"good-{batches}", ns, 1, 8, 5, prio=10)
         custom.create_namespaced_custom_object("wattcap.io", "v1alpha1", ns, "trainingjobs", good)
@@ -288,6 +430,12 @@ def test_fuzzed_manifests_are_refused_naming_a_field_or_handled(crds: str, fuzz_
         TRIED["known-good admitted"] += 1
 
     batch()
-    tried = sum(v for k, v in TRIED.items() if k != "known-good admitted")
-    print(f"fuzz: {tried} manifests tried in {batches} batches: {dict(sorted(TRIED.items()))}")
+    edits = sum(v for k, v in TRIED.items() if k.startswith("site edit"))
+    tried = sum(
+        v for k, v in TRIED.items() if k != "known-good admitted" and not k.startswith("site edit")
+    )
+    print(
+        f"fuzz: {tried} manifests tried in {batches} batches, and {edits} valid but odd edits "
+        f"of the governing policy: {dict(sorted(TRIED.items()))}"
+    )
     assert batches == BATCHES and tried == BATCHES * BATCH
