@@ -96,7 +96,18 @@ def test_a_broken_watch_misses_nothing(crds: str, namespace: str, picture: Infor
     """The connection breaks; a Job made meanwhile is in the picture once the
     watch is back (resumed from the last version, or listed again)."""
     ns = namespace
-    picture._responses["jobs"].close()
+    # ready means listed; the watch opens just after the list (and again each time
+    # the server ends one), so wait for an open one before breaking it
+    opened: list[Any] = []
+
+    def watching() -> bool:
+        resp = picture._responses.get("jobs")
+        if resp is not None:
+            opened.append(resp)
+        return resp is not None
+
+    wait_for("an open watch of Jobs", watching, 20, every=0.05)
+    opened[-1].close()  # harmless if the server ended it just now
     apply(crds, job("while-down", ns))
     seen(picture, "the Job made meanwhile", lambda: names(picture, "jobs", ns) == {"while-down"})
     assert picture.ready()
