@@ -87,25 +87,7 @@ def interpret(
     only if every one of its GPUs passed.
     """
     ceiling = policy.gpu_tdp_watts * 1.5  # DCGM reads a little over TDP in spikes; not 2x
-    times = _sample_times(sample_times)
-    best: dict[tuple[str, str], tuple[float, float, Mapping[str, Any]]] = {}
-    bad: dict[str, str] = {}
-    for s in gpu_series:
-        labels = s.get("metric") or {}
-        host = labels.get("Hostname")
-        if host not in site_nodes:
-            continue
-        try:
-            ts, raw = s["value"]
-            value, ts = float(raw), float(ts)
-        except (KeyError, TypeError, ValueError):
-            bad[host] = f"unparseable sample {s!r:.80}"
-            continue
-        ts = times.get(_key(labels), ts)
-        gpu = str(labels.get("gpu", labels.get("UUID", "")))
-        prev = best.get((host, gpu))
-        if prev is None or (ts, value) > prev[:2]:
-            best[(host, gpu)] = (ts, value, labels)
+    best, bad = _newest_per_gpu(gpu_series, site_nodes, sample_times)
     good: dict[str, list[tuple[float, Mapping[str, Any]]]] = {}
     for (host, gpu), (ts, value, labels) in best.items():
         if not math.isfinite(value) or value < 0 or value > ceiling:
@@ -156,17 +138,18 @@ def interpret(
     return Reading(True, site, by_pod, None, unmeasured, node_watts)
 
 
-def enforced_limits(
+def _newest_per_gpu(
     series: list[dict[str, Any]],
-    site_nodes: Mapping[str, int],
-    now_s: float,
-    sample_times: list[dict[str, Any]] | None = None,
-) -> tuple[dict[tuple[str, str], list[float]], frozenset[str]]:
-    """The enforced GPU power limits per (namespace, pod), and the nodes that report one
-    for every GPU: the newest sample of each (node, GPU) of the site, fresh and
-    plausible only; anything else confirms nothing."""
+    site_nodes: Mapping[str, Any],
+    sample_times: list[dict[str, Any]] | None,
+) -> tuple[dict[tuple[str, str], tuple[float, float, Mapping[str, Any]]], dict[str, str]]:
+    """The newest sample of each (node, GPU) of the site, as (sample time, value, labels),
+    so a duplicated scrape counts once; and per node the first sample that would not
+    parse. Series of nodes outside the site are dropped first: a foreign series must not
+    make a site node look broken."""
     times = _sample_times(sample_times)
     best: dict[tuple[str, str], tuple[float, float, Mapping[str, Any]]] = {}
+    bad: dict[str, str] = {}
     for s in series:
         labels = s.get("metric") or {}
         host = labels.get("Hostname")
@@ -176,12 +159,26 @@ def enforced_limits(
             ts, raw = s["value"]
             value, ts = float(raw), float(ts)
         except (KeyError, TypeError, ValueError):
+            bad[host] = f"unparseable sample {s!r:.80}"
             continue
         ts = times.get(_key(labels), ts)
         gpu = str(labels.get("gpu", labels.get("UUID", "")))
         prev = best.get((host, gpu))
         if prev is None or (ts, value) > prev[:2]:
             best[(host, gpu)] = (ts, value, labels)
+    return best, bad
+
+
+def enforced_limits(
+    series: list[dict[str, Any]],
+    site_nodes: Mapping[str, int],
+    now_s: float,
+    sample_times: list[dict[str, Any]] | None = None,
+) -> tuple[dict[tuple[str, str], list[float]], frozenset[str]]:
+    """The enforced GPU power limits per (namespace, pod), and the nodes that report one
+    for every GPU: the newest sample of each (node, GPU) of the site, fresh and
+    plausible only; anything else confirms nothing."""
+    best, _ = _newest_per_gpu(series, site_nodes, sample_times)
     out: dict[tuple[str, str], list[float]] = {}
     fresh: dict[str, int] = {}
     for ts, value, labels in best.values():
