@@ -24,13 +24,18 @@ namespace's forecast (the highest bound among them, weighed against the
 namespace's own samples), never lower it. A namespace new to a class starts
 from that pool; a hint is a claim, floored at a fraction of TDP, and used only
 where nothing of the class has been measured.
+
+Since class names are a tenant's choice, the histories kept are bounded
+(`MAX_HISTORIES` (namespace, class) pairs): the least recently used goes
+first, and `evicted` counts them (exported as a metric). A forgotten class
+starts again from the pool or the prior, TDP, which never overshoots.
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from statistics import NormalDist
@@ -43,6 +48,9 @@ PRIOR_REL_SPREAD = 0.05
 # a little between phases even when its samples agree.
 MEASURED_REL_SPREAD = 0.01
 HISTORY = 64  # samples kept per class: recent behaviour matters more than old
+# (namespace, class) histories kept, least recently used evicted first: about
+# 3 KB each, so a few MB however many classes tenants make up.
+MAX_HISTORIES = 2048
 CALIBRATION_STEP = 0.01
 # Pseudo-samples the site-wide pool weighs as, against a namespace's own history.
 POOL_WEIGHT = 5.0
@@ -139,6 +147,10 @@ class Forecaster:
         self.hint_floor_fraction = hint_floor_fraction
         # class -> namespace -> history
         self._classes: dict[str, dict[str, _ClassHistory]] = {}
+        # (class, namespace) least recently used first, for the bound
+        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.evicted = 0  # histories dropped for the bound, ever
+        self._unreported = 0  # of them, not yet taken by `take_evicted`
         self.misses = 0
         self.outcomes = 0
 
@@ -159,6 +171,8 @@ class Forecaster:
         by_ns = self._classes.get(workload_class)
         own = by_ns.get(namespace) if by_ns else None
         pool = self._pool_bound(by_ns, namespace) if by_ns else None
+        if own is not None:
+            self._recent.move_to_end((workload_class, namespace))
         if own is not None and own.watts:
             watts = self._own_bound(own)
             if pool is not None and pool > watts:
@@ -281,7 +295,7 @@ class Forecaster:
         is what calibrates the quantile level. Prior (TDP) forecasts cannot be
         missed and would only push the level down, so they are not counted.
         """
-        hist = self._classes.setdefault(workload_class, {}).setdefault(namespace, _ClassHistory())
+        hist = self._history(workload_class, namespace)
         if forecast_gpu_watts is not None and forecast_gpu_watts < self.tdp:
             miss = 1.0 if measured_gpu_watts > forecast_gpu_watts else 0.0
             self.misses += int(miss)
@@ -293,6 +307,27 @@ class Forecaster:
             hist.stats = None
         if duration_s is not None and duration_s > 0:
             hist.durations.append(duration_s)
+
+    def _history(self, workload_class: str, namespace: str) -> _ClassHistory:
+        """The (class, namespace) history, made if new, evicting the least
+        recently used beyond MAX_HISTORIES."""
+        key = (workload_class, namespace)
+        by_ns = self._classes.setdefault(workload_class, {})
+        hist = by_ns.get(namespace)
+        if hist is not None:
+            self._recent.move_to_end(key)
+            return hist
+        hist = by_ns[namespace] = _ClassHistory()
+        self._recent[key] = None
+        while len(self._recent) > MAX_HISTORIES:
+            (old_class, old_ns), _ = self._recent.popitem(last=False)
+            gone = self._classes[old_class]
+            del gone[old_ns]
+            if not gone:
+                del self._classes[old_class]
+            self.evicted += 1
+            self._unreported += 1
+        return hist
 
     def _clamp(self, watts: float) -> float:
         return min(self.tdp, max(self.idle, watts))
@@ -333,6 +368,15 @@ class Forecaster:
         return {
             name: sum(len(h.watts) for h in by_ns.values()) for name, by_ns in self._classes.items()
         }
+
+    def histories(self) -> int:
+        """(namespace, class) histories kept now (at most MAX_HISTORIES)."""
+        return len(self._recent)
+
+    def take_evicted(self) -> int:
+        """Histories evicted since the last call (for a counter metric)."""
+        n, self._unreported = self._unreported, 0
+        return n
 
     def miss_rate(self) -> float | None:
         return self.misses / self.outcomes if self.outcomes else None

@@ -301,6 +301,8 @@ def _record(
     for workload_class, measured, forecast in mem.finished:  # oldest first: the last one stays
         metrics.record_forecast_error(workload_class, measured, forecast, site)
     mem.finished.clear()
+    metrics.FORECAST_HISTORIES.labels(site).set(mem.forecaster.histories())
+    metrics.FORECAST_EVICTED.labels(site).inc(mem.forecaster.take_evicted())
     created = {
         (t["metadata"].get("namespace", "default"), t["metadata"]["name"]): t["metadata"].get(
             "creationTimestamp"

@@ -50,6 +50,16 @@ FORECAST_ERROR = Gauge(
     "Last finished job's (measured - forecast) / forecast, per class.",
     ["workload_class", "site"],
 )
+FORECAST_HISTORIES = Gauge(
+    "wattcap_forecast_histories",
+    "(namespace, workload class) power histories the forecaster keeps (bounded).",
+    ["site"],
+)
+FORECAST_EVICTED = Counter(
+    "wattcap_forecast_histories_evicted",
+    "Least recently used (namespace, workload class) histories forgotten for the bound.",
+    ["site"],
+)
 PREEMPTIONS = Counter("wattcap_preemptions_total", "Jobs preempted, by reason.", ["reason", "site"])
 PROMETHEUS_UP = Gauge(
     "wattcap_prometheus_up", "1 if the last read of measured power worked.", ["site"]
@@ -172,8 +182,9 @@ def forget_site(site: str) -> None:
     a gone site must not keep reporting its last cap, and series stay bounded."""
     for metric in (
         SITE_POWER, CAP, HEADROOM, QUEUE, UNMANAGED, RUNNING, ADMISSION_LATENCY, CYCLE_SECONDS,
-        FORECAST_ERROR, PREEMPTIONS, PROMETHEUS_UP, PROMETHEUS_CONFIGURED, ERRORS, LAST_CYCLE,
-        PAST_MAX_WAIT, CAP_DROP_AT, CAP_DROP_CAP, CAP_DROP_HEADROOM,
+        FORECAST_ERROR, FORECAST_HISTORIES, FORECAST_EVICTED, PREEMPTIONS, PROMETHEUS_UP,
+        PROMETHEUS_CONFIGURED, ERRORS, LAST_CYCLE, PAST_MAX_WAIT, CAP_DROP_AT, CAP_DROP_CAP,
+        CAP_DROP_HEADROOM,
     ):  # fmt: skip
         names = metric._labelnames
         at = names.index("site")

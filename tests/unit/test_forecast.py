@@ -62,3 +62,25 @@ def test_duration_uses_estimate_then_class_history() -> None:
     for d in range(1, 11):
         f.observe("b", 300.0, d * 100.0, None)
     assert f.duration("b", None, 3600.0) == 900.0  # p90 of 100..1000
+
+
+def test_learned_history_is_bounded_and_keeps_the_classes_in_use() -> None:
+    """Class names are a tenant's choice: made-up classes must not grow the
+    operator's memory without end. The least recently used (namespace, class)
+    histories go first, counted; a class still in use keeps its history."""
+    from wattcap.forecast import MAX_HISTORIES
+
+    f = Forecaster(700.0, 70.0)
+    for _ in range(3):
+        f.observe("llm", 400.0, 600.0, None, namespace="team-a")
+    for i in range(3 * MAX_HISTORIES):
+        f.observe(f"made-up-{i}", 300.0, 60.0, None, namespace="tenant")
+        if i % 100 == 0:
+            f.forecast("llm", namespace="team-a")  # in use: kept
+    assert f.histories() <= MAX_HISTORIES
+    assert f.evicted >= 2 * MAX_HISTORIES
+    assert f.forecast("llm", namespace="team-a").source == "history"
+    assert f.forecast("made-up-0", namespace="tenant").source == "prior"  # forgotten: TDP
+    last = f"made-up-{3 * MAX_HISTORIES - 1}"
+    assert f.forecast(last, namespace="tenant").source == "history"
+    assert len(f.classes()) <= MAX_HISTORIES

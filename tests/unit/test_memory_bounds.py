@@ -70,3 +70,29 @@ def test_the_forecast_error_gauge_shows_the_last_finished_job_of_its_class() -> 
     handlers._record(plan, state, m, NOW, 0.1, "site")
     assert metrics.FORECAST_ERROR.labels("bert", "site")._value.get() == -0.25
     assert m.finished == []
+
+
+def test_forecast_histories_evicted_for_the_bound_are_counted_in_a_metric() -> None:
+    """The forecaster forgets the least recently used made-up classes; /metrics says how many."""
+    from prometheus_client import REGISTRY
+
+    from wattcap.forecast import MAX_HISTORIES
+
+    def evicted() -> float:
+        got = REGISTRY.get_sample_value(
+            "wattcap_forecast_histories_evicted_total", {"site": "bounded"}
+        )
+        return got or 0.0
+
+    m = mem()
+    state = site(POLICY, [node("a")], [], [], {})
+    plan = cycle(state, m, NOW)
+    before = evicted()
+    for i in range(MAX_HISTORIES + 7):
+        m.forecaster.observe(f"made-up-{i}", 300.0, 60.0, None, namespace="tenant")
+    handlers._record(plan, state, m, NOW, 0.1, "bounded")
+    assert evicted() - before == 7
+    kept = REGISTRY.get_sample_value("wattcap_forecast_histories", {"site": "bounded"})
+    assert kept == MAX_HISTORIES
+    handlers._record(plan, state, m, NOW, 0.1, "bounded")
+    assert evicted() - before == 7  # counted once
