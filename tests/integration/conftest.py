@@ -10,7 +10,10 @@ import os
 import subprocess
 from pathlib import Path
 
+import ports
 import pytest
+
+ports.export_for_scripts()
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECONFIG = ROOT / ".cluster" / "kubeconfig"

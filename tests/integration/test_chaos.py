@@ -40,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import ports
 import pytest
 from chaos import (
     ForeignExporter,
@@ -235,7 +236,9 @@ def test_chaos(power_stack: str, namespace: str, tmp_path: Path) -> None:  # noq
 
     def duplicate() -> str:
         return telemetry_fault(
-            scrape_job("dcgm-exporter-again", "127.0.0.1:9400"), plan.telemetry_fault_s, 128
+            scrape_job("dcgm-exporter-again", f"127.0.0.1:{ports.EXPORTER}"),
+            plan.telemetry_fault_s,
+            128,
         )
 
     def foreign() -> str:

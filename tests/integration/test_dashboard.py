@@ -3,9 +3,9 @@ Prometheus, during a run that exercises what the panels show (admissions,
 finished jobs, a preemption). A metric renamed in the operator but not in the
 dashboard leaves a panel empty, and this test fails naming it.
 
-Needs the power stack of test_measured_power.py (Prometheus on 9090, the
-simulated exporter on 9400, the operator's /metrics on 8080): run it under
-`flock /tmp/wattcap-prom.lock`.
+Needs the power stack of test_measured_power.py (Prometheus, the simulated
+exporter and the operator's /metrics on the ports of ports.py): one run per
+checkout and WATTCAP_TEST_PORT_OFFSET.
 """
 
 from __future__ import annotations

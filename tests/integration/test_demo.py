@@ -2,8 +2,8 @@
 twice stops it all. Runs hack/demo.sh on the session's control plane
 (DEMO_KEEP_CLUSTER=1 keeps it up for the tests after this one).
 
-Binds Prometheus's, the exporter's and the operator's ports: run it under
-`flock /tmp/wattcap-prom.lock`.
+Binds Prometheus's, the exporter's and the operator's ports (tests/integration/ports.py):
+one run per checkout and WATTCAP_TEST_PORT_OFFSET.
 """
 
 from __future__ import annotations

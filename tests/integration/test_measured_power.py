@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import ports
 import pytest
 from conftest import ROOT, OperatorProcess, kget, kubectl
 from prometheus_api_client import PrometheusConnect
@@ -31,7 +32,7 @@ from test_operator import (
 )
 
 pytestmark = pytest.mark.integration
-PROM_URL = "http://127.0.0.1:9090"
+PROM_URL = ports.PROM_URL
 PROM = str(ROOT / "hack" / "prometheus.sh")
 
 
@@ -49,7 +50,7 @@ def power_stack(crds: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "--kubeconfig",
             crds,
             "--port",
-            "9400",
+            str(ports.EXPORTER),
             "--interval",
             "1",
         ],
@@ -71,7 +72,7 @@ def power_stack(crds: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture
 def measured_operator(power_stack: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(power_stack, tmp_path / "operator.log", metrics_port=8080)
+    op = OperatorProcess(power_stack, tmp_path / "operator.log", metrics_port=ports.METRICS)
     op.start()
     yield op
     op.stop()

@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import ports
 import pytest
 import requests
 from conftest import OperatorProcess, kget, kubectl
@@ -36,7 +37,7 @@ from test_operator import IDLE_W, set_policy, wait_for
 from wattcap.model import parse_time
 
 pytestmark = pytest.mark.integration
-PORT = 9091
+PORT = ports.PROM_TLS
 URL = f"https://localhost:{PORT}"
 EDITOR = "policy-editor-carol"
 
@@ -85,7 +86,7 @@ def tls_stack(crds: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     (d / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
         "scrape_configs:\n  - job_name: dcgm-exporter\n    honor_labels: true\n"
-        "    static_configs:\n      - targets: ['127.0.0.1:9400']\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{ports.EXPORTER}']\n"
     )
     token = d / "token"
     token.write_text("not-checked-by-prometheus\n")
@@ -94,7 +95,7 @@ def tls_stack(crds: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     logs = open(d / "stack.log", "wb")  # noqa: SIM115
     exporter = subprocess.Popen(
         [sys.executable, "-m", "wattcap.cli", "sim", "exporter", "--kubeconfig", crds,
-         "--port", "9400", "--interval", "1"],
+         "--port", str(ports.EXPORTER), "--interval", "1"],
         stdout=logs, stderr=subprocess.STDOUT,
     )  # fmt: skip
     prom = subprocess.Popen(

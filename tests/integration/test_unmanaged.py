@@ -14,6 +14,7 @@ import time
 import urllib.request
 from typing import Any
 
+import ports
 import pytest
 from conftest import OperatorProcess, kget
 from test_measured_power import PROM_URL, measured_operator, phases, power_stack, status
@@ -119,7 +120,7 @@ def test_measured_inference_is_reported_and_sheds_only_what_its_overdraw_require
         return u.get("source") == "Measured" and abs(u["watts"] - serve_w) <= 0.05 * serve_w
 
     wait_for("the inference pod measured", measured, 60, every=0.5)
-    with urllib.request.urlopen("http://127.0.0.1:8080/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports.METRICS}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     line = next(
         x for x in text.splitlines() if x.startswith('wattcap_unmanaged_watts{site="site"} ')
