@@ -186,12 +186,7 @@ def forget_site(site: str) -> None:
         PROMETHEUS_CONFIGURED, ERRORS, LAST_CYCLE, PAST_MAX_WAIT, CAP_DROP_AT, CAP_DROP_CAP,
         CAP_DROP_HEADROOM,
     ):  # fmt: skip
-        names = metric._labelnames
-        at = names.index("site")
-        with metric._lock:
-            stale = [key for key in metric._metrics if key[at] == site]
-        for key in stale:
-            metric.remove(*key)
+        metric.remove_by_labels({"site": site})  # every series of the site, whatever else
     _KNOWN_REASONS.pop(site, None)
     with _CLASS_LOCK:
         for key in [k for k in _CLASS_SERIES if k[1] == site]:

@@ -38,3 +38,18 @@ def test_a_deleted_sites_series_are_dropped_and_the_others_kept() -> None:
     assert value("wattcap_errors_total", step="read", kind="OSError", site="gone") is None
     assert value("wattcap_cycle_duration_seconds_count", site="gone") is None
     assert value("wattcap_cap_watts", site="kept") == 2.0
+
+
+def test_forget_site_uses_only_the_public_api_of_prometheus_client() -> None:
+    """Private attributes (`_metrics`, `_labelnames`, `_lock`) change between
+    releases without notice; removing a site's series needs none of them."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(metrics.forget_site).lstrip())
+    private = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+    }
+    assert private == set()
