@@ -80,6 +80,28 @@ def parse_time(value: Any, path: str) -> float:
     return dt.timestamp()
 
 
+# A cap-schedule window's start and end (the CRD's pattern, the same text): the
+# RFC 3339 form that both Go's time.Parse (the API server's CEL) and Python read,
+# upper-case T and Z, year 0001 on, offsets under 24 h. RFC 3339 also allows a
+# lower-case t and z, which the API server's CEL cannot read.
+WINDOW_TIME_PATTERN = (
+    r"^([1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-[0-9]{2}-[0-9]{2}"
+    r"T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_WINDOW_TIME_RE = re.compile(WINDOW_TIME_PATTERN)
+
+
+def parse_window_time(value: Any, path: str) -> float:
+    """Epoch seconds of a window edge, in the one form the CRD takes (above)."""
+    if isinstance(value, str) and not _WINDOW_TIME_RE.match(value):
+        raise ManifestError(
+            path,
+            f"expected an RFC 3339 time like 2026-07-01T14:00:00Z or "
+            f"2026-07-01T16:00:00+02:00 (upper-case T and Z), got {value!r}",
+        )
+    return parse_time(value, path)
+
+
 def format_time(epoch_s: float) -> str:
     """RFC 3339 UTC with a Z, the form Kubernetes status fields use."""
     return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -361,8 +383,8 @@ def parse_power_policy(obj: Mapping[str, Any]) -> PowerPolicy:
     for i, raw in enumerate(raw_windows):
         wp = f"{p}.capSchedule[{i}]"
         raw = _mapping(raw, wp)
-        start = parse_time(raw.get("start"), f"{wp}.start")
-        end = parse_time(raw.get("end"), f"{wp}.end")
+        start = parse_window_time(raw.get("start"), f"{wp}.start")
+        end = parse_window_time(raw.get("end"), f"{wp}.end")
         if end <= start:
             raise ManifestError(f"{wp}.end", "must be after start")
         wcap = _number(raw, "capWatts", wp, minimum=0, exclusive_min=True)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import kubectl
 
-from wattcap.model import PowerPolicy, parse_power_policy, parse_training_job
+from wattcap.model import ManifestError, PowerPolicy, parse_power_policy, parse_training_job
 
 pytestmark = pytest.mark.integration
 
@@ -391,3 +391,56 @@ def test_size_is_mutable_while_queued_and_frozen_once_admitted(kc: str) -> None:
     assert res.returncode == 0, res.stderr
     set_phase(kc, name, "Running")
     assert get(kc, "-n", NS, "tj", name)["spec"]["replicas"] == 4
+
+
+# --------------------------------------------------------------------- cap-schedule windows
+
+# (start, end): the API server must refuse exactly the windows the operator's parser
+# refuses, naming the field the parser names, and accept the rest, whatever the
+# time zones, fractions of a second or the case of the T and Z.
+WINDOWS = [
+    ("2026-07-01T18:00:00Z", "2026-07-01T14:00:00Z"),
+    ("2026-07-01T14:00:00Z", "2026-07-01T14:00:00Z"),  # empty window
+    ("2026-07-01T14:00:00Z", "2026-07-01T16:00:00+02:00"),  # the same instant
+    ("2026-07-01T17:00:00Z", "2026-07-01T18:00:00+02:00"),  # later text, earlier time
+    ("2026-07-01T14:00:00.5Z", "2026-07-01T14:00:00Z"),
+    ("2026-07-01T18:00:00+02:00", "2026-07-01T17:00:00Z"),  # earlier text, later time
+    ("2026-07-01T14:00:00Z", "2026-07-01T14:00:00.5Z"),
+    ("2026-07-01T14:00:00-00:00", "2026-07-01T14:00:01+00:00"),
+    ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999-23:59"),
+    # RFC 3339 allows a lower-case t and z; the API server's CEL cannot read them
+    ("2026-07-01T18:00:00z", "2026-07-01T14:00:00z"),
+    ("2026-07-01T14:00:00z", "2026-07-01T18:00:00z"),
+    ("2026-07-01T14:00:00Z", "2026-07-01T18:00:00z"),
+    ("2026-07-01t14:00:00Z", "2026-07-01T18:00:00Z"),
+    ("2026-07-01T14:00:00Z", "2026-07-01T18:00:00+24:00"),  # Go takes it, Python does not
+    ("0000-01-01T00:00:00Z", "2026-07-01T18:00:00Z"),  # Go takes it, Python does not
+]
+
+
+def _parser_refusal(spec: dict[str, Any]) -> ManifestError | None:
+    try:
+        parse_power_policy(spec)
+    except ManifestError as err:
+        return err
+    return None
+
+
+@pytest.mark.parametrize(("start", "end"), WINDOWS, ids=lambda v: v)
+def test_windows_refused_by_the_api_server_exactly_when_the_operator_refuses_them(
+    kc: str, start: str, end: str
+) -> None:
+    window = {"name": "w", "start": start, "end": end, "capWatts": 1_000_000}
+    fine = {"name": "ok", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}
+    obj = policy("window", capSchedule=[{**window, **fine}, window])
+    err = _parser_refusal(obj["spec"])
+    if err is None:
+        accepted(kc, obj)
+        return
+    said = refused(kc, obj)
+    assert f"{err.field}:" in said, (err, said)
+    if "should match" not in said:
+        # an end not after its start: the CEL rule, not an evaluation error
+        assert "end must be after start" in said and "evaluating rule" not in said, said
+    # (a time not in the pattern's form is also one the CEL rule cannot read: the
+    # API server adds that evaluation error after the pattern's, which names the field)

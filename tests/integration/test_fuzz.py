@@ -133,7 +133,15 @@ def trainingjob(draw: st.DrawFn, ns: str) -> dict[str, Any]:
 def powerpolicy(draw: st.DrawFn) -> dict[str, Any]:
     n = next(SERIAL)
     when = st.one_of(
-        st.sampled_from(["2026-07-01T14:00:00Z", "2099-01-01T00:00:00+02:00", "yesterday"]),
+        st.sampled_from(
+            [
+                "2026-07-01T14:00:00Z",
+                "2099-01-01T00:00:00+02:00",
+                "yesterday",
+                "2000-02-29T00:00:00z",  # RFC 3339, but not the form the API server reads
+                "2026-07-01T14:00:00+24:00",
+            ]
+        ),
         junk,
     )
     spec: dict[str, Any] = {
@@ -183,7 +191,8 @@ legal_times = st.sampled_from(
         "2026-07-01T14:00:00.123456789+14:00",
         "2026-07-01T14:00:00-12:00",
         "9999-01-01T00:00:00Z",
-        "2000-02-29T00:00:00z",
+        "0001-01-02T00:00:00+23:59",
+        "2000-02-29T00:00:00.5-00:00",
     ]
 )
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from wattcap.model import (
+    WINDOW_TIME_PATTERN,
     ManifestError,
     PowerPolicy,
     TrainingJobSpec,
@@ -614,19 +615,51 @@ def test_dashboard_queries_only_metrics_the_operator_exports() -> None:
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
 
 
-@pytest.mark.parametrize(
-    "stamp", ["2000-02-29T00:00:00z", "2000-02-29t00:00:00Z", "2000-02-29T00:00:00.5z"]
-)
-def test_lower_case_t_and_z_parse_as_the_schema_accepts_them(stamp: str) -> None:
-    """RFC 3339 allows a lower-case T and Z and the schema's pattern takes a
-    trailing z; the parser refused it, so the fuzz's valid-but-odd policy with
-    such a window came back InvalidPolicy and its site decided nothing."""
-    pattern = version("PowerPolicy")["schema"]["openAPIV3Schema"]["properties"]["spec"][
-        "properties"
-    ]["capSchedule"]["items"]["properties"]["start"]["pattern"]
-    assert re.search(pattern, stamp)
-    from wattcap.model import parse_time
+# (stamp, what the API server does with it as a window's start or end: True takes it)
+STAMPS = [
+    ("2026-07-01T14:00:00Z", True),
+    ("2026-07-01T14:00:00.123456789+14:00", True),
+    ("2026-07-01T14:00:00-00:00", True),
+    ("2026-07-01T14:00:00+23:59", True),
+    ("0001-01-01T00:00:00Z", True),
+    ("9999-12-31T23:59:59.999Z", True),
+    # RFC 3339 allows a lower-case t and z, but the API server's CEL (Go's
+    # time.Parse) does not: it refused such a window with an evaluation error
+    ("2000-02-29T00:00:00z", False),
+    ("2000-02-29t00:00:00Z", False),
+    ("2000-02-29T00:00:00.5z", False),
+    ("2026-07-01T14:00:00+24:00", False),  # Go takes it, Python does not
+    ("2026-07-01T14:00:00+00:60", False),  # Python takes it
+    ("0000-01-01T00:00:00Z", False),  # Go takes it, Python does not
+    ("2026-07-01T14:00:00", False),  # no zone
+    ("2026-07-01 14:00:00Z", False),
+    ("2026-07-01T14:00Z", False),
+    ("20260701T140000Z", False),
+    ("2026-07-01T14:00:00,5Z", False),
+]
 
-    assert parse_time(stamp, "t") == parse_time("2000-02-29T00:00:00Z", "t") + (
-        0.5 if ".5" in stamp else 0.0
-    )
+
+@pytest.mark.parametrize(("stamp", "ok"), STAMPS, ids=[s for s, _ in STAMPS])
+def test_window_times_the_schema_pattern_takes_are_exactly_those_the_parser_takes(
+    stamp: str, ok: bool
+) -> None:
+    """A window time the schema took but the parser refused made its site
+    InvalidPolicy (it decided nothing); one the pattern took but the API
+    server's CEL could not read was refused with an evaluation error naming no
+    field. So the pattern admits only the RFC 3339 form every reader takes:
+    upper-case T and Z, year 0001 on, offsets under 24 h."""
+    props = version("PowerPolicy")["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "capSchedule"
+    ]["items"]["properties"]
+    for edge in ("start", "end"):
+        assert props[edge]["pattern"] == WINDOW_TIME_PATTERN
+        assert (re.search(props[edge]["pattern"], stamp) is not None) == ok, edge
+    other = "2026-07-01T14:00:00Z" if stamp < "2026" else "1970-01-01T00:00:00Z"
+    window = {"start": other, "end": stamp} if stamp >= "2026" else {"start": stamp, "end": other}
+    if ok:
+        parse_power_policy({"capWatts": 1.0, "capSchedule": [{**window, "capWatts": 1.0}]})
+    else:
+        edge = "end" if stamp >= "2026" else "start"
+        with pytest.raises(ManifestError) as err:
+            parse_power_policy({"capWatts": 1.0, "capSchedule": [{**window, "capWatts": 1.0}]})
+        assert err.value.field == f"spec.capSchedule[0].{edge}", err.value
