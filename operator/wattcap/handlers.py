@@ -45,7 +45,7 @@ from .model import (
     parse_time,
 )
 from .promaccess import PromAccess
-from .sites import report_site, site_view
+from .sites import invalid_policy_statuses, report_site, site_view
 from .telemetry import Reading, Telemetry
 
 
@@ -199,6 +199,8 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         policy = parse_power_policy(body)
     except ManifestError as err:
         _set_active(cluster, name, "InvalidPolicy", f"{err}; nothing is admitted until it is fixed")
+        step[0] = "invalid_policy"
+        _report_invalid(cluster, name, site, policies, str(err))
         return 10.0
     site.period = policy.control_period_s
     if site.lease is None:
@@ -264,6 +266,25 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
     if plan.decision is not None:
         _record(plan, state, mem, now, time.monotonic() - started, name)
     return 0.0
+
+
+def _report_invalid(
+    cluster: Cluster, name: str, site: _Site, policies: list[dict[str, Any]], why: str
+) -> None:
+    """Tell the jobs of a site whose PowerPolicy the operator refuses why they
+    wait (the Lease holder only, as for every job write)."""
+    if site.lease is None:
+        site.lease = SiteLease(
+            cluster.coordination, name, duration_s=LEASE_DURATION_S,
+            request_timeout_s=cluster.timeout[1],
+        )  # fmt: skip
+    if not site.lease.holds():
+        return
+    state = cluster.read_site(PowerPolicy(cap_watts=1.0, name=name))  # every node, every job
+    now_iso = format_time(time.time())
+    plan = Plan(tj_status=invalid_policy_statuses(state, policies, name, why, now_iso))
+    for _ in range(cluster.apply_status(plan, state, name)):
+        metrics.count_error("status", "refused", name)
 
 
 def _set_active(cluster: Cluster, name: str, reason: str, message: str) -> None:

@@ -49,7 +49,9 @@ SITE_NOT_FOUND = "SiteNotFound"
 NODES_UNGOVERNED = "NodesUngoverned"
 NO_SITE = "NoPowerPolicy"
 NODE_CONFLICT = "NodeConflict"
-ORPHAN_REASONS = (SITE_NOT_FOUND, NODES_UNGOVERNED, NO_SITE)
+POLICY_INVALID = "PolicyInvalid"
+# reasons a job's status carries while no valid site decides it; cleared once one does
+ORPHAN_REASONS = (SITE_NOT_FOUND, NODES_UNGOVERNED, NO_SITE, POLICY_INVALID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +288,40 @@ def orphan_status(
         "estimatedStart": None,
         "conditions": [condition("Admitted", "False", got.reason, got.message, now_iso)],
     }
+
+
+def invalid_policy_statuses(
+    state: SiteState, policies: Iterable[Mapping[str, Any]], name: str, why: str, now_iso: str
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The status of each job of site `name` while the operator refuses its
+    PowerPolicy (`why`: the field and what is wrong with it), so no job of the
+    site sits without one: it waits (or, running, keeps its phase) saying which
+    policy to fix and where. `state` is the whole cluster's picture."""
+    sites = parse_sites(policies)
+    owners, _ = node_owners(sites, state.nodes)
+    msg = (
+        f"PowerPolicy {name} is invalid ({why}); nothing is admitted under it "
+        "until that field is fixed"
+    )
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for tj in state.trainingjobs:
+        ref = _ref(tj)
+        if ref is None:
+            continue
+        job = state.jobs.get(ref)
+        got = assign(tj, job, sites, owners)
+        if got.site != name:
+            continue
+        holds = job is not None and _holds_nodes(job) and bool(_placement(job))
+        status = orphan_status(
+            tj, job, Assignment(None, NODES_UNGOVERNED if holds else POLICY_INVALID, msg), now_iso
+        )
+        if status is not None:
+            status["reason"] = POLICY_INVALID
+            for c in status["conditions"]:
+                c["reason"] = POLICY_INVALID
+            out[ref] = status
+    return out
 
 
 def conflict_condition(view: SiteView, now_iso: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ referee's `site_watts` over each site's own nodes, from the pods that run.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -211,3 +212,64 @@ def test_a_trainingjobs_site_is_fixed_at_submission(crds: str, namespace: str) -
         check=False,
     )
     assert bad.returncode != 0 and "spec.site" in bad.stderr, bad.stderr
+
+
+def _without_window_rule(crd: dict[str, Any]) -> dict[str, Any]:
+    """The PowerPolicy CRD as an older release might have shipped it: no CEL
+    rule on the cap-schedule windows."""
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    items = schema["properties"]["spec"]["properties"]["capSchedule"]["items"]
+    items.pop("x-kubernetes-validations", None)
+    return crd
+
+
+def test_jobs_under_a_policy_the_operator_refuses_wait_saying_so_until_it_is_fixed(
+    crds: str, namespace: str, operator_process: OperatorProcess
+) -> None:
+    """A PowerPolicy the operator refuses (stored before the CRD refused it: an
+    upgrade, here an older CRD without the window rule) decides nothing; its
+    jobs must say so, naming the policy and the field, not sit without a
+    status, and be decided once the policy is fixed."""
+    kc = crds
+    delete_policies(kc)
+    name = "powerpolicies.wattcap.io"
+    original = kget(kc, "crd", name)
+    kubectl(kc, "replace", "-f", "-", stdin=json.dumps(_without_window_rule(original)))
+    bad = policy("refused", 100_000, {"type": "kwok"})
+    window = {"start": "2026-07-01T18:00:00Z", "end": "2026-07-01T14:00:00Z", "capWatts": 1e5}
+    bad["spec"]["capSchedule"] = [window]
+    try:
+        wait_for(
+            "the looser CRD to take effect",
+            lambda: (
+                kubectl(kc, "create", "-f", "-", stdin=json.dumps(bad), check=False).returncode == 0
+            ),
+            30,
+        )
+    finally:
+        current = kget(kc, "crd", name)
+        current["spec"] = original["spec"]
+        kubectl(kc, "replace", "-f", "-", stdin=json.dumps(current))
+    try:
+        apply(kc, job_on(None, "waits", namespace))
+
+        def says_why() -> bool:
+            return statuses(kc, namespace).get("waits", {}).get("reason") == "PolicyInvalid"
+
+        wait_for("the job to say its policy is invalid", says_why, 60)
+        st = statuses(kc, namespace)["waits"]
+        assert st["phase"] == "Queued", st
+        assert "refused" in st["message"] and "spec.capSchedule[0].end" in st["message"], st
+        (cond,) = [c for c in st["conditions"] if c["type"] == "Admitted"]
+        assert (cond["status"], cond["reason"]) == ("False", "PolicyInvalid"), cond
+
+        kubectl(kc, "patch", "powerpolicy.wattcap.io", "refused", "--type=merge",
+                "-p", '{"spec": {"capSchedule": null}}')  # fmt: skip
+        wait_for(
+            "the job to run once its policy is fixed",
+            lambda: statuses(kc, namespace)["waits"].get("phase") == "Running",
+            60,
+        )
+        assert statuses(kc, namespace)["waits"].get("reason") != "PolicyInvalid"
+    finally:
+        delete_policies(kc)

@@ -269,3 +269,30 @@ def test_a_job_governed_again_loses_its_stale_no_site_reason() -> None:
     report_site(plan, view, "now")
     st = plan.tj_status[("ml", "back")]
     assert st["phase"] == "Running" and st["reason"] == "Governed"
+
+
+def test_jobs_of_a_site_whose_policy_is_refused_say_so_naming_the_policy_and_field() -> None:
+    """A PowerPolicy the operator refuses decides nothing: its jobs must say why
+    they wait (a running one keeps its phase); other sites' jobs are not its to report."""
+    from wattcap.sites import POLICY_INVALID, invalid_policy_statuses
+
+    why = "spec.capSchedule[0].end: must be after start"
+    tjs = [
+        on_site("queued", "a"),
+        on_site("runs", "a", status={"phase": "Running"}),
+        on_site("elsewhere", "b"),
+        on_site("done", "a", status={"phase": "Succeeded"}),
+    ]
+    jobs = {("ml", "runs"): job("runs", ["a1"])}
+    state = site(site_policy(1, name="a"), NODES, [], tjs, jobs)
+    got = invalid_policy_statuses(state, [A, B], "a", why, "now")
+    assert set(got) == {("ml", "queued"), ("ml", "runs")}
+    queued = got[("ml", "queued")]
+    assert queued["phase"] == "Queued" and queued["reason"] == POLICY_INVALID
+    assert "PowerPolicy a" in queued["message"] and why in queued["message"]
+    assert [(c["type"], c["status"], c["reason"]) for c in queued["conditions"]] == [
+        ("Admitted", "False", POLICY_INVALID)
+    ]
+    runs = got[("ml", "runs")]
+    assert "phase" not in runs and runs["reason"] == POLICY_INVALID
+    assert runs["conditions"][0]["type"] == "Governed"
