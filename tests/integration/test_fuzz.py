@@ -14,7 +14,10 @@ After every batch the fuzzed objects are deleted and a known-good job must be
 admitted within 2 control periods: whatever came before, the loop decides.
 
 WATTCAP_FUZZ_BATCHES sets how many batches (`make fuzz`: 40); the short pass
-of `make test` runs 4. The number of manifests tried is printed.
+of `make test` runs 4. The tally (manifests tried, refused naming a field,
+handled, known-good jobs admitted within 2 periods) is printed after every
+batch, so a long run that is stopped part way still reports (`make fuzz` runs
+pytest with -s).
 """
 
 from __future__ import annotations
@@ -289,6 +292,20 @@ def odd_policy_spec(draw: st.DrawFn) -> dict[str, Any]:
     return spec
 
 
+def tally(batches: int) -> str:
+    """One line: what the fuzz has tried so far, and what became of it."""
+    refused = sum(v for k, v in TRIED.items() if k.endswith(" refused"))
+    unsendable = sum(v for k, v in TRIED.items() if k.endswith(" unsendable"))
+    handled = sum(v for k, v in TRIED.items() if " handled" in k)
+    edits = sum(v for k, v in TRIED.items() if k.startswith("site edit"))
+    return (
+        f"fuzz tally after {batches} batches: {refused + unsendable + handled} manifests tried, "
+        f"{refused} refused naming a field, {handled} handled, {unsendable} unsendable; "
+        f"{TRIED['known-good admitted']} known-good jobs admitted within 2 periods; "
+        f"{edits} valid but odd edits of the governing policy: {dict(sorted(TRIED.items()))}"
+    )
+
+
 def refusal_names_a_field(err: ApiException) -> str:
     import json
 
@@ -437,14 +454,13 @@ def test_fuzzed_manifests_are_refused_naming_a_field_or_handled(crds: str, fuzz_
                 f"{status_of('trainingjobs', good['metadata']['name'])}"
             )
         TRIED["known-good admitted"] += 1
+        print(tally(batches), flush=True)  # a run stopped part way still reports
 
-    batch()
-    edits = sum(v for k, v in TRIED.items() if k.startswith("site edit"))
+    try:
+        batch()
+    finally:
+        print(tally(batches), flush=True)
     tried = sum(
         v for k, v in TRIED.items() if k != "known-good admitted" and not k.startswith("site edit")
-    )
-    print(
-        f"fuzz: {tried} manifests tried in {batches} batches, and {edits} valid but odd edits "
-        f"of the governing policy: {dict(sorted(TRIED.items()))}"
     )
     assert batches == BATCHES and tried == BATCHES * BATCH
