@@ -20,6 +20,7 @@ NVML_ERROR_INVALID_ARGUMENT = pynvml.NVML_ERROR_INVALID_ARGUMENT
 NVML_ERROR_NO_PERMISSION = pynvml.NVML_ERROR_NO_PERMISSION
 NVML_ERROR_GPU_IS_LOST = pynvml.NVML_ERROR_GPU_IS_LOST
 NVML_ERROR_UNINITIALIZED = pynvml.NVML_ERROR_UNINITIALIZED
+NVML_ERROR_NOT_SUPPORTED = pynvml.NVML_ERROR_NOT_SUPPORTED
 
 
 @dataclass
@@ -31,6 +32,7 @@ class FakeGpu:
     max_mw: int = 700_000
     default_mw: int = 700_000
     limit_mw: int | None = None  # None: at the default
+    mig: bool | None = None  # MIG mode on or off; None: the GPU has no MIG (NOT_SUPPORTED)
 
     @property
     def current_mw(self) -> int:
@@ -80,6 +82,13 @@ class FakeNvml:
 
     def nvmlDeviceGetUUID(self, handle: _Handle) -> str:
         return self._gpu(handle, "nvmlDeviceGetUUID").uuid
+
+    def nvmlDeviceGetMigMode(self, device: _Handle) -> list[int]:
+        gpu = self._gpu(device, "nvmlDeviceGetMigMode")
+        if gpu.mig is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        mode = pynvml.NVML_DEVICE_MIG_ENABLE if gpu.mig else pynvml.NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]  # [current, pending]
 
     def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: _Handle) -> list[int]:
         gpu = self._gpu(handle, "nvmlDeviceGetPowerManagementLimitConstraints")

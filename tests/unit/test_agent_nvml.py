@@ -137,3 +137,29 @@ def test_an_idle_gpu_is_exported_without_pod_labels() -> None:
     assert sorted(samples(metrics, "DCGM_FI_DEV_ENFORCED_POWER_LIMIT").values()) == [700.0, 700.0]
     for labels in samples(metrics, "DCGM_FI_DEV_ENFORCED_POWER_LIMIT"):
         assert dict(labels)["pod"] == ""
+
+
+def test_a_mig_enabled_gpu_is_left_as_it_is_and_reported_as_skipped() -> None:
+    """With MIG on, a GPU's power limit is the physical GPU's, shared by the pods of all
+    its MIG devices (which the kubelet names MIG-..., not the GPU): no pod's limit can be
+    its own. The agent leaves such a GPU's limit alone, reports no enforced limit for it
+    (so nothing on it counts as throttled) and says why in wattcap_agent_gpu_skipped."""
+    fake = nvml(
+        FakeGpu("GPU-a", mig=True, limit_mw=500_000),
+        FakeGpu("GPU-b", mig=False),
+        FakeGpu("GPU-c"),  # no MIG support at all (NVML_ERROR_NOT_SUPPORTED)
+    )
+    metrics = AgentMetrics("gpu-node-3")
+    reports = reconcile(fake, {"GPU-a": want(300), "GPU-b": want(300), "GPU-c": want(250)})
+    metrics.update(reports)
+    assert fake.sets == [(1, 300_000), (2, 250_000)]
+    a, b, c = reports
+    assert (a.skipped, a.enforced_w, a.error) == ("MIG", None, None)
+    assert (b.skipped, b.enforced_w) == (None, 300.0) and (c.skipped, c.enforced_w) == (None, 250.0)
+    gpu_a = {"gpu": "0", "UUID": "GPU-a", "Hostname": "gpu-node-3"}
+    assert samples(metrics, "wattcap_agent_gpu_skipped") == {
+        frozenset({**gpu_a, "reason": "MIG"}.items()): 1.0
+    }
+    enforced = samples(metrics, "DCGM_FI_DEV_ENFORCED_POWER_LIMIT")
+    assert sorted(dict(k)["gpu"] for k in enforced) == ["1", "2"]
+    assert samples(metrics, "wattcap_agent_gpu_error")[frozenset(gpu_a.items())] == 0.0

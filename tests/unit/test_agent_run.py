@@ -129,3 +129,29 @@ def test_the_agent_is_a_wattcap_subcommand(monkeypatch: pytest.MonkeyPatch) -> N
     )
     monkeypatch.delenv("NODE_NAME", raising=False)
     assert main(["agent"]) == 2  # no node: refused before touching NVML
+
+
+def test_a_mig_gpu_is_skipped_with_one_log_line(
+    kubelet: Kubelet, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, nvml, limits = agent_on(kubelet, FakeGpu("GPU-a", mig=True), FakeGpu("GPU-b"))
+    kubelet.answer = response(holds("train-0", "GPU-b"))
+    limits.reset([api_pod("train-0", "300")])
+    with caplog.at_level("INFO", logger="wattcap.agent"):
+        agent.pass_once()
+        agent.pass_once()
+    assert nvml.sets == [(1, 300_000)]
+    said = [r.getMessage() for r in caplog.records if "MIG" in r.getMessage()]
+    assert len(said) == 1 and "GPU 0 (GPU-a)" in said[0], said
+
+
+def test_without_resource_flags_the_agent_reads_nvidia_gpus() -> None:
+    """The help says "default nvidia.com/gpu": the agent run without --resource (as by
+    hand) matched no pod's GPU at all (found by the agent's end-to-end run)."""
+    from wattcap.agent.run import gpu_resources
+    from wattcap.cli import build_parser
+
+    args = build_parser().parse_args(["agent", "--node-name", "gpu-node-0"])
+    assert gpu_resources(args) == ("nvidia.com/gpu",)
+    args = build_parser().parse_args(["agent", "--resource", "nvidia.com/mig-1g.10gb"])
+    assert gpu_resources(args) == ("nvidia.com/mig-1g.10gb",)

@@ -5,6 +5,12 @@ its call signatures (the tests' FakeNvml). NVML keeps limits in milliwatts; a po
 watts. NVML refuses a limit outside the GPU's [min, max] constraints, so the agent clamps
 to them itself (a throttle that is refused whole would leave the GPU at its default).
 A GPU NVML fails on is reported and skipped; the node's other GPUs go on.
+
+A GPU with MIG enabled is left as it is: its power limit is the physical GPU's, shared
+by the pods of all its MIG devices (the kubelet names those MIG-<uuid>, not the GPU), so
+no pod's limit can be its own, and restoring "the default" for a GPU no pod holds by its
+own UUID would undo whatever the site set there. It is reported as skipped (reason MIG),
+with no enforced limit: nothing on it counts as throttled, so the operator preempts there.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ NVML_CALLS = (
     "nvmlDeviceGetCount",
     "nvmlDeviceGetHandleByIndex",
     "nvmlDeviceGetUUID",
+    "nvmlDeviceGetMigMode",
     "nvmlDeviceGetPowerManagementLimitConstraints",
     "nvmlDeviceGetPowerManagementDefaultLimit",
     "nvmlDeviceGetPowerManagementLimit",
     "nvmlDeviceGetEnforcedPowerLimit",
     "nvmlDeviceSetPowerManagementLimit",
 )
+# pynvml's values, fixed by NVML's ABI (nvml.h), so the agent needs no module constant
+NVML_DEVICE_MIG_ENABLE = 1  # nvmlDeviceGetMigMode's "on"
+NVML_ERROR_NOT_SUPPORTED = 3
 
 
 @dataclass(frozen=True)
@@ -42,13 +52,15 @@ class Want:
 
 @dataclass(frozen=True)
 class GpuReport:
-    """One GPU after a pass: the limit in force (W), or the NVML error that stopped it."""
+    """One GPU after a pass: the limit in force (W), the NVML error that stopped it, or
+    why the agent left it alone (`skipped`: "MIG")."""
 
     index: int
     uuid: str
     want: Want | None
     enforced_w: float | None
     error: str | None
+    skipped: str | None = None
 
 
 def clamp_mw(watts: int, min_mw: int, max_mw: int) -> int:
@@ -76,12 +88,27 @@ def reconcile(nvml: Any, wants: Mapping[str, Want]) -> list[GpuReport]:
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
             uuid = _text(nvml.nvmlDeviceGetUUID(handle))
             want = wants.get(uuid, want)
+            if _mig_enabled(nvml, handle):
+                reports.append(GpuReport(index, uuid, want, None, None, skipped="MIG"))
+                continue
             enforced = _apply(nvml, handle, want)
         except nvml.NVMLError as exc:
             reports.append(GpuReport(index, uuid, want, None, str(exc)))
             continue
         reports.append(GpuReport(index, uuid, want, enforced / 1000.0, None))
     return reports
+
+
+def _mig_enabled(nvml: Any, handle: Any) -> bool:
+    """MIG mode is on now; a GPU without MIG answers NOT_SUPPORTED (any other error is
+    the GPU's, reported as such by the caller)."""
+    try:
+        current, _pending = nvml.nvmlDeviceGetMigMode(handle)
+    except nvml.NVMLError as exc:
+        if getattr(exc, "value", None) == NVML_ERROR_NOT_SUPPORTED:
+            return False
+        raise
+    return bool(current == NVML_DEVICE_MIG_ENABLE)
 
 
 def _apply(nvml: Any, handle: Any, want: Want | None) -> int:

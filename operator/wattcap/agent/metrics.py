@@ -5,7 +5,8 @@ the agent's series and dcgm-exporter's alike (the power-limit contract: a job co
 throttled only while this gauge shows its limit on its GPUs). A GPU NVML failed on has no
 limit to report; it shows as wattcap_agent_gpu_error 1 and counts in
 wattcap_agent_nvml_errors_total instead, so the operator, seeing no confirmation, falls
-back to preemption.
+back to preemption. A GPU the agent leaves alone (MIG enabled, gpus.py) has no enforced
+limit either; it shows as wattcap_agent_gpu_skipped 1 with the reason.
 """
 
 from __future__ import annotations
@@ -52,9 +53,16 @@ class AgentMetrics(Collector):
             "1 when NVML failed on this GPU in the agent's last pass (its limit is unknown).",
             labels=list(GPU_LABELS),
         )
+        skipped = GaugeMetricFamily(
+            "wattcap_agent_gpu_skipped",
+            "1 when the agent leaves this GPU's power limit alone (reason MIG: MIG enabled).",
+            labels=[*GPU_LABELS, "reason"],
+        )
         for r in self._reports:
             gpu = [str(r.index), r.uuid, self.hostname]
             failing.add_metric(gpu, 0.0 if r.error is None else 1.0)
+            if r.skipped is not None:
+                skipped.add_metric([*gpu, r.skipped], 1.0)
             if r.enforced_w is not None:
                 w = r.want
                 pod = [w.namespace, w.pod, w.container] if w else ["", "", ""]
@@ -75,5 +83,6 @@ class AgentMetrics(Collector):
         node.add_metric([self.hostname, "nvml"], float(self.nvml_errors))
         yield enforced
         yield failing
+        yield skipped
         yield errors
         yield node

@@ -45,6 +45,7 @@ class Agent:
         self.socket = socket
         self.resources = tuple(resources)
         self._assignments: list[DeviceAssignment] | None = None
+        self._told_mig: set[str] = set()  # GPUs whose MIG skip was logged
 
     def pass_once(self) -> list[GpuReport]:
         """Bring every GPU to its pod's limit; [] while the kubelet has never answered.
@@ -68,6 +69,15 @@ class Agent:
         for r in reports:
             if r.error is not None:
                 log.warning("GPU %d (%s): %s", r.index, r.uuid or "?", r.error)
+            if r.skipped == "MIG" and r.uuid not in self._told_mig:
+                self._told_mig.add(r.uuid)
+                log.warning(
+                    "GPU %d (%s) has MIG enabled: its power limit is shared by every MIG "
+                    "device's pod, so the agent leaves it as it is and reports no enforced "
+                    "limit for it (jobs there are preempted rather than throttled)",
+                    r.index,
+                    r.uuid,
+                )
         self.metrics.update(reports)
         return reports
 
@@ -112,6 +122,11 @@ def watch_pods(
             stop.wait(2.0)
 
 
+def gpu_resources(args: argparse.Namespace) -> tuple[str, ...]:
+    """The extended resources whose devices are GPUs: --resource, else nvidia.com/gpu."""
+    return tuple(args.resource or GPU_RESOURCES)
+
+
 def agent_command(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -136,7 +151,7 @@ def agent_command(args: argparse.Namespace) -> int:
     metrics = AgentMetrics(node)
     start_http_server(args.metrics_port, args.address, registry=metrics.registry)
     limits, wake, stop = PodLimits(), threading.Event(), threading.Event()
-    agent = Agent(pynvml, limits, metrics, args.pod_resources_socket, args.resource or ())
+    agent = Agent(pynvml, limits, metrics, args.pod_resources_socket, gpu_resources(args))
     threading.Thread(
         target=watch_pods, args=(client.CoreV1Api(), node, limits, wake, stop), daemon=True
     ).start()
