@@ -58,6 +58,17 @@ def _increments(base: np.ndarray, var: np.ndarray) -> np.ndarray:
     return np.divide(var, den, out=np.zeros_like(var), where=den > 0)
 
 
+def _sums_before(v: np.ndarray) -> np.ndarray:
+    """s[k] = v[0] + ... + v[k-1], for k = 0 .. len(v).
+
+    Why a base is always such a sum, never the difference of two: variances
+    span many scales, and a small base taken as a large sum less another
+    keeps only the large one's rounding (6e5 - 6e5 for 1e-10): the charges
+    then fell short of the target. A sum of non-negative terms is close in
+    relative terms, whatever their scales."""
+    return np.concatenate(([0.0], np.cumsum(v)))
+
+
 def running_charges(
     mean: np.ndarray,
     sd: np.ndarray,
@@ -87,19 +98,15 @@ def running_charges(
     np_cum = np.zeros(1)
     if npi.size:
         order = npi[np.lexsort((npi, -end[npi]))]  # latest end first, ties by position
-        v = var[order]
-        excl = np.cumsum(v) - v
-        base[order] = excl
+        np_cum = _sums_before(var[order])  # np_cum[k]: the k latest ends
+        base[order] = np_cum[:-1]
         np_ends = end[order][::-1]  # ascending
-        np_cum = np.concatenate(([0.0], np.cumsum(v[::-1])))  # np_cum[k]: the k earliest ends
     pi = np.flatnonzero(pre)
     if pi.size:
         order = pi[np.lexsort((pi, -end[pi]))]
-        v = var[order]
-        total_np = np_cum[-1]
-        # non-preemptible variance with end >= this job's end
-        below = np.searchsorted(np_ends, end[order], side="left")
-        base[order] = (total_np - np_cum[below]) + (np.cumsum(v) - v)
+        # non-preemptible variance with end >= this job's end: the latest ones
+        later = np_ends.size - np.searchsorted(np_ends, end[order], side="left")
+        base[order] = np_cum[later] + _sums_before(var[order])[:-1]
     return mean + z * math.sqrt(rho) * sd + z * math.sqrt(1.0 - rho) * _increments(base, var)
 
 
@@ -132,9 +139,9 @@ def queued_charges(
         """Variance of the running jobs in `sel` ending at or after each queued end."""
         ends = run_end[sel]
         order = np.argsort(ends, kind="stable")
-        cum = np.concatenate(([0.0], np.cumsum(run_var[sel][order])))
+        cum = _sums_before(run_var[sel][order][::-1])  # cum[k]: the k latest ends
         below = np.searchsorted(ends[order], end, side="left")
-        return cum[-1] - cum[below]
+        return cum[ends.size - below]
 
     base = later(~run_pre)
     if run_pre.any():
