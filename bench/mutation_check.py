@@ -13,7 +13,15 @@ deselected for the same reason. Hypothesis runs with a fixed seed and its
 example database in the temporary directory, so a run is repeatable and
 leaves nothing behind in the checkout.
 
-    python bench/mutation_check.py [--only NAME ...] [--tests FILE ...] [--list]
+    python bench/mutation_check.py [--only NAME ...] [--tests FILE ...]
+        [--shard K/N] [--first] [--list]
+
+Each break's row (what caught it) is printed as soon as it is known, so a run
+cut short still says what it found; `--shard K/N` runs every N-th break from
+the K-th (1-based), to split a run over processes or sessions. `--first`
+stops each break at its first failing test (pytest -x): the table then names
+one test that caught each break, not all, in a fraction of the time (for a
+shared, loaded machine); a break no test catches still runs every test.
 
 Exit status: 0 every break caught, 1 a break survived, 2 the unbroken copy
 fails its tests or a break no longer applies (its text is not in the source:
@@ -328,6 +336,36 @@ BREAKS: tuple[Break, ...] = (
         "levers: used while disabled",
         (("admission.py", "    if pol.power_limits.enabled:", "    if True:"),),
     ),
+    Break(
+        "siteChance: a queued job's base counts running jobs that end before it",
+        (
+            (
+                "chance.py",
+                'below = np.searchsorted(ends[order], end, side="left")',
+                "below = np.zeros(end.size, dtype=int)",
+            ),
+        ),
+    ),
+    Break(
+        "siteChance: a non-preemptible queued job's base counts preemptible running ones",
+        (
+            (
+                "chance.py",
+                "base = base + np.where(preemptible.astype(bool), later(run_pre), 0.0)",
+                "base = base + later(run_pre)",
+            ),
+        ),
+    ),
+    Break(
+        "siteChance: a preemptible running job's base counts every non-preemptible one",
+        (
+            (
+                "chance.py",
+                'later = np_ends.size - np.searchsorted(np_ends, end[order], side="left")',
+                "later = np.full(order.size, np_ends.size)",
+            ),
+        ),
+    ),
 )
 
 
@@ -359,8 +397,9 @@ def fresh_copy(dest: Path, tests: tuple[str, ...]) -> None:
     (dest / "mutation_profile.py").write_text(PROFILE_PLUGIN)
 
 
-def run_tests(copy: Path, tests: tuple[str, ...]) -> tuple[int, list[str]]:
-    """Run the tests in the copy; return pytest's status and the failed tests."""
+def run_tests(copy: Path, tests: tuple[str, ...], first: bool = False) -> tuple[int, list[str]]:
+    """Run the tests in the copy (to the first failure if `first`); return
+    pytest's status and the failed tests."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join((str(copy / "operator"), str(copy))),
@@ -383,6 +422,7 @@ def run_tests(copy: Path, tests: tuple[str, ...]) -> tuple[int, list[str]]:
         f"--timeout={TEST_TIMEOUT_S}",
         "-k",
         DESELECT,
+        *(["-x"] if first else []),
         *tests,
     ]
     out = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True)
@@ -404,15 +444,27 @@ def check_imports_the_copy(copy: Path) -> None:
         raise SystemExit(f"the copy is not what runs: {where} compiled={compiled}")
 
 
+def _by(failed: list[str]) -> str:
+    """The tests that failed, by file, for the table."""
+    if not failed:
+        return "-"
+    short = [f.split("::", 1)[-1] if "::" in f else f for f in failed]
+    files = sorted({Path(f.split("::", 1)[0]).name for f in failed if "::" in f})
+    return f"{len(failed)} tests ({', '.join(files)}): {', '.join(short)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="*", help="run only breaks whose name contains one of these")
     ap.add_argument("--tests", nargs="*", default=None, help="test files (default: the core's)")
+    ap.add_argument("--shard", default="1/1", help="K/N: every N-th break from the K-th")
+    ap.add_argument("--first", action="store_true", help="stop each break at its first failure")
     ap.add_argument("--list", action="store_true", help="list the breaks and exit")
     args = ap.parse_args(argv)
+    k, n = (int(x) for x in args.shard.split("/"))
     breaks = [
         b for b in BREAKS if not args.only or any(s.lower() in b.name.lower() for s in args.only)
-    ]
+    ][k - 1 :: n]
     if args.list:
         for b in breaks:
             print(b.name)
@@ -441,18 +493,16 @@ def main(argv: list[str] | None = None) -> int:
                 stale = True
                 continue
             t0 = time.monotonic()
-            rc, failed = run_tests(copy, tests)
+            rc, failed = run_tests(copy, tests, args.first)
             verdict = "caught" if rc != 0 else "SURVIVED"
             rows.append((brk.name, verdict, failed))
             print(f"  {brk.name}: {verdict} ({time.monotonic() - t0:.0f} s)", flush=True)
+            print(f"    by {_by(failed)}", flush=True)
     width = max(len(r[0]) for r in rows)
     print()
     print(f"{'break':<{width}}  {'caught?':<11}  by")
     for name, verdict, failed in rows:
-        short = [f.split("::", 1)[-1] if "::" in f else f for f in failed]
-        files = sorted({Path(f.split("::", 1)[0]).name for f in failed if "::" in f})
-        by = f"{len(failed)} tests ({', '.join(files)}): {', '.join(short)}" if failed else "-"
-        print(f"{name:<{width}}  {verdict:<11}  {by}")
+        print(f"{name:<{width}}  {verdict:<11}  {_by(failed)}")
     survived = [r[0] for r in rows if r[1] == "SURVIVED"]
     print()
     caught = len(rows) - len(survived)
