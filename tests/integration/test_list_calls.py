@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import NODES, OperatorProcess, kubectl
-from test_fault_isolation import free_port
-from test_operator import set_policy, wait_for
-from test_wakes import cycles
+from conftest import NODES, kubectl
+from test_operator import wait_for
+from test_wakes import cycles, site_operator
 
 pytestmark = pytest.mark.integration
 
@@ -81,13 +80,8 @@ def add_pods(kc: str, ns: str, first: int, count: int) -> None:
 
 @pytest.fixture
 def fast_site(crds: str, tmp_path: Path) -> Iterator[int]:
-    set_policy(crds, 48_800, controlPeriod="1s")
-    port = free_port()
-    op = OperatorProcess(crds, tmp_path / "operator.log", metrics_port=port)
-    op.start()
-    wait_for("the first cycle", lambda: cycles(port) >= 1, 60)
-    yield port
-    op.stop()
+    with site_operator(crds, tmp_path / "operator.log", 1) as port:
+        yield port
     print((tmp_path / "operator.log").read_text()[-3000:])
 
 

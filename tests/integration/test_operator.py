@@ -32,7 +32,10 @@ def apply(kc: str, obj: dict[str, Any] | list[dict[str, Any]]) -> None:
     kubectl(kc, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
 
 
-def set_policy(kc: str, cap: float, **extra: Any) -> None:
+def power_policy(name: str, cap: float, **extra: Any) -> dict[str, Any]:
+    """A PowerPolicy for the test cluster's nodes (500 W each, 70 W idle and
+    700 W TDP GPUs, PUE 1, no margin, a 2 s period); `extra` sets or
+    overrides spec fields."""
     spec = {
         "capWatts": cap,
         "pue": 1.0,
@@ -44,15 +47,17 @@ def set_policy(kc: str, cap: float, **extra: Any) -> None:
         "nodeSelector": {"type": "kwok"},
         **extra,
     }
-    apply(
-        kc,
-        {
-            "apiVersion": "wattcap.io/v1alpha1",
-            "kind": "PowerPolicy",
-            "metadata": {"name": "site"},
-            "spec": spec,
-        },
-    )
+    return {
+        "apiVersion": "wattcap.io/v1alpha1",
+        "kind": "PowerPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def set_policy(kc: str, cap: float, **extra: Any) -> None:
+    """Apply the one site "site" over every kwok node."""
+    apply(kc, power_policy("site", cap, **extra))
 
 
 def training_job(

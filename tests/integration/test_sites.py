@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from conftest import OperatorProcess, kget, kubectl
 from referee import site_watts
-from test_operator import GPU_IDLE, TDP, apply, training_job, wait_for
+from test_operator import GPU_IDLE, TDP, apply, power_policy, training_job, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,21 +29,7 @@ CAPS = {"east": 15_000.0, "west": 10_000.0}
 
 
 def policy(name: str, cap: float, selector: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "wattcap.io/v1alpha1",
-        "kind": "PowerPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "capWatts": cap,
-            "pue": 1.0,
-            "nodeBaseWatts": 500,
-            "gpuIdleWatts": GPU_IDLE,
-            "gpuTdpWatts": TDP,
-            "safetyMargin": 0.0,
-            "controlPeriod": "2s",
-            "nodeSelector": selector,
-        },
-    }
+    return power_policy(name, cap, nodeSelector=selector)
 
 
 def delete_policies(kc: str) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import OperatorProcess, kget, kubectl
@@ -30,16 +31,26 @@ def cycles(port: int) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-@pytest.fixture
-def slow_site(crds: str, tmp_path: Path) -> Any:
-    """An operator whose site decides every 60 s unless something wakes it."""
-    set_policy(crds, 48_800, controlPeriod=f"{PERIOD_S}s")
+@contextmanager
+def site_operator(kc: str, log: Path, period_s: int) -> Iterator[int]:
+    """An operator whose site "site" decides every `period_s` unless something
+    wakes it; yields its metrics port once its first cycle is done."""
+    set_policy(kc, 48_800, controlPeriod=f"{period_s}s")
     port = free_port()
-    op = OperatorProcess(crds, tmp_path / "operator.log", metrics_port=port)
+    op = OperatorProcess(kc, log, metrics_port=port)
     op.start()
-    wait_for("the first cycle", lambda: cycles(port) >= 1, 60)
-    yield port
-    op.stop()
+    try:
+        wait_for("the first cycle", lambda: cycles(port) >= 1, 60)
+        yield port
+    finally:
+        op.stop()
+
+
+@pytest.fixture
+def slow_site(crds: str, tmp_path: Path) -> Iterator[int]:
+    """An operator whose site decides every 60 s unless something wakes it."""
+    with site_operator(crds, tmp_path / "operator.log", PERIOD_S) as port:
+        yield port
 
 
 def test_a_policy_edit_takes_effect_at_once_and_own_status_writes_do_not_wake(
