@@ -18,6 +18,11 @@ For each operator, in turn (its own CRDs, a fresh namespace, the same burst):
 
     make load NODES=100 JOBS=500 REF=/work/wt/h15ref
     python bench/load.py --nodes 100 --jobs 500 --ref ../h15ref
+    python bench/load.py --nodes 1000 --jobs 5000              # this tree only
+    python bench/load.py --nodes 1000 --jobs 5000 --ref ../h15ref --ref-only
+
+Cycle figures are those of the load's one site (PowerPolicy "site"), never
+merged across sites. --profile .venv/bin/py-spy records this tree's operator.
 
 Starts the control plane with --nodes itself (fails if one is up with another
 size) and leaves it up; `hack/cluster.sh down` afterwards. On 2 shared cores
@@ -28,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import signal
 import socket
 import subprocess
 import threading
@@ -45,7 +52,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from localsite import KUBECONFIG, ROOT, kubectl, prepare, priority_fields
 
 HIST = "wattcap_cycle_duration_seconds"
-LAST_BUCKET = 10.0  # the histogram's last finite bucket, in both trees
+SITE = "site"  # the one PowerPolicy localsite.prepare makes; the cycle figures are its loop's
 Requests = dict[tuple[str, str], float]
 
 
@@ -65,8 +72,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def histogram(port: int) -> tuple[dict[float, float], float]:
-    """The cycle histogram's cumulative buckets (le -> count) and its count."""
+def histogram(port: int, site: str = SITE) -> tuple[dict[float, float], float]:
+    """The cycle histogram's cumulative buckets (le -> count) and its count, for
+    one site: the load's PowerPolicy `site`. The operator labels the histogram
+    by site (one loop per PowerPolicy); the baseline (d750286) has one loop and
+    no label, so a series without a `site` label counts as that site's. Series
+    of other sites are never merged in."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     buckets: dict[float, float] = {}
     count = 0.0
@@ -74,6 +85,8 @@ def histogram(port: int) -> tuple[dict[float, float], float]:
         if fam.name != HIST:
             continue
         for s in fam.samples:
+            if s.labels.get("site", site) != site:
+                continue
             if s.name == f"{HIST}_bucket":
                 buckets[float(s.labels["le"])] = s.value
             elif s.name == f"{HIST}_count":
@@ -157,6 +170,17 @@ def settled(custom: client.CustomObjectsApi, ns: str) -> tuple[int, int, int]:
     return len(items), admitted, waiting
 
 
+def _operator_pid(spy: int) -> int:
+    """The operator py-spy started (its only child)."""
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        kids = Path(f"/proc/{spy}/task/{spy}/children").read_text().split()
+        if kids:
+            return int(kids[0])
+        time.sleep(0.1)
+    raise SystemExit("py-spy started no operator")
+
+
 class PeakRss(threading.Thread):
     """Polls a process's RSS until stopped; keeps the peak."""
 
@@ -174,7 +198,9 @@ def clear(ns: str) -> None:
     kubectl("delete", "namespace", ns, "--wait=true", "--timeout=600s")
 
 
-def run_one(tree: Path, label: str, args: argparse.Namespace, old: bool) -> dict[str, Any]:
+def run_one(
+    tree: Path, label: str, args: argparse.Namespace, old: bool, last: bool
+) -> dict[str, Any]:
     """One operator (the tree's own venv and CRDs) against the same burst."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(tree / "crds"))
     nodes = args.nodes
@@ -188,20 +214,27 @@ def run_one(tree: Path, label: str, args: argparse.Namespace, old: bool) -> dict
 
     log_path = Path(f"/tmp/wattcap-load-{label}.log")
     with open(log_path, "wb") as log:
+        cmd = [
+            str(tree / ".venv/bin/python"),
+            "-m",
+            "wattcap.cli",
+            "operator",
+            *("--metrics-port", str(port)),
+        ]
+        if args.profile and label == "this-tree":
+            # py-spy samples every thread (kopf's loop, the site loops, the
+            # informer's watches); collapsed stacks, one line per stack
+            out = f"/tmp/wattcap-load-{label}.folded"
+            cmd = [args.profile, "record", "--format", "raw", "--rate", "20", "-o", out, "--", *cmd]
         op = subprocess.Popen(
-            [
-                str(tree / ".venv/bin/python"),
-                "-m",
-                "wattcap.cli",
-                "operator",
-                *("--metrics-port", str(port)),
-            ],
+            cmd,
             env={"PATH": "/usr/bin:/bin", "KUBECONFIG": KUBECONFIG, "HOME": str(Path.home())},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=tree,
         )
-    rss = PeakRss(op.pid)
+    pid = _operator_pid(op.pid) if args.profile and label == "this-tree" else op.pid
+    rss = PeakRss(pid)
     rss.start()
     try:
         end = time.monotonic() + 120
@@ -248,14 +281,15 @@ def run_one(tree: Path, label: str, args: argparse.Namespace, old: bool) -> dict
         steady_s = time.monotonic() - t1
     finally:
         rss.done.set()
-        op.terminate()
-        op.wait(30)
+        os.kill(pid, signal.SIGTERM)  # under py-spy: it writes its stacks when the operator ends
+        op.wait(60)
     # background: the same control plane, the same pods, no operator
     before = apiserver_requests()
     time.sleep(steady_s)
     background = delta(before, apiserver_requests())
     bg_s = steady_s
-    clear(ns)
+    if not last:  # the next operator gets the same control plane without these jobs
+        clear(ns)
     cycles = max(n2 - n1, 1.0)
     scale = steady_s / bg_s
 
@@ -276,6 +310,7 @@ def run_one(tree: Path, label: str, args: argparse.Namespace, old: bool) -> dict
         "apply_s": round(t_apply, 1),
         "apply_to_settled_s": round(t_all, 1),
         "peak_rss_mib": round(rss.peak),
+        "last_bucket_s": max(le for le in h2 if le != float("inf")),
         "cycles_burst": int(n1 - n0),
         "cycle_p50_s_burst": round(quantile(0.5, h1, h0), 3),
         "cycle_p95_s_burst": round(quantile(0.95, h1, h0), 3),
@@ -300,9 +335,9 @@ ROWS = (
 )
 
 
-def seconds(x: float) -> str:
+def seconds(x: float, last: float) -> str:
     """A quantile; past the histogram's last finite bucket, only that bound is known."""
-    return f"> {LAST_BUCKET:g}" if x == float("inf") else f"{x:.3f}"
+    return f"> {last:g}" if x == float("inf") else f"{x:.3f}"
 
 
 def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
@@ -314,7 +349,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
             if key is None:
                 cells.append(f"{r['admitted']} / {r['waiting']}")
             elif isinstance(key, tuple):
-                cells.append(f"{seconds(r[key[0]])} / {seconds(r[key[1]])} s")
+                last = r["last_bucket_s"]
+                cells.append(f"{seconds(r[key[0]], last)} / {seconds(r[key[1]], last)} s")
             else:
                 cells.append(fmt.format(r[key]))
         print(f"{title:50s}" + "".join(f"{c:>22s}" for c in cells))
@@ -334,11 +370,21 @@ def main() -> None:
         default=True,
         help="the baseline reads spec.priority, not priorityClassName (d750286 does)",
     )
+    ap.add_argument(
+        "--ref-only",
+        action="store_true",
+        help="run only the baseline (the big run's two operators in two holds of the machine)",
+    )
     ap.add_argument("--period", default="5s", help="the PowerPolicy's controlPeriod")
     ap.add_argument("--window", type=float, default=30.0, help="steady-state window, s")
     ap.add_argument("--cap-share", type=float, default=0.5, help="GPUs at TDP the cap has room for")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--profile",
+        metavar="PY_SPY",
+        help="run this tree's operator under py-spy (stacks: /tmp/wattcap-load-this-tree.folded)",
+    )
     args = ap.parse_args()
 
     subprocess.run(
@@ -347,9 +393,12 @@ def main() -> None:
     have = len(kubectl("get", "nodes", "-l", "type=kwok", "-o", "name").split())
     if have != args.nodes:
         raise SystemExit(f"the control plane is up with {have} nodes: hack/cluster.sh down first")
-    results = [run_one(ROOT, "this-tree", args, old=False)]
+    results = []
+    if not args.ref_only:
+        results.append(run_one(ROOT, "this-tree", args, old=False, last=not args.ref))
     if args.ref:
-        results.append(run_one(args.ref.resolve(), "baseline", args, old=args.ref_old_priority))
+        ref = args.ref.resolve()
+        results.append(run_one(ref, "baseline", args, old=args.ref_old_priority, last=True))
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     if args.json:
         print(json.dumps({"nodes": args.nodes, "jobs": args.jobs, "runs": results}, indent=2))

@@ -18,8 +18,11 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -44,6 +47,17 @@ log = logging.getLogger("wattcap.cluster")
 # (connect, read) seconds for every API call: a hung apiserver connection must
 # fail the call, not stall the site's loop silently
 REQUEST_TIMEOUT = (5.0, 30.0)
+WRITERS = 8  # writes in flight at once (the API server's own limit is 200 mutating)
+CHUNK = 16  # writes between two checks of the Lease: 2 per writer, so a slow API server
+# (a second a write, seen at 300 nodes x 1,500 jobs) still lets the loop renew in time
+SUSPEND = {"spec": {"suspend": True}}
+
+R = TypeVar("R")
+Fence = Callable[[], bool]
+
+
+class LeaseLost(Exception):
+    """The Lease check between chunks of a cycle's writes failed: the rest were not made."""
 
 
 def _describe(err: Exception) -> tuple[int | None, str, str]:
@@ -111,6 +125,7 @@ class Cluster:
     ) -> None:
         self.timeout = timeout
         self.write_errors = 0
+        self._pool: ThreadPoolExecutor | None = None  # the writers, started on first need
         # the watch-fed picture read_site reads; the process's shared one unless given
         self.picture = picture
         if api_client is None:
@@ -118,7 +133,10 @@ class Cluster:
                 config.load_incluster_config()
             except config.ConfigException:
                 config.load_kube_config()
-            api_client = client.ApiClient()
+            conf = client.Configuration.get_default_copy()
+            # a connection per writer (the default pool is 5 per CPU), plus the reads
+            conf.connection_pool_maxsize = max(conf.connection_pool_maxsize, WRITERS + 2)
+            api_client = client.ApiClient(conf)
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
@@ -171,6 +189,27 @@ class Cluster:
 
     # ------------------------------------------------------------------ writes
 
+    def _each(self, calls: Sequence[Callable[[], R]], fence: Fence | None) -> list[R]:
+        """Run independent writes `WRITERS` at a time, in chunks of `CHUNK`, in order.
+
+        A burst of thousands of jobs is thousands of writes in one cycle; one
+        at a time they took longer than the cycle's period (about 9 s for 500
+        jobs). Before each chunk `fence` must say the Lease is still held
+        without a gap since the cycle's read (`SiteLease.still_fresh`), else
+        `LeaseLost` is raised and the rest are not written."""
+        out: list[R] = []
+        for i in range(0, len(calls), CHUNK):
+            if fence is not None and not fence():
+                raise LeaseLost(f"{len(calls) - i} writes of this kind not made")
+            chunk = calls[i : i + CHUNK]
+            if len(chunk) == 1:
+                out.append(chunk[0]())
+                continue
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="wattcap-write")
+            out.extend(self._pool.map(lambda call: call(), chunk))
+        return out
+
     def apply(
         self,
         plan: Plan,
@@ -178,6 +217,7 @@ class Cluster:
         policy_name: str,
         mem: ControllerMemory | None = None,
         now_s: float | None = None,
+        fence: Fence | None = None,
     ) -> int:
         """Apply a plan: Jobs first, then status, so a crash in between loses nothing
         (a Job without status is adopted on the next cycle).
@@ -189,56 +229,83 @@ class Cluster:
         (`note_write_failures`) before any status is written. Returns how many
         writes failed.
         """
-        failures = self.apply_jobs(plan)
+        failures = self.apply_jobs(plan, fence)
         if mem is not None:
             note_write_failures(plan, mem, failures, time.time() if now_s is None else now_s)
-        failed = self.apply_pod_limits(plan)
-        return len(failures) + failed + self.apply_status(plan, state, policy_name)
+        failed = self.apply_pod_limits(plan, fence)
+        return len(failures) + failed + self.apply_status(plan, state, policy_name, fence)
 
-    def apply_pod_limits(self, plan: Plan) -> int:
+    def apply_pod_limits(self, plan: Plan, fence: Fence | None = None) -> int:
         """Ask for, change or release GPU power limits on pods (their annotation);
         how many patches failed. A pod without its limit stays unconfirmed, and past
         the grace period its job is preempted instead (enforcement.py)."""
+        calls = [
+            partial(
+                self._attempt,
+                self.core.patch_namespaced_pod,
+                name,
+                ns,
+                {"metadata": {"annotations": ann}},
+            )
+            for ns, name, ann in plan.pod_patches
+        ]
         failed = 0
-        for ns, name, ann in plan.pod_patches:
-            patch = {"metadata": {"annotations": ann}}
-            err = self._attempt(self.core.patch_namespaced_pod, name, ns, patch)
+        for (ns, name, _), err in zip(plan.pod_patches, self._each(calls, fence), strict=True):
             if err is not None:
                 failed += 1
                 log.warning("GPU power limit on pod %s/%s failed: %s %s", ns, name, *err[:2])
         self.write_errors += failed
         return failed
 
-    def apply_jobs(self, plan: Plan) -> list[WriteFailure]:
-        """Suspend, delete (moves), create and resume Jobs; what was refused, per TrainingJob."""
+    def apply_jobs(self, plan: Plan, fence: Fence | None = None) -> list[WriteFailure]:
+        """Suspend, delete (moves), create and resume Jobs; what was refused, per TrainingJob.
+
+        Each kind is written concurrently (`_each`), the kinds in this order:
+        suspends first (they shed power), and a create only after the delete
+        of the Job it replaces."""
         failures: list[WriteFailure] = []
-        for ns, name in plan.suspend_jobs:
-            patch = {"spec": {"suspend": True}}
-            err = self._attempt(self.batch.patch_namespaced_job, name, ns, patch)
+        suspends = [
+            partial(self._attempt, self.batch.patch_namespaced_job, name, ns, SUSPEND)
+            for ns, name in plan.suspend_jobs
+        ]
+        for (ns, name), err in zip(plan.suspend_jobs, self._each(suspends, fence), strict=True):
             if err is not None:
                 log.warning("suspend Job %s/%s failed: %s", ns, name, err[1])
                 self.write_errors += 1
-        not_deleted: set[tuple[str, str]] = set()
-        for ns, name, uid in plan.delete_jobs:
-            opts = client.V1DeleteOptions(
-                propagation_policy="Background",
-                preconditions=client.V1Preconditions(uid=uid) if uid else None,
+        deletes = [
+            partial(
+                self._attempt,
+                self.batch.delete_namespaced_job,
+                name,
+                ns,
+                body=client.V1DeleteOptions(
+                    propagation_policy="Background",
+                    preconditions=client.V1Preconditions(uid=uid) if uid else None,
+                ),
             )
-            err = self._attempt(self.batch.delete_namespaced_job, name, ns, body=opts)
+            for ns, name, uid in plan.delete_jobs
+        ]
+        not_deleted: set[tuple[str, str]] = set()
+        for (ns, name, _), err in zip(plan.delete_jobs, self._each(deletes, fence), strict=True):
             if err is not None:
                 not_deleted.add((ns, name))
                 failures.append(self._failure(plan, ns, name, "delete Job", err))
-        for job in plan.create_jobs:
-            ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
-            if (ns, name) in not_deleted:
-                continue  # the old Job is still there: creating would only conflict
-            err = self._attempt(self.batch.create_namespaced_job, ns, job)
-            if err is not None and err[0] == 409:
-                err = self._adopt(ns, name, job)
+        # while the old Job is still there, creating would only conflict
+        creating = [
+            job
+            for job in plan.create_jobs
+            if (job["metadata"]["namespace"], job["metadata"]["name"]) not in not_deleted
+        ]
+        creates = [partial(self._create_job, job) for job in creating]
+        for job, err in zip(creating, self._each(creates, fence), strict=True):
             if err is not None:
+                ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
                 failures.append(self._failure(plan, ns, name, "create Job", err))
-        for ns, name, patch in plan.resume_jobs:
-            err = self._attempt(self.batch.patch_namespaced_job, name, ns, patch)
+        resumes = [
+            partial(self._attempt, self.batch.patch_namespaced_job, name, ns, patch)
+            for ns, name, patch in plan.resume_jobs
+        ]
+        for (ns, name, _), err in zip(plan.resume_jobs, self._each(resumes, fence), strict=True):
             if err is not None:
                 failures.append(self._failure(plan, ns, name, "resume Job", err))
         for f in failures:
@@ -246,6 +313,14 @@ class Cluster:
                 "%s for %s/%s failed: %s %s: %s", f.what, *f.ref, f.code, f.reason, f.message
             )
         return failures
+
+    def _create_job(self, job: dict[str, Any]) -> tuple[int | None, str, str] | None:
+        """Create a Job; after a 409, adopt the one there if it is ours."""
+        ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        err = self._attempt(self.batch.create_namespaced_job, ns, job)
+        if err is not None and err[0] == 409:
+            err = self._adopt(ns, name, job)
+        return err
 
     def _adopt(
         self, ns: str, name: str, desired: dict[str, Any]
@@ -291,29 +366,39 @@ class Cluster:
         ref = plan.job_refs.get((ns, name), (ns, name))
         return WriteFailure(ref, what, err[0], err[1], err[2])
 
-    def apply_status(self, plan: Plan, state: SiteState, policy_name: str) -> int:
-        """TrainingJob and PowerPolicy status, and Events; how many writes failed."""
+    def apply_status(
+        self, plan: Plan, state: SiteState, policy_name: str, fence: Fence | None = None
+    ) -> int:
+        """TrainingJob and PowerPolicy status, and Events; how many writes failed.
+        A status the TrainingJob already has (`status_changed`) is not written."""
         failed = 0
         current = {}
         for t in state.trainingjobs:
             meta = t.get("metadata") or {}
             current[(meta.get("namespace", "default"), meta.get("name"))] = t.get("status") or {}
-        for (ns, name), status in plan.tj_status.items():
-            if status_changed(current.get((ns, name), {}), status):
-                err = self._attempt(
-                    self.custom.patch_namespaced_custom_object_status,
-                    API_GROUP,
-                    API_VERSION,
-                    ns,
-                    "trainingjobs",
-                    name,
-                    {"status": status},
-                )
-                if err is not None:
-                    failed += 1
-                    log.warning("patch status of %s/%s failed: %s %s", ns, name, *err[:2])
-        for obj, kind, reason, message in plan.events:
-            self.event(obj, kind, reason, message)
+        changed = [
+            (ns, name, status)
+            for (ns, name), status in plan.tj_status.items()
+            if status_changed(current.get((ns, name), {}), status)
+        ]
+        patches = [
+            partial(
+                self._attempt,
+                self.custom.patch_namespaced_custom_object_status,
+                API_GROUP,
+                API_VERSION,
+                ns,
+                "trainingjobs",
+                name,
+                {"status": status},
+            )
+            for ns, name, status in changed
+        ]
+        for (ns, name, _), err in zip(changed, self._each(patches, fence), strict=True):
+            if err is not None:
+                failed += 1
+                log.warning("patch status of %s/%s failed: %s %s", ns, name, *err[:2])
+        self._each([partial(self.event, *e) for e in plan.events], fence)
         if plan.policy_status:
             err = self._attempt(self.patch_policy_status, policy_name, plan.policy_status)
             if err is not None:

@@ -21,7 +21,7 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from . import metrics
-from .cluster import Cluster
+from .cluster import Cluster, LeaseLost
 from .controller import (
     GPU,
     LABEL_TJ,
@@ -255,14 +255,27 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         metrics.CYCLE_SECONDS.labels(name).observe(time.monotonic() - started)  # still counts
         log.warning("lease lost or cycle too slow; this cycle's writes are dropped")
         return 0.0
-    failures = cluster.apply_jobs(plan)
-    for f in failures:
-        metrics.count_error("write", f"http_{f.code}" if f.code else f.reason, name)
-    note_write_failures(plan, mem, failures, now)
-    for _ in range(cluster.apply_pod_limits(plan)):
-        metrics.count_error("write", "pod_limit", name)
-    for _ in range(cluster.apply_status(plan, state, name)):
-        metrics.count_error("status", "refused", name)
+    lease = site.lease
+
+    def fence() -> bool:  # checked between chunks of writes (lease.py)
+        return lease.still_fresh(read_at)
+
+    try:
+        failures = cluster.apply_jobs(plan, fence)
+        for f in failures:
+            metrics.count_error("write", f"http_{f.code}" if f.code else f.reason, name)
+        note_write_failures(plan, mem, failures, now)
+        for _ in range(cluster.apply_pod_limits(plan, fence)):
+            metrics.count_error("write", "pod_limit", name)
+        for _ in range(cluster.apply_status(plan, state, name, fence)):
+            metrics.count_error("status", "refused", name)
+    except LeaseLost as err:
+        # what went out was written under the Lease; a Job created without its
+        # status is adopted by whichever replica decides next
+        metrics.count_error("write", "lease_lost", name)
+        metrics.CYCLE_SECONDS.labels(name).observe(time.monotonic() - started)
+        log.warning("lease lost during this cycle's writes; the rest are dropped: %s", err)
+        return 0.0
     if plan.decision is not None:
         _record(plan, state, mem, now, time.monotonic() - started, name)
     return 0.0
