@@ -79,7 +79,7 @@ class Break:
 
 BREAKS: tuple[Break, ...] = (
     Break(
-        "drop PUE: head admissions",
+        "drop PUE: head admissions (perJobQuantile)",
         (
             (
                 "admission.py",
@@ -89,12 +89,22 @@ BREAKS: tuple[Break, ...] = (
         ),
     ),
     Break(
-        "drop PUE: queued jobs' watts",
+        "drop PUE: queued jobs' watts (perJobQuantile)",
         (
             (
                 "profile.py",
                 "w = pue * g * (w if w > 0.0 else 0.0)",
                 "w = g * (w if w > 0.0 else 0.0)",
+            ),
+        ),
+    ),
+    Break(
+        "drop PUE: queued jobs' charges (siteChance)",
+        (
+            (
+                "admission.py",
+                "mean = pue * g * np.maximum(",
+                "mean = g * np.maximum(",
             ),
         ),
     ),
