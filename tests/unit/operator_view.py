@@ -66,7 +66,7 @@ def site_state(eng: Any) -> SiteState:
         elif name in runs:  # preempted: its Job is kept, suspended, with no pods left
             last = runs[name][-1]
             jobs[(NAMESPACE, name)] = _job(eng, j, runs[name][:-1], last.start_s, last.nodes, True)
-    nodes = [_node(n.name, n.gpus_total) for n in eng.nodes]
+    nodes = [node(n.name, n.gpus_total) for n in eng.nodes]
     # a job's priority comes from its PriorityClass: one per number in the trace
     classes = {
         _class_name(p): PriorityClass(_class_name(p), p, True)
@@ -79,7 +79,8 @@ def _class_name(priority: int) -> str:
     return f"prio{priority}" if priority >= 0 else f"prio-minus{-priority}"
 
 
-def _node(name: str, gpus: int) -> dict[str, Any]:
+def node(name: str, gpus: int = 8) -> dict[str, Any]:
+    """A Ready node object with `gpus` allocatable GPUs."""
     return {
         "metadata": {"name": name},
         "spec": {},

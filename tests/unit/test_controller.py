@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from operator_view import node
+
 from wattcap.controller import (
     ANN_FORECAST,
     ANN_PLACEMENT,
@@ -30,17 +32,6 @@ def site_policy(cap: float, **kw: object) -> PowerPolicy:
 
 
 POLICY = site_policy(20_000)
-
-
-def node(name: str, gpus: int = 8) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name},
-        "spec": {},
-        "status": {
-            "allocatable": {"nvidia.com/gpu": str(gpus)},
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    }
 
 
 # PriorityClasses marked for wattcap, "prio-N" of value N (`tj(prio=N)` names one)
