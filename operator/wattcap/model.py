@@ -103,8 +103,10 @@ def parse_window_time(value: Any, path: str) -> float:
 
 
 def format_time(epoch_s: float) -> str:
-    """RFC 3339 UTC with a Z, the form Kubernetes status fields use."""
-    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 UTC with a Z, the form Kubernetes status fields use (a
+    four-digit year always: strftime's %Y writes year 1 as "1" on Linux)."""
+    dt = datetime.fromtimestamp(epoch_s, UTC)
+    return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}Z"
 
 
 def _number(

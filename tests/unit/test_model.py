@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 
 import pytest
@@ -132,3 +133,13 @@ def test_training_job_parses_and_refuses_bad_sizes() -> None:
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text, "x") == seconds
+
+
+def test_format_time_writes_four_digit_years_as_rfc_3339_and_the_schema_require() -> None:
+    """strftime's %Y writes year 1 as "1" on Linux: a window the fuzz drew
+    from year 0001 came back as "1-01-01T01:25:44Z", which the schema refuses."""
+    from wattcap.model import WINDOW_TIME_PATTERN, format_time, parse_time
+
+    for stamp in ("0001-01-02T00:00:00Z", "0999-12-31T23:59:59Z", "2026-07-01T14:00:00Z"):
+        out = format_time(parse_time(stamp, "t"))
+        assert out == stamp and re.match(WINDOW_TIME_PATTERN, out), out
