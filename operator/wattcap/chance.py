@@ -32,6 +32,12 @@ running then sum to at least mean + z sd of their sum (the increments
 telescope along jobs ordered by end, and a smaller base only raises an
 increment), so a job is admitted only while P(site draw > usable cap) <=
 1 - coverageTarget at every step it runs through, cap windows included.
+
+The charges' arithmetic runs as compiled loops (`profile.chance_running`,
+`profile.chance_queued`): decide charges every running job every cycle,
+and a replay runs hundreds of thousands of cycles. The loops sum as
+numpy's cumsum does, so the figures are those of the numpy model to the
+bit (tests/unit/test_profile.py holds them to it).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from statistics import NormalDist
 import numpy as np
 
 from .model import ADMISSION_MODELS
+from .profile import chance_queued, chance_running
 
 SITE_CHANCE, PER_JOB_QUANTILE = ADMISSION_MODELS
 
@@ -49,24 +56,6 @@ SITE_CHANCE, PER_JOB_QUANTILE = ADMISSION_MODELS
 def z_of(coverage: float) -> float:
     """The normal quantile of the coverage target (0.95 -> 1.645)."""
     return NormalDist().inv_cdf(coverage)
-
-
-def _increments(base: np.ndarray, var: np.ndarray) -> np.ndarray:
-    """sqrt(base + var) - sqrt(base), without cancellation for a large base."""
-    top = np.sqrt(base + var)
-    den = top + np.sqrt(base)
-    return np.divide(var, den, out=np.zeros_like(var), where=den > 0)
-
-
-def _sums_before(v: np.ndarray) -> np.ndarray:
-    """s[k] = v[0] + ... + v[k-1], for k = 0 .. len(v).
-
-    Why a base is always such a sum, never the difference of two: variances
-    span many scales, and a small base taken as a large sum less another
-    keeps only the large one's rounding (6e5 - 6e5 for 1e-10): the charges
-    then fell short of the target. A sum of non-negative terms is close in
-    relative terms, whatever their scales."""
-    return np.concatenate(([0.0], np.cumsum(v)))
 
 
 def running_charges(
@@ -87,27 +76,9 @@ def running_charges(
     too). At any step, the jobs running form a prefix of each kind, so their
     increments add up to at least the sd of their sum.
     """
-    m = mean.size
-    if m == 0 or z <= 0.0:
+    if mean.size == 0 or z <= 0.0:
         return mean.astype(float, copy=True)
-    var = sd * sd
-    base = np.zeros(m)
-    pre = preemptible.astype(bool)
-    npi = np.flatnonzero(~pre)
-    np_ends = np.zeros(0)
-    np_cum = np.zeros(1)
-    if npi.size:
-        order = npi[np.lexsort((npi, -end[npi]))]  # latest end first, ties by position
-        np_cum = _sums_before(var[order])  # np_cum[k]: the k latest ends
-        base[order] = np_cum[:-1]
-        np_ends = end[order][::-1]  # ascending
-    pi = np.flatnonzero(pre)
-    if pi.size:
-        order = pi[np.lexsort((pi, -end[pi]))]
-        # non-preemptible variance with end >= this job's end: the latest ones
-        later = np_ends.size - np.searchsorted(np_ends, end[order], side="left")
-        base[order] = np_cum[later] + _sums_before(var[order])[:-1]
-    return mean + z * math.sqrt(rho) * sd + z * math.sqrt(1.0 - rho) * _increments(base, var)
+    return chance_running(_f64(mean), _f64(sd), _f64(end), _flags(preemptible), *_weights(z, rho))
 
 
 def queued_charges(
@@ -131,22 +102,29 @@ def queued_charges(
     """
     if mean.size == 0 or z <= 0.0:
         return mean.astype(float, copy=True)
-    var = sd * sd
-    run_var = run_sd * run_sd
-    run_pre = run_preemptible.astype(bool)
+    return chance_queued(
+        _f64(mean),
+        _f64(sd),
+        _f64(end),
+        _flags(preemptible),
+        _f64(run_sd),
+        _f64(run_end),
+        _flags(run_preemptible),
+        *_weights(z, rho),
+    )
 
-    def later(sel: np.ndarray) -> np.ndarray:
-        """Variance of the running jobs in `sel` ending at or after each queued end."""
-        ends = run_end[sel]
-        order = np.argsort(ends, kind="stable")
-        cum = _sums_before(run_var[sel][order][::-1])  # cum[k]: the k latest ends
-        below = np.searchsorted(ends[order], end, side="left")
-        return cum[ends.size - below]
 
-    base = later(~run_pre)
-    if run_pre.any():
-        base = base + np.where(preemptible.astype(bool), later(run_pre), 0.0)
-    return mean + z * math.sqrt(rho) * sd + z * math.sqrt(1.0 - rho) * _increments(base, var)
+def _weights(z: float, rho: float) -> tuple[float, float]:
+    """(z sqrt(rho), z sqrt(1 - rho)): per watt of a job's sd, and of its increment."""
+    return z * math.sqrt(rho), z * math.sqrt(1.0 - rho)
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=float)
+
+
+def _flags(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=bool).view(np.uint8)
 
 
 def base_shrinks_in(

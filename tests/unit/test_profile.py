@@ -274,3 +274,89 @@ def test_compiled_and_interpreted_queue_scans_agree_to_the_bit(
     pre_u8, _, skip_u8 = flags
     scan = (w_col, g_col, pre_u8, skip_u8, end, lo, hi, free_g, may_start, throughout)
     assert a.first_fit(*scan) == b.first_fit(*scan)
+
+
+# The chance charges as chance.py first wrote them, in numpy: the model's
+# arithmetic, which the compiled kernels (`chance_running`, `chance_queued`)
+# must give to the bit, or decide's admissions would move with the module.
+def _np_increments(base, var):
+    top = np.sqrt(base + var)
+    den = top + np.sqrt(base)
+    return np.divide(var, den, out=np.zeros_like(var), where=den > 0)
+
+
+def _np_sums_before(v):
+    return np.concatenate(([0.0], np.cumsum(v)))
+
+
+def _np_running(mean, sd, end, pre, zc, zi):
+    m = mean.size
+    var = sd * sd
+    base = np.zeros(m)
+    npi = np.flatnonzero(~pre)
+    np_ends, np_cum = np.zeros(0), np.zeros(1)
+    if npi.size:
+        order = npi[np.lexsort((npi, -end[npi]))]
+        np_cum = _np_sums_before(var[order])
+        base[order] = np_cum[:-1]
+        np_ends = end[order][::-1]
+    pi = np.flatnonzero(pre)
+    if pi.size:
+        order = pi[np.lexsort((pi, -end[pi]))]
+        later = np_ends.size - np.searchsorted(np_ends, end[order], side="left")
+        base[order] = np_cum[later] + _np_sums_before(var[order])[:-1]
+    return mean + zc * sd + zi * _np_increments(base, var)
+
+
+def _np_queued(mean, sd, end, pre, run_sd, run_end, run_pre, zc, zi):
+    var, run_var = sd * sd, run_sd * run_sd
+
+    def later(sel):
+        ends = run_end[sel]
+        order = np.argsort(ends, kind="stable")
+        cum = _np_sums_before(run_var[sel][order][::-1])
+        return cum[ends.size - np.searchsorted(ends[order], end, side="left")]
+
+    base = later(~run_pre)
+    if run_pre.any():
+        base = base + np.where(pre, later(run_pre), 0.0)
+    return mean + zc * sd + zi * _np_increments(base, var)
+
+
+_charged = st.tuples(
+    st.floats(-500.0, 5000.0),  # mean
+    st.one_of(st.just(0.0), st.floats(0.0, 800.0)),  # sd
+    st.sampled_from([100.0, 700.0, 3600.0]) | st.floats(60.0, 20000.0),  # end (ties too)
+    st.booleans(),  # preemptible
+)
+
+
+def _cols(rows):
+    return (
+        np.array([r[0] for r in rows], dtype=float),
+        np.array([r[1] for r in rows], dtype=float),
+        np.array([r[2] for r in rows], dtype=float),
+        np.array([r[3] for r in rows], dtype=bool),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_charged, max_size=40),
+    st.lists(_charged, max_size=12),
+    st.floats(0.0, 1.0),
+    st.sampled_from([0.5, 0.9, 1.645, 2.33]),
+)
+def test_the_chance_charges_are_numpys_to_the_bit(running, queued, rho, z) -> None:
+    """siteChance charges every running and queued job each cycle; compiled,
+    they must be the numpy model's figures exactly, as plain Python too."""
+    zc, zi = z * np.sqrt(rho), z * np.sqrt(1.0 - rho)
+    rm, rs, re, rp = _cols(running)
+    qm, qs, qe, qp = _cols(queued)
+    want_r = _np_running(rm, rs, re, rp, zc, zi)
+    want_q = _np_queued(qm, qs, qe, qp, rs, re, rp, zc, zi)
+    for mod in (compiled, PY):
+        got_r = mod.chance_running(rm, rs, re, rp.view(np.uint8), zc, zi)
+        got_q = mod.chance_queued(qm, qs, qe, qp.view(np.uint8), rs, re, rp.view(np.uint8), zc, zi)
+        assert got_r.tobytes() == want_r.tobytes()
+        assert got_q.tobytes() == want_q.tobytes()
