@@ -568,9 +568,11 @@ def chance_running(
     `zc` x its sd, plus `zi` x its increment over its base (the variance of
     jobs sure to run beside it). Jobs are chained non-preemptible first,
     each kind latest end first, ties by position; a base is a running sum in
-    that order (never the difference of two sums: chance._sums_before says
-    why), as numpy's cumsum takes it, so the charges are the numpy model's
-    to the bit. Why compiled: decide charges every running job every
+    that order, as numpy's cumsum takes it, so the charges are the numpy
+    model's to the bit. Never the difference of two sums: variances span
+    many scales, and a small base taken as a large sum less another keeps
+    only the large one's rounding (6e5 - 6e5 for 1e-10), and the charges
+    then fell short of the target. Why compiled: decide charges every running job every
     cycle, and in numpy that was two dozen calls of a few µs each."""
     m: cython.Py_ssize_t = mean.shape[0]
     out = np.empty(m)
