@@ -38,7 +38,7 @@ from .admission import (
     overdraws,
 )
 from .chance import SITE_CHANCE
-from .enforcement import PENDING, UNCONFIRMED, Verdict, judge
+from .enforcement import CONFIRMED, PENDING, UNCONFIRMED, Verdict, expired, judge
 from .forecast import Forecaster, PowerForecast
 from .jobs import (
     ANN_ADMITTED,
@@ -135,12 +135,21 @@ class ControllerMemory:
     period_s: float = 15.0
     # per TrainingJob: (uid, generation) whose pod template passed validation
     valid_templates: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
-    # per running TrainingJob: since when its GPU power limit is asked and not confirmed;
-    # and those not confirmed within the grace period (the nodes), for the rest of the run
+    # per running TrainingJob: since when its GPU power limit is due and not confirmed;
+    # those not confirmed within the grace period (the nodes), and of those the ones
+    # whose nodes' agents had gone silent (lifted once those report again)
     limit_pending: dict[tuple[str, str], float] = field(default_factory=dict)
     limit_failed: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
-    # per GPU node: since when it reports no enforced limit for all its GPUs (no agent)
+    limit_lost: set[tuple[str, str]] = field(default_factory=set)
+    # per running TrainingJob: when a limit was last asked of its pods (the cycle), and
+    # the last sample of the gauge that showed its ask in force: its grace counts from
+    # the later of the two (enforcement.py)
+    limit_asked: dict[tuple[str, str], float] = field(default_factory=dict)
+    limit_seen: dict[tuple[str, str], float] = field(default_factory=dict)
+    # per GPU node: since when it reports no enforced limit for all its GPUs (no agent),
+    # counted from the last sample in which it did
     node_silent: dict[str, float] = field(default_factory=dict)
+    node_seen: dict[str, float] = field(default_factory=dict)
 
 
 def _ts(obj: Mapping[str, Any], *path: str) -> float | None:
@@ -375,6 +384,8 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     for w in dec.waits:
         _isolated(plan, pic, _ref_of(w.key), now_iso, "wait", _plan_wait, w)
     limited = _plan_limits(plan, pic, dec, verdicts, pol.grace_period_s, now_iso)
+    for ref in _asked(plan, verdicts):
+        mem.limit_asked[ref] = now_s
 
     for ref, st in plan.tj_status.items():
         if ref in pic.specs and st.get("phase") is not None:
@@ -1068,8 +1079,11 @@ def _judge_limits(
     Returns the verdict and running pods per job whose Job runs. Without a reading
     nothing is judged (no clock runs): a silent Prometheus must not preempt anyone."""
     reading = state.reading
-    enforced = reading.enforced_by_pod if reading is not None and reading.ok else None
-    grace = state.policy.grace_period_s
+    ok = reading is not None and reading.ok
+    enforced = reading.enforced_by_pod if reading is not None and ok else None
+    reporting = reading.enforced_nodes if reading is not None and ok else frozenset()
+    pod_at = reading.enforced_pod_at if reading is not None else {}
+    grace, period = state.policy.grace_period_s, state.policy.control_period_s
     pods_of = running_pods(state.pods)
     agentless = _agentless_nodes(state, mem, now_s) if enforced is not None else set()
     out: dict[tuple[str, str], tuple[Verdict, list[dict[str, Any]]]] = {}
@@ -1080,35 +1094,64 @@ def _judge_limits(
             continue
         pods = pods_of.get((ref[0], job_name(ref[1])), [])
         limits = pod_limits(pods, spec.gpus_per_replica, enforced or {})
+        if ref in mem.limit_lost and reporting.issuperset(mem.limit_failed.get(ref, ())):
+            # the agent that died is back: it may hold this job's limits again
+            mem.limit_lost.discard(ref)
+            mem.limit_failed.pop(ref, None)
         failed = ref in mem.limit_failed
         if enforced is None:
             v = judge(limits, None, failed, now_s, math.inf)
             mem.limit_pending.pop(ref, None)
         else:
-            v = judge(limits, mem.limit_pending.get(ref), failed, now_s, grace)
+            asked_at, seen_at = mem.limit_asked.get(ref), mem.limit_seen.get(ref)
+            since = mem.limit_pending.get(ref, _latest(asked_at, seen_at))
+            # a limit seen in force and then lost may have left the site over its cap
+            # since: give up on it at the last cycle within the grace. A new ask is
+            # on its way: it gets the whole grace
+            lost = seen_at is not None and (asked_at is None or seen_at >= asked_at)
+            v = judge(limits, since, failed, now_s, grace, period if lost else 0.0)
+            if v.state == CONFIRMED:
+                at = [pod_at.get(_pod_ref(p), now_s) for p in pods]
+                mem.limit_seen[ref] = min(at, default=now_s)
             if v.state == PENDING and v.since_s is not None:
                 mem.limit_pending[ref] = v.since_s
             else:
                 mem.limit_pending.pop(ref, None)
             if v.state == UNCONFIRMED and not failed:
                 mem.limit_failed[ref] = v.nodes
+                if not reporting.intersection(v.nodes):
+                    mem.limit_lost.add(ref)
         asked = None if v.asked_w is None else float(v.asked_w)
         # a job on a node without an agent is not throttled at all: asking would only
         # cost another grace period over the cap before the same preemption
         ok = v.state != UNCONFIRMED and not agentless.intersection(r.nodes)
         pic.running[i] = replace(r, gpu_limit_watts=asked, throttleable=ok)
         out[ref] = (v, pods)
-    for memo in (mem.limit_pending, mem.limit_failed):
+    for memo in (mem.limit_pending, mem.limit_failed, mem.limit_asked, mem.limit_seen):
         for ref in [k for k in memo if k not in out]:
             del memo[ref]
+    mem.limit_lost &= set(mem.limit_failed)
     return out
 
 
+def _latest(*times: float | None) -> float | None:
+    """The latest of the times given, None if none is."""
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def _pod_ref(pod: Mapping[str, Any]) -> tuple[str, str]:
+    meta = pod.get("metadata") or {}
+    return (str(meta.get("namespace", "default")), str(meta.get("name", "")))
+
+
 def _agentless_nodes(state: SiteState, mem: ControllerMemory, now_s: float) -> set[str]:
-    """GPU nodes that have reported no enforced limit for all their GPUs for the grace
-    period: no node agent runs there (it died, or was never installed)."""
+    """GPU nodes whose last report of an enforced limit for all their GPUs is a grace
+    period old by the next cycle: no node agent runs there (it died, or was never
+    installed). Silence counts from that last sample, not from the cycle that noticed."""
     assert state.reading is not None
     reporting = state.reading.enforced_nodes
+    at = state.reading.enforced_node_at
     seen = set()
     for n in state.nodes:
         name = _get(n, "metadata", "name")
@@ -1117,12 +1160,19 @@ def _agentless_nodes(state: SiteState, mem: ControllerMemory, now_s: float) -> s
         seen.add(name)
         if name in reporting:
             mem.node_silent.pop(name, None)
+            mem.node_seen[name] = at.get(name, now_s)
         else:
-            mem.node_silent.setdefault(name, now_s)
-    for name in [k for k in mem.node_silent if k not in seen]:
-        del mem.node_silent[name]
-    grace = state.policy.grace_period_s
-    return {n for n, t in mem.node_silent.items() if now_s - t >= grace}
+            mem.node_silent.setdefault(name, mem.node_seen.get(name, now_s))
+    for memo in (mem.node_silent, mem.node_seen):
+        for name in [k for k in memo if k not in seen]:
+            del memo[name]
+    return _silent_nodes(state.policy, mem, now_s)
+
+
+def _silent_nodes(pol: PowerPolicy, mem: ControllerMemory, now_s: float) -> set[str]:
+    """The nodes whose silence outlasts the grace period by the next cycle."""
+    g, p = pol.grace_period_s, pol.control_period_s
+    return {n for n, t in mem.node_silent.items() if expired(t, now_s, g, p)}
 
 
 def _stopping(job: Mapping[str, Any]) -> bool:
@@ -1173,6 +1223,14 @@ def _plan_limits(
     return limited
 
 
+def _asked(
+    plan: Plan, verdicts: Mapping[tuple[str, str], tuple[Verdict, list[dict[str, Any]]]]
+) -> set[tuple[str, str]]:
+    """The jobs whose pods this plan asks for a limit (a new or changed one)."""
+    asking = {(ns, name) for ns, name, patch in plan.pod_patches if patch.get(ANN_GPU_LIMIT)}
+    return {ref for ref, (_, pods) in verdicts.items() if asking.intersection(map(_pod_ref, pods))}
+
+
 def _limits_condition(
     state: SiteState,
     mem: ControllerMemory,
@@ -1183,7 +1241,7 @@ def _limits_condition(
     reading = state.reading
     measured = None if reading is None else reading.ok
     grace = state.policy.grace_period_s
-    silent = sorted(n for n, t in mem.node_silent.items() if now_s - t >= grace)
+    silent = sorted(_silent_nodes(state.policy, mem, now_s))
     failed = mem.limit_failed
     status, reason, msg = policy_limits_condition(measured, limited, failed, silent, grace)
     return condition("PowerLimitsApplied", status, reason, msg, now_iso)

@@ -9,8 +9,14 @@ throttled (planned at its limit) only while that gauge, fresh, shows every GPU o
 of its pods at or below the limit asked of the pod. Within the policy's grace period an
 ask may still be on its way (the agent applies it, Prometheus scrapes it); unconfirmed
 past it (an agent that died, never ran, or holds another value), the job is no longer
-throttleable for the rest of its run: the core plans it at its natural draw and preempts
-instead. The verdict enters the core as `RunningJob.throttleable`.
+throttleable: the core plans it at its natural draw and preempts instead. The verdict
+enters the core as `RunningJob.throttleable`.
+
+The grace counts from when the limit was due and unseen: the cycle that asked for it,
+or the last sample of the gauge that showed it in force, whichever is later; not from
+the cycle that first found it missing, which comes a scrape and a cycle after an agent's
+death. The operator acts only at cycles, so it gives up on a limit at the last cycle
+before the grace ends (`expired`): the fallback preemption is issued within the grace.
 """
 
 from __future__ import annotations
@@ -52,18 +58,26 @@ def pod_confirmed(p: PodLimit) -> bool:
     return len(p.enforced_w) >= p.gpus and all(e <= p.asked_w + TOLERANCE_W for e in p.enforced_w)
 
 
+def expired(since_s: float, now_s: float, grace_s: float, period_s: float = 0.0) -> bool:
+    """Whether a grace that started at `since_s` ends before the next cycle (`period_s`
+    from now): the last cycle that can act within it is this one."""
+    return now_s + period_s - since_s >= grace_s
+
+
 def judge(
     pods: Sequence[PodLimit],
     pending_since_s: float | None,
     failed: bool,
     now_s: float,
     grace_s: float,
+    period_s: float = 0.0,
 ) -> Verdict:
     """The state of one running job's limits this cycle.
 
-    `pending_since_s`: when its ask was first seen unconfirmed (None: it was not);
-    `failed`: an earlier cycle found it UNCONFIRMED, which holds for the rest of its run
-    (an agent that dropped one limit is not trusted with the next).
+    `pending_since_s`: since when its ask is due and unconfirmed (None: now); `failed`:
+    an earlier cycle found it UNCONFIRMED, which holds until the controller lifts it (an
+    agent that held another value is not trusted with the next limit; one that died is,
+    once it reports again). `period_s`: the control period (see `expired`).
     A job with some pods asked and others not is not confirmed: the plan counts on all.
     """
     if failed:
@@ -75,5 +89,5 @@ def judge(
     if not bad:
         return Verdict(CONFIRMED, None, max(asked))
     since = now_s if pending_since_s is None else pending_since_s
-    state = UNCONFIRMED if now_s - since >= grace_s else PENDING
+    state = UNCONFIRMED if expired(since, now_s, grace_s, period_s) else PENDING
     return Verdict(state, since, max(asked), bad)

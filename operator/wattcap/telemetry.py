@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .model import PowerPolicy
 from .promaccess import PromAccess
@@ -50,6 +50,10 @@ class Reading:
     enforced_by_pod: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     # the site's nodes that report a fresh enforced limit for every GPU: a node agent runs
     enforced_nodes: frozenset[str] = frozenset()
+    # when those were sampled (the oldest of the GPUs' newest samples), per pod and per
+    # node: the grace of a limit that stops being confirmed counts from there
+    enforced_pod_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    enforced_node_at: dict[str, float] = field(default_factory=dict)
 
 
 def _key(labels: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -169,28 +173,43 @@ def _newest_per_gpu(
     return best, bad
 
 
+class Enforced(NamedTuple):
+    """The enforced GPU power limits a reading shows (see `Reading`)."""
+
+    by_pod: dict[tuple[str, str], list[float]]
+    nodes: frozenset[str]
+    pod_at: dict[tuple[str, str], float]
+    node_at: dict[str, float]
+
+
 def enforced_limits(
     series: list[dict[str, Any]],
     site_nodes: Mapping[str, int],
     now_s: float,
     sample_times: list[dict[str, Any]] | None = None,
-) -> tuple[dict[tuple[str, str], list[float]], frozenset[str]]:
+) -> Enforced:
     """The enforced GPU power limits per (namespace, pod), and the nodes that report one
-    for every GPU: the newest sample of each (node, GPU) of the site, fresh and
-    plausible only; anything else confirms nothing."""
+    for every GPU, each with when it was sampled (the oldest of its GPUs' samples): the
+    newest sample of each (node, GPU) of the site, fresh and plausible only; anything
+    else confirms nothing."""
     best, _ = _newest_per_gpu(series, site_nodes, sample_times)
     out: dict[tuple[str, str], list[float]] = {}
+    pod_at: dict[tuple[str, str], float] = {}
     fresh: dict[str, int] = {}
+    node_at: dict[str, float] = {}
     for ts, value, labels in best.values():
         if not math.isfinite(value) or value < 0 or now_s - ts > STALE_AFTER_S:
             continue
         host = str(labels.get("Hostname"))
         fresh[host] = fresh.get(host, 0) + 1
+        node_at[host] = min(ts, node_at.get(host, ts))
         pod, ns = labels.get("pod"), labels.get("namespace")
         if pod and ns:
-            out.setdefault((str(ns), str(pod)), []).append(value)
+            key = (str(ns), str(pod))
+            out.setdefault(key, []).append(value)
+            pod_at[key] = min(ts, pod_at.get(key, ts))
     nodes = frozenset(h for h, n in fresh.items() if n >= site_nodes.get(h, 0))
-    return out, nodes
+    return Enforced(out, nodes, pod_at, {h: node_at[h] for h in nodes})
 
 
 URL_REFUSED = "PrometheusURLRefused"
@@ -231,19 +250,19 @@ class Telemetry:
         now = time.time()
         reading = interpret(gpu, site, policy, site_nodes, now, stamps)
         if reading.ok and policy.power_limits.enabled:
-            reading.enforced_by_pod, reading.enforced_nodes = self._enforced(site_nodes, now)
+            e = self._enforced(site_nodes, now)
+            reading.enforced_by_pod, reading.enforced_nodes = e.by_pod, e.nodes
+            reading.enforced_pod_at, reading.enforced_node_at = e.pod_at, e.node_at
         return reading
 
-    def _enforced(
-        self, site_nodes: Mapping[str, int], now: float
-    ) -> tuple[dict[tuple[str, str], list[float]], frozenset[str]]:
+    def _enforced(self, site_nodes: Mapping[str, int], now: float) -> Enforced:
         """Enforced limits per pod; none (so nothing confirmed) if the query fails."""
         assert self.prom is not None
         try:
             raw = self.prom.custom_query(ENFORCED_LIMIT_METRIC)
             stamps = self.prom.custom_query(f"timestamp({ENFORCED_LIMIT_METRIC})")
         except Exception:  # no confirmation this cycle; power is still measured
-            return {}, frozenset()
+            return Enforced({}, frozenset(), {}, {})
         if not isinstance(raw, list):
-            return {}, frozenset()
+            return Enforced({}, frozenset(), {}, {})
         return enforced_limits(raw, site_nodes, now, stamps if isinstance(stamps, list) else None)

@@ -170,8 +170,9 @@ def policy_limits_condition(
         return (
             "False",
             "NoNodeAgent",
-            f"{len(agentless)} GPU node(s) report no enforced power limit ({ENFORCED_GAUGE}) "
-            f"for {grace_s:.0f}s, so no node agent runs there ({', '.join(agentless[:5])}"
+            f"{len(agentless)} GPU node(s) have reported no enforced power limit "
+            f"({ENFORCED_GAUGE}) for the {grace_s:.0f}s grace period, so no node agent runs "
+            f"there ({', '.join(agentless[:5])}"
             f"{' ...' if len(agentless) > 5 else ''}): their jobs are preempted rather than "
             "throttled",
         )

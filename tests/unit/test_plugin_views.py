@@ -197,3 +197,42 @@ def test_status_shows_the_gpu_work_wattcap_does_not_manage() -> None:
     assert "unmanaged      5.6 kW: 8 GPUs in 2 pods (Measured)" in text
     (quiet,) = status_records([policy(lastCycle=format_time(NOW))], [])
     assert "unmanaged" not in _status_text(quiet, NOW, wide=False)
+
+
+def test_status_lists_each_throttled_jobs_gpu_limit_its_state_and_why() -> None:
+    """With GPU power limits on, status says whether they hold (the policy's
+    PowerLimitsApplied condition) and shows each throttled job's limit and state."""
+    why = "throttled to 390 W by demand-response window evening-peak; confirmed by the agent"
+    cond = {"type": "PowerLimitsApplied", "status": "True", "reason": "Confirmed"}
+    pol = policy(lastCycle=format_time(NOW), conditions=[{**cond, "message": "1 job(s)"}])
+    throttled = {"type": "Throttled", "status": "True", "message": why}
+    tjs = [
+        tj(
+            "low",
+            phase="Running",
+            gpuPowerLimitWatts=390,
+            gpuPowerLimitState="Confirmed",
+            conditions=[throttled],
+        ),
+        tj("mid", phase="Running", gpuPowerLimitWatts=450, gpuPowerLimitState="Pending"),
+        tj("high", phase="Running"),
+    ]
+    (rec,) = status_records([pol], tjs)
+    assert rec["powerLimits"] == {"status": "True", "reason": "Confirmed", "message": "1 job(s)"}
+    assert rec["throttled"] == [
+        {"namespace": "ml", "name": "low", "gpuPowerLimitWatts": 390,
+         "gpuPowerLimitState": "Confirmed", "message": why},
+        {"namespace": "ml", "name": "mid", "gpuPowerLimitWatts": 450,
+         "gpuPowerLimitState": "Pending", "message": None},
+    ]  # fmt: skip
+    text = _status_text(rec, NOW, wide=False)
+    assert "power limits   Confirmed: 1 job(s)" in text
+    lines = text.splitlines()
+    (low,) = [x for x in lines if "ml/low" in x]
+    assert "390 W" in low and "Confirmed" in low and why in low
+    (mid,) = [x for x in lines if "ml/mid" in x]
+    assert "450 W" in mid and "Pending" in mid
+    assert not any("ml/high" in x for x in lines)
+    (quiet,) = status_records([policy(lastCycle=format_time(NOW))], [tj("high", phase="Running")])
+    assert quiet["throttled"] == [] and quiet["powerLimits"] is None
+    assert "power limits" not in _status_text(quiet, NOW, wide=False)

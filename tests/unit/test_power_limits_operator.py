@@ -17,6 +17,7 @@ from wattcap.telemetry import Reading, enforced_limits
 
 NOW = 1_782_864_000.0
 GRACE = 10.0
+PERIOD = 2.0  # the policy's control period: a fallback is issued at the last cycle in the grace
 LIMITS = PowerLimits(enabled=True, min_fraction=0.5)
 # two 8-GPU jobs at 700 W on 100 W idle: 1600 + 2 x 4800 = 11.2 kW; the window takes 0.6 kW
 WINDOW = CapWindow(NOW - 1, NOW + 3600, 10_600, "evening-peak")
@@ -28,6 +29,7 @@ def pol(window: bool = True, **kw: Any):  # type: ignore[no-untyped-def]
         cap_schedule=(WINDOW,) if window else (),
         power_limits=LIMITS,
         grace_period_s=GRACE,
+        control_period_s=PERIOD,
         **kw,
     )
 
@@ -51,11 +53,16 @@ def state(  # type: ignore[no-untyped-def]
     enforced: dict | None = None,
     window: bool = True,
     agents: tuple[str, ...] = ("a", "b"),
+    seen: float | None = None,
     **kw,
 ):
-    """The site; `agents`: the nodes whose agent reports enforced limits for all GPUs."""
+    """The site; `agents`: the nodes whose agent reports enforced limits for all GPUs;
+    `seen`: the time of those samples (None: the reading has no sample times)."""
     reading = Reading(True, 11_000.0, enforced_by_pod=enforced or {})
     reading.enforced_nodes = frozenset(agents)
+    if seen is not None:
+        reading.enforced_pod_at = dict.fromkeys(reading.enforced_by_pod, seen)
+        reading.enforced_node_at = dict.fromkeys(agents, seen)
     tjs = [tj("low", pre=True, prio=0), tj("high", pre=True, prio=10)]
     jobs = {("ml", "low"): job("low", ["a"]), ("ml", "high"): job("high", ["b"])}
     return site(pol(window, **kw), [node("a"), node("b")], pods, tjs, jobs, reading)
@@ -101,23 +108,76 @@ def test_a_limit_the_agent_confirms_counts_as_throttled() -> None:
     assert limit_cond(plan)["status"] == "True" and limit_cond(plan)["reason"] == "Confirmed"
 
 
-def test_an_unconfirmed_limit_falls_back_to_preemption_after_the_grace_period() -> None:
-    """The node agents died (no enforced gauge at all): within the grace period the ask
-    stands; past it the job is planned at its natural draw and shed."""
+def test_an_unconfirmed_limit_falls_back_to_preemption_within_the_grace_period() -> None:
+    """The node agents died before confirming (no enforced gauge at all): the ask stands
+    while the grace period allows; the nodes' silence counts from their last report, and
+    at the last cycle before its grace ends the job is planned at its natural draw and
+    shed, so the fallback is issued within the grace period."""
     m = mem()
     limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
     pods = [pod("low", "a", limit), pod("high", "b")]
     within = cycle(state(pods, agents=()), m, NOW + 2)
     assert within.suspend_jobs == [] and "ml/low" in within.decision.gpu_limits
-    assert cycle(state(pods, agents=()), m, NOW + 2 + GRACE - 1).suspend_jobs == []
-    past = cycle(state(pods, agents=()), m, NOW + 2 + GRACE)
+    assert cycle(state(pods, agents=()), m, NOW + GRACE - PERIOD - 0.5).suspend_jobs == []
+    past = cycle(state(pods, agents=()), m, NOW + GRACE - PERIOD)
     assert past.suspend_jobs == [("ml", "low")], "shed instead of throttled"
     assert past.decision.gpu_limits == {}
     c = limit_cond(past)
-    assert c["status"] == "False" and c["reason"] == "LimitNotConfirmed"
-    assert "ml/low" in c["message"] and "a" in c["message"]
+    assert c["status"] == "False" and c["reason"] in ("LimitNotConfirmed", "NoNodeAgent")
+    assert "a" in c["message"]
     st = past.tj_status[("ml", "low")]
     assert st["phase"] == "Preempted" and st.get("gpuPowerLimitWatts") is None
+
+
+def test_the_grace_counts_from_the_gauges_last_fresh_sample() -> None:
+    """A confirmed limit whose agent dies: the grace counts from the last sample of the
+    gauge that showed it in force, not from the cycle that first found it missing (the
+    operator sees it missing a scrape and a cycle late; counting from then left the site
+    over its cap for that long past the grace), and the job is shed at the last cycle
+    within it."""
+    m = mem()
+    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    pods = [pod("low", "a", limit), pod("high", "b")]
+    enforced = {("ml", "low-0"): [float(limit)] * 8, ("ml", "high-0"): [700.0] * 8}
+    last = NOW + 3.0  # the last scrape before the agent died
+    ok = cycle(state(pods, enforced, seen=last), m, NOW + 4)
+    assert ok.tj_status[("ml", "low")]["gpuPowerLimitState"] == CONFIRMED
+    assert cycle(state(pods, agents=()), m, NOW + 6).suspend_jobs == []
+    assert cycle(state(pods, agents=()), m, last + GRACE - PERIOD - 0.5).suspend_jobs == []
+    past = cycle(state(pods, agents=()), m, last + GRACE - PERIOD)
+    assert past.suspend_jobs == [("ml", "low")]
+
+
+def test_a_limit_lost_while_the_agent_reports_counts_from_its_last_sample_too() -> None:
+    """The agent runs but the GPUs went back to their default limit (a GPU reset): the
+    job's own clock, not the node's, gives up at the last cycle within the grace."""
+    m = mem()
+    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    pods = [pod("low", "a", limit), pod("high", "b")]
+    enforced = {("ml", "low-0"): [float(limit)] * 8, ("ml", "high-0"): [700.0] * 8}
+    last = NOW + 3.0
+    cycle(state(pods, enforced, seen=last), m, NOW + 4)
+    reset = {("ml", "low-0"): [700.0] * 8, ("ml", "high-0"): [700.0] * 8}
+    cycle(state(pods, reset, seen=NOW + 5), m, NOW + 6)
+    cycle(state(pods, reset, seen=NOW + 9), m, last + GRACE - PERIOD - 0.5)
+    assert ("ml", "low") not in m.limit_failed
+    cycle(state(pods, reset, seen=NOW + 9), m, last + GRACE - PERIOD)
+    assert ("ml", "low") in m.limit_failed
+
+
+def test_a_new_ask_counts_its_grace_from_the_cycle_that_asked() -> None:
+    """The agent runs but leaves the GPUs at their default limit: the ask's grace counts
+    from the cycle that wrote it, not from the next one that found it unconfirmed; an ask
+    on its way gets the whole grace."""
+    m = mem()
+    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    pods = [pod("low", "a", limit), pod("high", "b")]
+    default = {("ml", "low-0"): [700.0] * 8, ("ml", "high-0"): [700.0] * 8}
+    cycle(state(pods, default, seen=NOW + 1), m, NOW + 2)
+    cycle(state(pods, default, seen=NOW + 7), m, NOW + GRACE - 0.5)
+    assert ("ml", "low") not in m.limit_failed
+    cycle(state(pods, default, seen=NOW + 9), m, NOW + GRACE)
+    assert ("ml", "low") in m.limit_failed
 
 
 def test_where_one_nodes_agent_died_another_job_is_throttled_instead() -> None:
@@ -146,6 +206,38 @@ def test_a_node_without_an_agent_is_never_asked() -> None:
     assert c["status"] == "False" and c["reason"] == "NoNodeAgent" and "a" in c["message"]
 
 
+def test_a_nodes_silence_counts_from_its_last_sample() -> None:
+    """Node a reported enforced limits until its agent died: it counts as a node without
+    an agent once its last sample is a grace period old (less the cycle to come)."""
+    m = mem()
+    last = NOW - GRACE
+    both = [pod("low", "a"), pod("high", "b")]
+    cycle(state(both, window=False, seen=last), m, last + 1)
+    cycle(state(both, window=False, agents=("b",)), m, last + 3)
+    plan = cycle(state(both, agents=("b",)), m, last + GRACE - PERIOD)
+    assert "ml/low" not in plan.decision.gpu_limits
+    c = limit_cond(plan)
+    assert c["status"] == "False" and c["reason"] == "NoNodeAgent" and "a" in c["message"]
+
+
+def test_a_job_released_when_its_agent_died_is_throttled_again_once_it_is_back() -> None:
+    """Node a's agent dies: its job is released and the cut moves to node b's. Once a's
+    gauge is fresh again (the agent restarted), a's job may be throttled again."""
+    m = mem()
+    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    pods = [pod("low", "a", limit), pod("high", "b")]
+    cycle(state(pods, agents=("b",)), m, NOW + 2)
+    past = cycle(state(pods, agents=("b",)), m, NOW + 2 + GRACE)
+    assert ("ml", "low") in m.limit_failed and "ml/high" in past.decision.gpu_limits
+    high = int(next(p[ANN_GPU_LIMIT] for ns, n, p in past.pod_patches if n == "high-0"))
+    pods = [pod("low", "a"), pod("high", "b", high)]
+    back = {("ml", "low-0"): [700.0] * 8, ("ml", "high-0"): [float(high)] * 8}
+    again = cycle(state(pods, back), m, NOW + 4 + GRACE)
+    assert ("ml", "low") not in m.limit_failed
+    assert "ml/low" in again.decision.gpu_limits and again.suspend_jobs == []
+    assert ("ml", "low-0") in {(ns, n) for ns, n, _ in again.pod_patches}
+
+
 def test_a_limit_enforced_above_the_ask_is_not_confirmed() -> None:
     m = mem()
     limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
@@ -154,6 +246,9 @@ def test_a_limit_enforced_above_the_ask_is_not_confirmed() -> None:
     cycle(state(pods, over), m, NOW + 1)
     past = cycle(state(pods, over), m, NOW + 1 + GRACE)
     assert ("ml", "low") in m.limit_failed and "ml/low" not in past.decision.gpu_limits
+    # an agent that runs and holds another value is not trusted again for this run
+    cycle(state([pod("low", "a")], {("ml", "low-0"): [700.0] * 8}), m, NOW + 3 + GRACE)
+    assert ("ml", "low") in m.limit_failed
 
 
 def test_limits_are_released_when_the_window_ends() -> None:
@@ -223,10 +318,12 @@ def test_enforced_limits_are_fresh_and_per_pod() -> None:
 
     series = [
         s("a", 0, "p", 500.0, NOW - 1),
-        s("a", 1, "p", 500.0, NOW - 1),
+        s("a", 1, "p", 500.0, NOW - 2),
         s("b", 0, "q", 450.0, NOW - 600),  # stale: confirms nothing
         s("elsewhere", 0, "r", 450.0, NOW),  # not the site's node
     ]
-    by_pod, nodes = enforced_limits(series, {"a": 2, "b": 1}, NOW)
-    assert by_pod == {("ml", "p"): [500.0, 500.0]}
-    assert nodes == {"a"}  # b's only GPU is stale
+    e = enforced_limits(series, {"a": 2, "b": 1}, NOW)
+    assert e.by_pod == {("ml", "p"): [500.0, 500.0]}
+    assert e.nodes == {"a"}  # b's only GPU is stale
+    # sampled when its oldest GPU was: as of then every GPU showed that limit
+    assert e.pod_at == {("ml", "p"): NOW - 2} and e.node_at == {"a": NOW - 2}

@@ -188,6 +188,14 @@ def _status_text(r: Mapping[str, Any], now: float, wide: bool, hours: float = 24
             f"{jobs['preempted']} preempted, {jobs['succeeded']} succeeded, "
             f"{jobs['failed']} failed; {r['pastMaxWait'] or 0} past maxWait"
         )
+    limits = r.get("powerLimits")
+    if limits:
+        lines.append(f"power limits   {limits['reason']}: {limits['message']}")
+    for t in r.get("throttled") or []:
+        lines.append(
+            f"  {t['namespace']}/{t['name']}   {t['gpuPowerLimitWatts']} W per GPU   "
+            f"{t['gpuPowerLimitState'] or NONE}   {t['message'] or ''}".rstrip()
+        )
     if r["waitingByReason"]:
         why = ", ".join(f"{k} {v}" for k, v in sorted(r["waitingByReason"].items()))
         lines.append(f"waiting        {why}")

@@ -88,6 +88,7 @@ def status_records(
         elif phase == "Failed":
             counts["failed"] += 1
     gov = governing(policies)
+    throttled = throttled_records(tjs)
     out = []
     for pol in policies:
         st = _status(pol)
@@ -118,6 +119,8 @@ def status_records(
                 "headroomWatts": _num(st.get("headroomWatts")),
                 "unmanaged": _unmanaged(st.get("unmanaged")),
                 "jobs": dict(counts) if pol is gov else {},
+                "powerLimits": _limits(pol),
+                "throttled": throttled if pol is gov else [],
                 "waitingByReason": dict(waits) if pol is gov else {},
                 "lastCycle": st.get("lastCycle"),
                 "nextCapDrop": outlook.get("nextCapDrop"),
@@ -127,6 +130,36 @@ def status_records(
             }
         )
     return out
+
+
+def _limits(pol: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The PowerLimitsApplied condition (whether GPU power limits hold); None without one."""
+    c = _condition(pol, "PowerLimitsApplied")
+    if not c:
+        return None
+    return {"status": c.get("status"), "reason": c.get("reason"), "message": c.get("message")}
+
+
+def throttled_records(tjs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each running job under a GPU power limit: the limit per GPU, whether its node agent
+    confirmed it (Pending, Confirmed), and why (its Throttled condition)."""
+    out = []
+    for tj in tjs:
+        st = _status(tj)
+        if (st.get("phase") or "") not in RUNNING or st.get("gpuPowerLimitWatts") is None:
+            continue
+        ns, name = _ref(tj)
+        cond = _condition(tj, "Throttled")
+        out.append(
+            {
+                "namespace": ns,
+                "name": name,
+                "gpuPowerLimitWatts": st.get("gpuPowerLimitWatts"),
+                "gpuPowerLimitState": st.get("gpuPowerLimitState"),
+                "message": cond.get("message"),
+            }
+        )
+    return sorted(out, key=lambda r: (r["namespace"], r["name"]))
 
 
 def _queued_job(tj: Mapping[str, Any]) -> QueuedJob | None:
