@@ -326,6 +326,40 @@ def test_a_resumed_job_planned_below_its_admission_is_followed_by_a_cycle():
     assert event == every
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known replay divergence, not yet fixed: with nobody queued the replay "
+    "cycles only once a site reading passes the cap, while decide, planning a "
+    "running job's reading above its plan plus the chance charges, sheds earlier",
+)
+def test_a_job_drawing_above_its_plan_with_nobody_queued_is_shed_when_deciding_every_tick_would():
+    """Found by the random replays below (twice this session, by other draws).
+    j0 (8 GPUs, non-preemptible) starts at 146 s planned at its class's
+    level and draws about 5 % above it; with it the site is about 12 kW, at
+    the cap. Deciding every period, decide plans the excess and the charges
+    and sheds j0 at 390 s (CapDrop: projected over the cap); the replay skips
+    those ticks (no queue, `_measure_ticks` compares the reading with the cap
+    alone, and `_may_shed` ignores measured excess) and sheds it at 1,170 s,
+    when a reading first passes the cap. The fix must let the replay see the
+    excess decide plans with (per-job readings above the plan) without drawing
+    every job's samples at every tick."""
+    f = TraceJob
+    jobs = [
+        f("j0", 0, 3834, 2, 4, "a", 0, 618.2566839884315),
+        f("j1", 0, 0, 1, 1, "b", 0, 80.0),
+        f("j3823", 0, 146, 1, 1, "a", 0, 435.8218712171132),
+        f("j11184", 0, 0, 1, 1, "a", 0, 80.0),
+        f("j66", 0, 0, 1, 1, "a", 0, 80.0),
+    ]
+    policy = PowerPolicy(
+        cap_watts=12000.0,
+        cap_schedule=(CapWindow(T0 + 7200, T0 + 10800, 9000.0, "dr"),),
+        max_wait_s=4 * 3600.0,
+        reservation_depth=2,
+    )
+    assert _acts(jobs, policy, "wattcap", False, 0) == _acts(jobs, policy, "wattcap", True, 0)
+
+
 @pytest.mark.parametrize("seed", [3, 10])
 def test_a_reservation_moving_with_now_is_followed_to_the_step_it_reaches(seed):
     """A reservation booked from the next cycle on moves with now. Between two
