@@ -28,7 +28,7 @@ quota, or a ValidatingAdmissionPolicy on `spec.site`), not wattcap's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -233,12 +233,7 @@ def site_view(
     jobs: dict[tuple[str, str], dict[str, Any]] = {}
     orphans: list[tuple[dict[str, Any], dict[str, Any] | None, Assignment]] = []
     mine: set[tuple[str, str]] = set()  # (namespace, pod label value) of this site's jobs
-    for tj in state.trainingjobs:
-        ref = _ref(tj)
-        if ref is None:
-            continue
-        job = state.jobs.get(ref)
-        got = assign(tj, job, sites, owners)
+    for tj, ref, job, got in _assigned(state, sites, owners):
         if got.site == me:
             tjs.append(tj)
             if job is not None:
@@ -260,6 +255,19 @@ def site_view(
     lost = conflicts.get(me, [])
     older = sorted({owners[n] for n in lost})
     return SiteView(view, lost, older, orphans, any(s.name == me for s in sites))
+
+
+def _assigned(
+    state: SiteState, sites: Sequence[Site], owners: Mapping[str, str]
+) -> Iterator[tuple[dict[str, Any], tuple[str, str], dict[str, Any] | None, Assignment]]:
+    """Each TrainingJob with a name, its Job, and the site it belongs to: what
+    a site's view and a refused site's statuses both walk."""
+    for tj in state.trainingjobs:
+        ref = _ref(tj)
+        if ref is None:
+            continue
+        job = state.jobs.get(ref)
+        yield tj, ref, job, assign(tj, job, sites, owners)
 
 
 def orphan_status(
@@ -304,12 +312,7 @@ def invalid_policy_statuses(
         "until that field is fixed"
     )
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for tj in state.trainingjobs:
-        ref = _ref(tj)
-        if ref is None:
-            continue
-        job = state.jobs.get(ref)
-        got = assign(tj, job, sites, owners)
+    for tj, ref, job, got in _assigned(state, sites, owners):
         if got.site != name:
             continue
         holds = job is not None and _holds_nodes(job) and bool(_placement(job))

@@ -53,13 +53,9 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> N
         time.sleep(0.2)
 
 
-def test_the_agent_follows_the_annotation_and_the_pod(
-    crds: str, namespace: str, tmp_path: Path
-) -> None:
-    from kubernetes import client, config
-
-    config.load_kube_config(config_file=crds)
-    body = {
+def train_pod() -> dict[str, object]:
+    """A pod on NODE asking for a 300 W limit on its GPUs."""
+    return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "train-0", "annotations": {LIMIT_ANNOTATION: "300"}},
@@ -69,6 +65,15 @@ def test_the_agent_follows_the_annotation_and_the_pod(
             "tolerations": [{"operator": "Exists"}],
         },
     }
+
+
+def test_the_agent_follows_the_annotation_and_the_pod(
+    crds: str, namespace: str, tmp_path: Path
+) -> None:
+    from kubernetes import client, config
+
+    config.load_kube_config(config_file=crds)
+    body = train_pod()
     kubectl(crds, "-n", namespace, "create", "-f", "-", stdin=json.dumps(body))
     nvml = FakeNvml([FakeGpu("GPU-a"), FakeGpu("GPU-b")])
     nvml.nvmlInit()
@@ -145,16 +150,7 @@ def test_the_agent_process_applies_reports_clamps_and_restores(
         "faults": [[1, "nvmlDeviceGetPowerManagementLimitConstraints", NVML_ERROR_GPU_IS_LOST]],
         "sets_out": str(sets_out),
     }
-    body = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "train-0", "annotations": {LIMIT_ANNOTATION: "300"}},
-        "spec": {
-            "nodeName": NODE,
-            "containers": [{"name": "main", "image": "trainer:1"}],
-            "tolerations": [{"operator": "Exists"}],
-        },
-    }
+    body = train_pod()
     kubectl(crds, "-n", ns, "create", "-f", "-", stdin=json.dumps(body))
     log = (tmp_path / "agent.log").open("w")
     with running_kubelet(tmp_path) as kubelet:
