@@ -133,6 +133,10 @@ class ControllerMemory:
     # per TrainingJob whose Job write failed: (failures in a row, retry not before)
     backoff: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     period_s: float = 15.0
+    # how long the last cycle took from its start to its last write (the loop measures
+    # it): the next cycle's writes land that much after its start, so a limit's
+    # fallback looks that much further ahead (`_fallback_lead`)
+    cycle_s: float = 0.0
     # per TrainingJob: (uid, generation) whose pod template passed validation
     valid_templates: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
     # per running TrainingJob: since when its GPU power limit is due and not confirmed;
@@ -1083,7 +1087,7 @@ def _judge_limits(
     enforced = reading.enforced_by_pod if reading is not None and ok else None
     reporting = reading.enforced_nodes if reading is not None and ok else frozenset()
     pod_at = reading.enforced_pod_at if reading is not None else {}
-    grace, period = state.policy.grace_period_s, state.policy.control_period_s
+    grace, period = state.policy.grace_period_s, _fallback_lead(state.policy, mem)
     pods_of = running_pods(state.pods)
     agentless = _agentless_nodes(state, mem, now_s) if enforced is not None else set()
     out: dict[tuple[str, str], tuple[Verdict, list[dict[str, Any]]]] = {}
@@ -1171,8 +1175,17 @@ def _agentless_nodes(state: SiteState, mem: ControllerMemory, now_s: float) -> s
 
 def _silent_nodes(pol: PowerPolicy, mem: ControllerMemory, now_s: float) -> set[str]:
     """The nodes whose silence outlasts the grace period by the next cycle."""
-    g, p = pol.grace_period_s, pol.control_period_s
+    g, p = pol.grace_period_s, _fallback_lead(pol, mem)
     return {n for n, t in mem.node_silent.items() if expired(t, now_s, g, p)}
+
+
+def _fallback_lead(pol: PowerPolicy, mem: ControllerMemory) -> float:
+    """How far ahead a grace's end is looked for: the next cycle starts a control
+    period after this one, and its writes land the last cycle's duration after its
+    start. Without this, a slow cycle (a loaded host, a slow API server) issues the
+    fallback after the grace. Bounded by the period: a cycle that took longer is an
+    outlier, and looking further would give up on limits that were only late."""
+    return pol.control_period_s + min(max(mem.cycle_s, 0.0), pol.control_period_s)
 
 
 def _stopping(job: Mapping[str, Any]) -> bool:

@@ -276,8 +276,9 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         metrics.CYCLE_SECONDS.labels(name).observe(time.monotonic() - started)
         log.warning("lease lost during this cycle's writes; the rest are dropped: %s", err)
         return 0.0
+    mem.cycle_s = time.monotonic() - started
     if plan.decision is not None:
-        _record(plan, state, mem, now, time.monotonic() - started, name)
+        _record(plan, state, mem, now, mem.cycle_s, name)
     return 0.0
 
 

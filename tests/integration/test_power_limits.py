@@ -37,7 +37,7 @@ from wattcap.sim.throttle import AGENT_DOWN_ANNOTATION
 pytestmark = pytest.mark.integration
 
 NATURAL_W = 600.0
-GRACE_S = 5.0
+GRACE_S = 8.0  # room for a scrape and a cycle of detection on a loaded host
 CONTROL_PERIOD_S = 2.0  # set_policy's controlPeriod
 
 

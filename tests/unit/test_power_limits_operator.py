@@ -148,6 +148,28 @@ def test_the_grace_counts_from_the_gauges_last_fresh_sample() -> None:
     assert past.suspend_jobs == [("ml", "low")]
 
 
+def test_a_slow_cycle_gives_up_a_lost_limit_that_much_earlier() -> None:
+    """The next cycle's writes land the last cycle's duration after its start: a loop
+    whose cycles take a second issues the fallback a second earlier, or a loaded host
+    preempts after the grace (CI saw it: suspended 5.6 s after the agents died, grace 5 s).
+    The extra look-ahead is bounded by one control period."""
+    m = mem()
+    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    pods = [pod("low", "a", limit), pod("high", "b")]
+    enforced = {("ml", "low-0"): [float(limit)] * 8, ("ml", "high-0"): [700.0] * 8}
+    last = NOW + 3.0
+    cycle(state(pods, enforced, seen=last), m, NOW + 4)
+    m.cycle_s = 1.0
+    assert cycle(state(pods, agents=()), m, last + GRACE - PERIOD - 1.5).suspend_jobs == []
+    past = cycle(state(pods, agents=()), m, last + GRACE - PERIOD - 1.0)
+    assert past.suspend_jobs == [("ml", "low")]
+    m2 = mem()
+    cycle(state([pod("low", "a")]), m2, NOW)
+    cycle(state(pods, enforced, seen=last), m2, NOW + 4)
+    m2.cycle_s = 60.0  # an outlier: no more than one period further
+    assert cycle(state(pods, agents=()), m2, last + GRACE - 2 * PERIOD - 0.5).suspend_jobs == []
+
+
 def test_a_limit_lost_while_the_agent_reports_counts_from_its_last_sample_too() -> None:
     """The agent runs but the GPUs went back to their default limit (a GPU reset): the
     job's own clock, not the node's, gives up at the last cycle within the grace."""
