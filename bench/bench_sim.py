@@ -19,11 +19,12 @@ import math
 import random
 import statistics
 import time
+from typing import Any
 
 from wattcap import profile
 from wattcap.model import CapWindow, PowerPolicy, parse_time
 from wattcap.sim import meter_math
-from wattcap.sim.engine import SimConfig, simulate
+from wattcap.sim.engine import SimConfig, SimResult, simulate
 from wattcap.sim.report import summarize
 from wattcap.sim.schedulers import make_scheduler
 from wattcap.sim.trace import TraceJob
@@ -102,6 +103,22 @@ def default_replay(jobs: int, seed: int) -> tuple[list[TraceJob], PowerPolicy, f
     start = parse_time(START, "start")
     _, trace = make_trace(jobs, seed=seed, nodes=NODES, gpus_per_node=GPUS_PER_NODE, load=LOAD)
     return trace, make_policy(trace, NODES, GPUS_PER_NODE, POWER_SHARE, start), start
+
+
+def replay_args(doc: str) -> argparse.Namespace:
+    """The options of a bench that replays the default site: --jobs and --seed."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--jobs", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=1)
+    return ap.parse_args()
+
+
+def replay_wattcap(
+    trace: list[TraceJob], policy: PowerPolicy, start: float, seed: int, **config: Any
+) -> SimResult:
+    """`wattcap`'s replay of `trace` on the default site; `config`: more SimConfig fields."""
+    cfg = SimConfig(NODES, GPUS_PER_NODE, start, seed=seed, **config)
+    return simulate(trace, policy, make_scheduler("wattcap", policy), cfg)
 
 
 def main() -> int:

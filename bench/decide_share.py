@@ -12,7 +12,6 @@ go under. Both figures come from this one run.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Iterator
 
@@ -20,22 +19,16 @@ import bench_sim
 from wattcap import admission
 from wattcap.admission import Decision, Snapshot
 from wattcap.sim import engine
-from wattcap.sim.engine import SimConfig, SimResult, simulate
-from wattcap.sim.schedulers import make_scheduler
+from wattcap.sim.engine import SimResult
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--jobs", type=int, default=100_000)
-    ap.add_argument("--seed", type=int, default=1)
-    a = ap.parse_args()
+    a = bench_sim.replay_args(__doc__)
     trace, policy, start = bench_sim.default_replay(a.jobs, a.seed)
-    nodes, gpn = bench_sim.NODES, bench_sim.GPUS_PER_NODE
 
     def replay() -> tuple[float, SimResult]:
-        cfg = SimConfig(nodes, gpn, start, seed=a.seed)
         t = time.perf_counter()
-        res = simulate(trace, policy, make_scheduler("wattcap", policy), cfg)
+        res = bench_sim.replay_wattcap(trace, policy, start, a.seed)
         return time.perf_counter() - t, res
 
     real = admission.decide

@@ -12,22 +12,14 @@ traced to a job planned to end 5 s before a window (README).
 
 from __future__ import annotations
 
-import argparse
-
 import bench_sim
-from wattcap.sim.engine import EPS_W, SimConfig, simulate
-from wattcap.sim.schedulers import make_scheduler
+from wattcap.sim.engine import EPS_W
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--jobs", type=int, default=100_000)
-    ap.add_argument("--seed", type=int, default=1)
-    a = ap.parse_args()
+    a = bench_sim.replay_args(__doc__)
     trace, policy, start = bench_sim.default_replay(a.jobs, a.seed)
-    cfg = SimConfig(bench_sim.NODES, bench_sim.GPUS_PER_NODE, start, seed=a.seed)
-    cfg.record_series = True
-    res = simulate(trace, policy, make_scheduler("wattcap", policy), cfg)
+    res = bench_sim.replay_wattcap(trace, policy, start, a.seed, record_series=True)
     s = res.series
     stretches: list[list[float]] = []  # [from, to, worst excess, cap]
     for i in range(len(s["t"]) - 1):

@@ -19,6 +19,7 @@ import argparse
 import time
 
 import bench_sim
+from decisions import same_acts
 from wattcap.model import parse_time
 from wattcap.sim.engine import SimConfig, simulate
 from wattcap.sim.schedulers import SCHEDULERS, make_scheduler
@@ -50,15 +51,7 @@ def main() -> int:
             f"{name:23s} {wall:6.1f} s  cycles {res.decision_cycles:7d}  "
             f"decisions that act {len(acts[every])}  over cap {res.seconds_over_cap:.0f} s"
         )
-    for i, (x, y) in enumerate(zip(acts[False], acts[True], strict=False)):
-        if x != y:
-            print(f"they part at decision {i}:\n  replay    {x}\n  reference {y}")
-            return 1
-    if len(acts[False]) != len(acts[True]):
-        print("one stops acting before the other")
-        return 1
-    print("identical: every admission and preemption at the same moment")
-    return 0
+    return 0 if same_acts(acts[False], acts[True], ("replay", "reference")) else 1
 
 
 if __name__ == "__main__":

@@ -65,7 +65,9 @@ def tj(
     pre: bool = False,
     status: dict[str, Any] | None = None,
     created: str = "2026-07-01T00:00:00Z",
+    **spec: Any,
 ) -> dict:
+    """A TrainingJob as the API returns it; `spec` adds or overrides spec fields."""
     return {
         "apiVersion": "wattcap.io/v1alpha1",
         "kind": "TrainingJob",
@@ -81,6 +83,7 @@ def tj(
             **priority_fields(prio),
             "preemptible": pre,
             "template": {"spec": {"containers": [{"name": "main", "image": "trainer:1"}]}},
+            **spec,
         },
         "status": status or {},
     }

@@ -480,67 +480,19 @@ def schema_errors(value: Any, node: Mapping[str, Any], path: str) -> Iterator[st
 
 def test_every_status_the_operator_writes_fits_the_crd() -> None:
     """Run the operator's cycle through admit, run, wait, preempt, finish and a bad spec."""
+    from test_controller import NOW, job, node, site, tj
+
     from wattcap import controller
     from wattcap.forecast import Forecaster
     from wattcap.model import CapWindow
+    from wattcap.telemetry import Reading
 
-    now = 1_782_864_000.0
+    now = NOW
 
-    def node(name: str) -> dict[str, Any]:
-        return {
-            "metadata": {"name": name},
-            "spec": {},
-            "status": {
-                "allocatable": {"nvidia.com/gpu": "8"},
-                "conditions": [{"type": "Ready", "status": "True"}],
-            },
-        }
-
-    def tj(name: str, status: dict | None = None, **spec: Any) -> dict[str, Any]:
-        return {
-            "apiVersion": "wattcap.io/v1alpha1",
-            "kind": "TrainingJob",
-            "metadata": {
-                "name": name,
-                "namespace": "ml",
-                "uid": f"uid-{name}",
-                "creationTimestamp": "2026-07-01T00:00:00Z",
-            },
-            "spec": {"gpusPerReplica": 8, "preemptible": True, **spec},
-            "status": status or {},
-        }
-
-    def job(owner: str, node_name: str, **status: Any) -> dict[str, Any]:
-        return {
-            "metadata": {
-                "name": controller.job_name(owner),
-                "namespace": "ml",
-                "creationTimestamp": "2026-07-01T00:00:00Z",
-                "labels": {controller.LABEL_TJ: owner},
-                "annotations": {
-                    controller.ANN_PLACEMENT: json.dumps([node_name]),
-                    controller.ANN_FORECAST: json.dumps(
-                        {"gpuWatts": 700, "durationSeconds": 3600, "quantile": 0.95}
-                    ),
-                },
-            },
-            "spec": {"suspend": False},
-            "status": {"active": 1, **status},
-        }
-
-    def run(policy: PowerPolicy, tjs: list, jobs: dict):
+    def run(policy: PowerPolicy, tjs: list, jobs: dict) -> controller.Plan:
         nodes = [node(f"n{i}") for i in range(4)]
-        state = controller.SiteState(policy, nodes, [], tjs, jobs)
-        # With a measured site power when this version of the controller takes one.
-        names = {f.name for f in dataclasses.fields(controller.SiteState)}
-        if "reading" in names:
-            from wattcap.telemetry import Reading
-
-            state = dataclasses.replace(state, reading=Reading(ok=True, site_watts=5_000.0))
-        elif "measured_site_watts" in names:
-            state = dataclasses.replace(state, measured_site_watts=5_000.0)
-        mem = controller.ControllerMemory(Forecaster(700, 70))
-        return controller.cycle(state, mem, now)
+        state = site(policy, nodes, [], tjs, jobs, reading=Reading(ok=True, site_watts=5_000.0))
+        return controller.cycle(state, controller.ControllerMemory(Forecaster(700, 70)), now)
 
     base = PowerPolicy(cap_watts=30_000, pue=1.0, node_base_watts=0)
     lowered = dataclasses.replace(
@@ -548,17 +500,27 @@ def test_every_status_the_operator_writes_fits_the_crd() -> None:
     )
     done = [{"type": "Complete", "status": "True", "lastTransitionTime": "2026-07-01T01:00:00Z"}]
     plans = [
-        run(base, [tj("admit", replicas=2, gpuWattsHint=500), tj("bad", replicas=0)], {}),
         run(
             base,
-            [tj("running", status={"phase": "Admitted"}), tj("fin"), tj("wait", replicas=4)],
+            [tj("admit", replicas=2, pre=True, gpuWattsHint=500), tj("bad", replicas=0, pre=True)],
+            {},
+        ),
+        run(
+            base,
+            [
+                tj("running", pre=True, status={"phase": "Admitted"}),
+                tj("fin", pre=True),
+                tj("wait", replicas=4, pre=True),
+            ],
             {
-                ("ml", "running"): job("running", "n0"),
-                ("ml", "fin"): job("fin", "n1", active=0, conditions=done),
+                ("ml", "running"): job("running", ["n0"]),
+                ("ml", "fin"): job("fin", ["n1"], active=0, conditions=done),
             },
         ),
         run(
-            lowered, [tj("shed", status={"phase": "Running"})], {("ml", "shed"): job("shed", "n0")}
+            lowered,
+            [tj("shed", pre=True, status={"phase": "Running"})],
+            {("ml", "shed"): job("shed", ["n0"])},
         ),
     ]
     tj_status = schema("TrainingJob")["properties"]["status"]
