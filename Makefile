@@ -52,6 +52,7 @@ integration: deps
 
 bench: deps
 	$(PY) bench/bench_decide.py
+	$(PY) bench/bench_cycle.py
 	$(PY) bench/bench_sim.py
 
 # Deliberate breaks of the decision core: each must fail the core's unit tests.

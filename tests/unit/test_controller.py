@@ -335,3 +335,35 @@ def test_an_over_drawer_is_shed_before_a_bystander_and_its_class_learns_the_over
     after = m.forecaster.forecast("liar-class", 300, namespace="ml")
     assert before.source == "hint" and after.source == "history"
     assert after.gpu_watts >= 690.0 > before.gpu_watts
+
+
+def test_an_unchanged_trainingjob_is_parsed_once_and_an_edited_one_again(monkeypatch) -> None:
+    """A big site's cycle re-parsed every TrainingJob; an object the API server serves at
+    the same resourceVersion (and uid) is the same object, so its parsed spec is kept.
+    An edit (a new resourceVersion) is planned from the new spec at once."""
+    from wattcap import controller
+
+    calls: list[str] = []
+    real = controller.parse_training_job
+
+    def counted(obj: dict) -> object:
+        calls.append(obj["metadata"]["name"])
+        return real(obj)
+
+    monkeypatch.setattr(controller, "parse_training_job", counted)
+    m = mem()
+    small = tj("a", gpus=2)
+    small["metadata"].update(resourceVersion="7", generation=1)
+    for k in range(3):
+        plan = cycle(site(POLICY, [node("n1")], [], [small], {}), m, NOW + 15 * k)
+    assert calls == ["a"], calls
+    assert plan.tj_status[("ml", "a")]["totalGPUs"] == 2
+    bigger = tj("a", gpus=4)
+    bigger["metadata"].update(resourceVersion="8", generation=2)
+    plan = cycle(site(POLICY, [node("n1")], [], [bigger], {}), m, NOW + 60)
+    assert calls == ["a", "a"]
+    assert plan.tj_status[("ml", "a")]["totalGPUs"] == 4
+    recreated = tj("a", gpus=1)
+    recreated["metadata"].update(resourceVersion="8", generation=1, uid="uid-a-2")
+    plan = cycle(site(POLICY, [node("n1")], [], [recreated], {}), m, NOW + 75)
+    assert plan.tj_status[("ml", "a")]["totalGPUs"] == 1

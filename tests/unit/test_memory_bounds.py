@@ -19,9 +19,12 @@ def _run_and_finish(m: ControllerMemory, name: str, t: float, finish: bool) -> N
     running = {("ml", name): job(name, ["a"], gpu_watts=600)}
     pods = [pod_of(name, f"{name}-0", "a")]
     hot = reading({("ml", f"{name}-0"): [500.0] * 8}, 5_000.0)
+    obj = tj(name)
+    obj["metadata"]["resourceVersion"] = "1"  # as the API server serves it: its spec is kept
     for dt in (0, 15):
-        cycle(site(POLICY, [node("a")], pods, [tj(name)], running, hot), m, t + dt)
+        cycle(site(POLICY, [node("a")], pods, [obj], running, hot), m, t + dt)
     assert ("ml", name) in m.samples  # measured: the test sees real entries
+    assert ("ml", name) in m.parsed
     if finish:
         done = job(name, ["a"], active=0, conditions=[{"type": "Complete", "status": "True"}])
         cycle(site(POLICY, [node("a")], [], [tj(name)], {("ml", name): done}, hot), m, t + 30)
@@ -38,6 +41,7 @@ def test_jobs_that_are_gone_leave_nothing_behind() -> None:
     assert m.observed == set()
     assert m.samples == {}
     assert m.believed == {}
+    assert m.parsed == {}
 
 
 def test_finished_figures_waiting_for_the_metric_are_capped() -> None:
