@@ -8,44 +8,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import POLICY, SITE, START, TRACE, wattcap_cli
 
 from wattcap.sim.check import check, load_schedule
 from wattcap.sim.report import SUMMARY_KEYS
 from wattcap.sim.run import load_policy, parse_start
 from wattcap.sim.trace import load_trace
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-TRACE = DATA / "sim_trace.csv"
-POLICY = DATA / "sim_policy.yaml"
-START = "2026-07-01T00:00:00Z"
-SITE = ["--nodes", "4", "--gpus-per-node", "8", "--start", START]
-
 
 def simulate(scheduler: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wattcap.cli",
-            "simulate",
-            "--trace",
-            str(TRACE),
-            "--policy",
-            str(POLICY),
-            *SITE,
-            "--scheduler",
-            scheduler,
-            "--schedule-out",
-            str(out),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return wattcap_cli(
+        *("simulate", "--trace", str(TRACE), "--policy", str(POLICY), *SITE),
+        *("--scheduler", scheduler, "--schedule-out", str(out), *extra),
     )
 
 

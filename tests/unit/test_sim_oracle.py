@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from collections import defaultdict
-from pathlib import Path
 from statistics import fmean
 
 import pytest
+from cli_runs import DATA, POLICY, SITE, TRACE, wattcap_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +24,6 @@ from wattcap.sim.run import load_policy
 from wattcap.sim.schedulers import SCHEDULERS, make_scheduler
 from wattcap.sim.trace import TraceJob, load_trace
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 T0 = parse_time("2026-07-01T00:00:00Z", "start")
 
 
@@ -145,32 +142,9 @@ def test_oracle_uses_at_least_the_cap_wattcap_uses_on_a_learnable_trace():
 
 def test_simulate_cli_runs_the_oracle(tmp_path):
     sched = tmp_path / "oracle.csv"
-    start = "2026-07-01T00:00:00Z"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wattcap.cli",
-            "simulate",
-            "--trace",
-            str(DATA / "sim_trace.csv"),
-            "--policy",
-            str(DATA / "sim_policy.yaml"),
-            "--nodes",
-            "4",
-            "--gpus-per-node",
-            "8",
-            "--start",
-            start,
-            "--scheduler",
-            "oracle",
-            "--schedule-out",
-            str(sched),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    r = wattcap_cli(
+        *("simulate", "--trace", str(TRACE), "--policy", str(POLICY), *SITE),
+        *("--scheduler", "oracle", "--schedule-out", str(sched), "--json"),
     )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import DATA, SITE, wattcap_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wattcap.sim.trace import REQUIRED_COLUMNS, TraceError, TraceJob, load_trace, write_trace
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 HEADER = ",".join(REQUIRED_COLUMNS)
 GOOD = "j{i},{s},600,1,2,llm,0,400"
 
@@ -99,15 +98,7 @@ def test_write_then_load_round_trips(tmp_path_factory, jobs):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wattcap.cli", "simulate", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-SITE = ["--nodes", "4", "--gpus-per-node", "8", "--start", "2026-07-01T00:00:00Z"]
+    return wattcap_cli("simulate", *args, timeout=60)
 
 
 def test_cli_bad_trace_exits_2_with_row_and_column(tmp_path, monkeypatch):

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from cli_runs import POLICY, SITE, TRACE, wattcap_cli
 
 from wattcap.model import parse_power_policy
 from wattcap.sim.tune import (
@@ -26,27 +25,10 @@ from wattcap.sim.tune import (
     with_settings,
 )
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-SITE = ["--nodes", "4", "--gpus-per-node", "8", "--start", "2026-07-01T00:00:00Z"]
-
 
 def tune(*extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wattcap.cli",
-            "tune",
-            "--trace",
-            str(DATA / "sim_trace.csv"),
-            "--policy",
-            str(DATA / "sim_policy.yaml"),
-            *SITE,
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    return wattcap_cli(
+        "tune", "--trace", str(TRACE), "--policy", str(POLICY), *SITE, *extra, timeout=300
     )
 
 
@@ -97,7 +79,7 @@ def test_the_patch_is_the_chosen_settings_and_parses_as_a_policy(result: dict) -
     chosen = result["points"][result["chosen"]]["settings"]
     assert result["patch"] == {"spec": chosen}
     assert "kubectl patch powerpolicy site --type merge -p" in result["command"]
-    base = yaml.safe_load((DATA / "sim_policy.yaml").read_text())
+    base = yaml.safe_load(POLICY.read_text())
     policy = parse_power_policy(with_settings(base, result["patch"]["spec"]))
     assert policy.safety_margin == chosen["safetyMargin"]
     assert policy.reservation_depth == chosen["reservationDepth"]
