@@ -5,19 +5,26 @@ loop, but two loops deciding at once could each admit into the same last
 kilowatt. Each site loop therefore decides only while it holds the site's
 Lease, as Kubernetes' own controllers do:
 
-- the holder renews it every cycle; a replica takes it over only once the
+- the holder renews it when it asks for it (`holds`, `fresh`: three times a
+  cycle) unless its last renewal is under a quarter lease old, and then
+  answers without a request: no other replica can take the Lease over until
+  a whole lease after that renewal (the three quarters left absorb clock skew
+  between replicas), so a fast site costs one GET and one PUT of the Lease
+  per quarter lease, not per ask; a replica takes it over only once the
   holder has not renewed it for `leaseDurationSeconds`;
 - every write to the Lease carries the `resourceVersion` it read, so of two
   replicas racing for it exactly one wins (the other gets 409 Conflict);
-- fencing: a replica renews right before applying a cycle's writes and
+- fencing: a replica asks for the Lease right before applying a cycle's writes
+  (renewing it unless its last renewal is under a quarter lease old) and
   applies them only if it has held the Lease without a gap since it read the
   cluster: every renewal since came less than half a lease after the one
-  before. A replica that was paused (SIGSTOP, a frozen node) past half its
-  lease writes nothing of what it decided before the pause; a big site whose
-  cycle takes longer than half a lease still decides, as long as the loop
-  renews in between. A cycle with many writes (a burst of thousands of jobs)
-  checks again between chunks of them and renews once a quarter lease has
-  passed (`still_fresh`); the first failed check drops the rest.
+  before. So no write goes out more than a quarter lease after a renewal. A
+  replica that was paused (SIGSTOP, a frozen node) past half its lease writes
+  nothing of what it decided before the pause; a big site whose cycle takes
+  longer than half a lease still decides, as long as the loop renews in
+  between. A cycle with many writes (a burst of thousands of jobs) checks
+  again between chunks of them in the same way (`still_fresh`); the first
+  failed check drops the rest.
 
 Time is the API server's clock as seen through `renewTime`, compared with
 this replica's clock: a skew of a few seconds only delays a takeover.
@@ -86,8 +93,12 @@ class SiteLease:
         """Acquire or renew; True while this replica is the site's one decider.
 
         Any error reading or writing the Lease is 'not the leader': a replica
-        that cannot reach the API server must not decide.
+        that cannot reach the API server must not decide. While the last
+        renewal, in an unbroken run of them, is under a quarter lease old the
+        answer is True without a request (`_recent`).
         """
+        if self._recent():
+            return True
         try:
             return self._acquire_or_renew()
         except ApiException as err:
@@ -102,27 +113,31 @@ class SiteLease:
 
     def fresh(self, read_at: float) -> bool:
         """Whether writes decided from what was read at `read_at`
-        (time.monotonic(), after a renewal) may go out: renewed just now, and
-        held without a gap since then, so no other replica can have written
+        (time.monotonic(), after a renewal) may go out: renewed under a
+        quarter lease ago (just now if the last renewal was older), and held
+        without a gap since `read_at`, so no other replica can have written
         in between. A gap is half a lease without a renewal (the other half
         absorbs clock skew between replicas)."""
         return self.holds() and self.held_since is not None and self.held_since <= read_at
 
     def still_fresh(self, read_at: float) -> bool:
         """`fresh`, for a long run of writes checked between chunks of them:
-        without a request while the last renewal is under a quarter lease old
-        (no other replica can take the Lease for three quarters of one yet, and
-        the run of renewals is unbroken), else a renewal as `fresh` does. A
-        cycle's writes thus never go out more than a quarter lease after this
-        replica last held the Lease, however many there are."""
-        if (
+        without a request while the last renewal is under a quarter lease old,
+        else a renewal. A cycle's writes thus never go out more than a quarter
+        lease after this replica last held the Lease, however many there are."""
+        return self.fresh(read_at)
+
+    def _recent(self) -> bool:
+        """Whether this replica renewed the Lease under a quarter lease ago, in an
+        unbroken run of renewals: no other replica can take it over for at least
+        three quarters of a lease yet, so asking the API server again tells
+        nothing. A failed ask or a release clears `renewed_at`, so after one the
+        next ask goes to the API server."""
+        return (
             self.renewed_at is not None
             and self.held_since is not None
-            and self.held_since <= read_at
             and time.monotonic() - self.renewed_at < self.duration_s / 4
-        ):
-            return True
-        return self.fresh(read_at)
+        )
 
     def release(self) -> None:
         """Give the Lease up at shutdown so a peer takes over at once."""

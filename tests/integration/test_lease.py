@@ -115,3 +115,34 @@ def test_release_hands_over_at_once(coordination) -> None:
     assert not b.holds()
     a.release()
     assert b.holds()
+
+
+def test_renewals_are_skipped_while_the_last_is_under_a_quarter_lease_old(coordination) -> None:
+    """A cycle asks for the Lease three times (before its read, before its
+    decision, before its writes) and a fast site cycles every second: each ask
+    was a GET and a PUT. Within a quarter lease of the last renewal no other
+    replica can take the Lease (it waits a whole lease), so the asks are
+    answered without a request; counted here by the Lease's own
+    resourceVersion, which every renewal moves."""
+    site = f"lease-{uuid.uuid4().hex[:8]}"
+    a, b = (
+        SiteLease(coordination, site, namespace="default", identity=i, duration_s=8) for i in "ab"
+    )
+
+    def version() -> str:
+        return coordination.read_namespaced_lease(a.name, "default").metadata.resource_version
+
+    assert a.holds()
+    read = time.monotonic()
+    renewed = version()
+    for _ in range(5):  # a cycle's three asks, and the fence between chunks, well within 2 s
+        assert a.holds()
+        assert a.fresh(read)
+        assert a.still_fresh(read)
+    assert time.monotonic() - read < 2, "too slow to tell: the asks took a quarter lease"
+    assert version() == renewed, "renewed again within a quarter lease of the last renewal"
+    assert not b.holds()
+    time.sleep(2.2)  # past a quarter lease: the next ask renews, and the run stays unbroken
+    assert a.holds()
+    assert version() != renewed
+    assert a.fresh(read)
