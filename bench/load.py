@@ -13,6 +13,10 @@ For each operator, in turn (its own CRDs, a fresh namespace, the same burst):
   server's own `apiserver_request_total`: the requests in the steady window
   with the operator running, less those in an equal window before it started
   (kwok's heartbeats, the controllers), divided by the cycles it completed;
+- TrainingJob status PATCHes per cycle, during the burst and steady (nobody
+  else patches TrainingJobs: no background to subtract), and the site
+  Lease's renewals per cycle (a GET and a PUT each), counted by a watch on
+  that one Lease: kwok's node Leases drown them in `apiserver_request_total`;
 - the time from the apply of the burst to every job Admitted (or Running) or
   waiting with a reason (the apply itself is printed as the floor).
 
@@ -46,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from prometheus_client.parser import text_string_to_metric_families
 
 from localsite import KUBECONFIG, ROOT, kubectl, prepare, priority_fields
@@ -181,6 +185,26 @@ def _operator_pid(spy: int) -> int:
     raise SystemExit("py-spy started no operator")
 
 
+class Renewals(threading.Thread):
+    """Counts the writes to the site's Lease (its MODIFIED events) until stopped."""
+
+    def __init__(self, api: client.ApiClient, site: str = SITE) -> None:
+        super().__init__(daemon=True)
+        self.api, self.lease_name, self.count = api, f"wattcap-site-{site}", 0
+        self.watch = watch.Watch()
+
+    def run(self) -> None:
+        coord = client.CoordinationV1Api(self.api)
+        for ev in self.watch.stream(
+            coord.list_namespaced_lease,
+            "default",
+            field_selector=f"metadata.name={self.lease_name}",
+            timeout_seconds=3600,
+        ):
+            if ev["type"] == "MODIFIED":
+                self.count += 1
+
+
 class PeakRss(threading.Thread):
     """Polls a process's RSS until stopped; keeps the peak."""
 
@@ -236,6 +260,8 @@ def run_one(
     pid = _operator_pid(op.pid) if args.profile and label == "this-tree" else op.pid
     rss = PeakRss(pid)
     rss.start()
+    renewals = Renewals(api)
+    renewals.start()
     try:
         end = time.monotonic() + 120
         while True:  # the operator up and deciding: its first cycle done
@@ -248,6 +274,7 @@ def run_one(
                 raise SystemExit(f"{label}: no cycle observed in 120 s; see {log_path}")
             time.sleep(0.5)
         h0, n0 = histogram(port)
+        r0, l0 = apiserver_requests(), renewals.count
         jobs = burst(ns, args.jobs, old)
         t0 = time.monotonic()
 
@@ -273,14 +300,16 @@ def run_one(
             time.sleep(2)
         t_all = time.monotonic() - t0
         h1, n1 = histogram(port)
-        r1 = apiserver_requests()
+        r1, l1 = apiserver_requests(), renewals.count
         t1 = time.monotonic()
         time.sleep(args.window)
         h2, n2 = histogram(port)
         steady = delta(r1, apiserver_requests())
+        l2 = renewals.count
         steady_s = time.monotonic() - t1
     finally:
         rss.done.set()
+        renewals.watch.stop()
         os.kill(pid, signal.SIGTERM)  # under py-spy: it writes its stacks when the operator ends
         op.wait(60)
     # background: the same control plane, the same pods, no operator
@@ -291,6 +320,8 @@ def run_one(
     if not last:  # the next operator gets the same control plane without these jobs
         clear(ns)
     cycles = max(n2 - n1, 1.0)
+    in_burst = max(n1 - n0, 1.0)
+    patches = ("PATCH", "trainingjobs")
     scale = steady_s / bg_s
 
     def per_cycle(keys: list[tuple[str, str]]) -> float:
@@ -318,6 +349,10 @@ def run_one(
         "cycle_p50_s_steady": round(quantile(0.5, h2, h1), 3),
         "cycle_p95_s_steady": round(quantile(0.95, h2, h1), 3),
         "requests_per_cycle": per_cycle(keys),
+        "status_patches_per_cycle_burst": round(delta(r0, r1).get(patches, 0.0) / in_burst, 2),
+        "status_patches_per_cycle_steady": round(steady.get(patches, 0.0) / cycles, 2),
+        "lease_renewals_per_cycle_burst": round((l1 - l0) / in_burst, 2),
+        "lease_renewals_per_cycle_steady": round((l2 - l1) / cycles, 2),
         "requests_per_cycle_by_verb": {v: x for v, x in by_verb.items() if x >= 0.05},
         "list_calls_per_cycle": {r: x for r, x in lists.items() if x >= 0.05},
     }
@@ -332,6 +367,10 @@ ROWS = (
     ("cycle p50 / p95 in the steady window", ("cycle_p50_s_steady", "cycle_p95_s_steady"), None),
     ("cycles in the steady window", "cycles_steady", "{}"),
     ("API server requests per cycle (less background)", "requests_per_cycle", "{:.1f}"),
+    ("TrainingJob status PATCHes per cycle, burst", "status_patches_per_cycle_burst", "{:.2f}"),
+    ("TrainingJob status PATCHes per cycle, steady", "status_patches_per_cycle_steady", "{:.2f}"),
+    ("Lease renewals (GET + PUT) per cycle, burst", "lease_renewals_per_cycle_burst", "{:.2f}"),
+    ("Lease renewals (GET + PUT) per cycle, steady", "lease_renewals_per_cycle_steady", "{:.2f}"),
 )
 
 
