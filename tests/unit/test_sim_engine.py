@@ -326,23 +326,17 @@ def test_a_resumed_job_planned_below_its_admission_is_followed_by_a_cycle():
     assert event == every
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known replay divergence, not yet fixed: with nobody queued the replay "
-    "cycles only once a site reading passes the cap, while decide, planning a "
-    "running job's reading above its plan plus the chance charges, sheds earlier",
-)
 def test_a_job_drawing_above_its_plan_with_nobody_queued_is_shed_when_deciding_every_tick_would():
-    """Found by the random replays below (twice this session, by other draws).
-    j0 (8 GPUs, non-preemptible) starts at 146 s planned at its class's
-    level and draws about 5 % above it; with it the site is about 12 kW, at
-    the cap. Deciding every period, decide plans the excess and the charges
-    and sheds j0 at 390 s (CapDrop: projected over the cap); the replay skips
-    those ticks (no queue, `_measure_ticks` compares the reading with the cap
-    alone, and `_may_shed` ignores measured excess) and sheds it at 1,170 s,
-    when a reading first passes the cap. The fix must let the replay see the
-    excess decide plans with (per-job readings above the plan) without drawing
-    every job's samples at every tick."""
+    """Found by the random replays below (twice, by other draws). j0 (8 GPUs,
+    non-preemptible) starts at 146 s and draws about 16 % above the forecast
+    it was admitted at; re-planned at its own draw (195 s), the plan is over
+    the usable cap, and with nothing preemptible decide sheds nothing until
+    j0's own reading first passes its forecast by more than the overdraw
+    tolerance: then it is an over-drawer, and shed first (390 s). Neither
+    the site reading nor the plan moves at that tick, so the replay skipped
+    it and shed j0 only at 1,170 s, when a site reading passed the cap. It
+    now reads protected jobs' own samples (drawn when they started) at the
+    ticks where the plan may be over the cap (`_first_overdraw`)."""
     f = TraceJob
     jobs = [
         f("j0", 0, 3834, 2, 4, "a", 0, 618.2566839884315),
@@ -358,6 +352,29 @@ def test_a_job_drawing_above_its_plan_with_nobody_queued_is_shed_when_deciding_e
         reservation_depth=2,
     )
     assert _acts(jobs, policy, "wattcap", False, 0) == _acts(jobs, policy, "wattcap", True, 0)
+
+
+def test_a_non_preemptible_over_drawer_in_a_window_is_shed_when_deciding_every_tick_would():
+    """The same gap, found by a random search of non-preemptible jobs: j1 (4
+    GPUs, 554 W) runs into the demand-response window, where the plan is over
+    the window's cap and nothing is preemptible. Deciding every period, decide
+    sheds j1 at 7,215 s, the first tick its own reading passes its forecast
+    by more than the tolerance; the replay, whose site readings stayed within
+    the cap, never shed it."""
+    f = TraceJob
+    jobs = [
+        f("j0", 0, 1201, 1, 1, "a", 0, 400.0),
+        f("j1", 3585, 3631, 1, 4, "a", 0, 554.0),
+    ]
+    policy = PowerPolicy(
+        cap_watts=12000.0,
+        cap_schedule=(CapWindow(T0 + 7200, T0 + 10800, 9000.0, "dr"),),
+        max_wait_s=4 * 3600.0,
+        reservation_depth=2,
+    )
+    event, every = _acts(jobs, policy, "wattcap", False, 1), _acts(jobs, policy, "wattcap", True, 1)
+    assert (7215.0, (), ("j1",)) in every[0]
+    assert event == every
 
 
 @pytest.mark.parametrize("seed", [3, 10])

@@ -32,7 +32,11 @@ cycle only where its outcome could differ from the last one's:
 * at control ticks where something measured changed: a running job's
   reservation was tightened, measured power is over the cap, or, with jobs
   queued, a reading above the plan (decide plans with the excess) or the
-  first reading after a cycle that saw one;
+  first reading after a cycle that saw one; and, while the plan may be over
+  the cap, the first tick at which a job shed only as an over-drawer (not
+  preemptible) reads above its admission forecast by more than the
+  tolerance (decide then sheds it: over-drawers go first). That reads the
+  samples those jobs drew when they started, nobody else's;
 * at the first tick, and any arrival, after `Decision.replan_at_s`: a
   reservation booked from the next period on moves with now, and once its
   run reaches into another step of the plan it may jump later and leave
@@ -671,11 +675,14 @@ class _Engine:
                 k = cp[0][0] - kk + 1
             if force:
                 k = 1
+            # the first of these ticks where a protected job's own reading makes it
+            # an over-drawer while the plan may be over the cap: decide sheds it then
+            first_od = self._first_overdraw(kk, k)
             cap = cap_vals[bisect_right(cap_edges, kk * period)]
             if k == 1:
                 site = site_w + sd * float(self.meter.normals(1)[0])
                 limit = min(cap, planned) if waiting else cap
-                first_over = 0 if site > limit or force else -1
+                first_over = 0 if site > limit or force or first_od == 0 else -1
                 used = 1
             else:
                 sites = self.meter.site_readings(site_w, sd, k)
@@ -687,14 +694,18 @@ class _Engine:
                 first_over = int(over.argmax())
                 if not over[first_over]:
                     first_over = -1
+                if first_od >= 0 and (first_over < 0 or first_od < first_over):
+                    first_over = first_od
                 used = first_over + 1 if first_over >= 0 else k
                 site = float(sites[used - 1])
                 self.meter.unread(k - used)  # the ticks after this one are read later
             t_tick = (kk + used - 1) * period
             self.tick_done = kk + used - 1
             self.meas_site = site
-            if first_over != 0:
-                self.over_since = None  # a tick within the cap ended any excursion
+            if used > 1:
+                # the ticks before the last were within the cap (not over their limit,
+                # at most the cap): they ended any excursion
+                self.over_since = None
             self.over_since = admission.over_cap_since(
                 self.over_since,
                 site,
@@ -709,6 +720,44 @@ class _Engine:
             if hit:
                 return done, True
         return done, False
+
+    def _first_overdraw(self, kk: int, k: int) -> int:
+        """The first of ticks kk .. kk+k-1 (0-based; -1: none) at which a running
+        job shed only as an over-drawer (not preemptible) reads above its
+        admission forecast by more than the tolerance, while the plan may be
+        over the cap (`_plan_may_exceed`).
+
+        decide sheds over-drawers first, preemptible or not, when the plan is
+        over the cap. A plan over the cap that sheds nothing holds only such
+        protected jobs (a preemptible one would have been shed at the cycle
+        that saw the plan rise), so deciding every period, the first tick whose
+        reading makes one an over-drawer sheds it (issue 16). Its samples were
+        drawn when its run started: this reads them, it draws nothing.
+        """
+        pol = self.dpol
+        if self.limits_on or not pol.preemption or not self.n_act:
+            return -1  # the power-limit levers never read a job's own reading
+        period = pol.control_period_s
+        if not (self._plan_may_exceed(kk * period) or self._plan_may_exceed((kk + k - 1) * period)):
+            return -1
+        tol = 1.0 + pol.overdraw_tolerance
+        first = -1
+        for j in self.slot_job[: self.n_act]:
+            rj = j.rj
+            if j.tj.preemptible or rj.forecast_gpu_watts is None or j.samples is None:
+                continue
+            x = j.samples.x
+            lo = j.meas_n + (kk - j.drawn_to) - 1  # its sample at tick kk
+            hi = min(lo + (k if first < 0 else first), x.size)
+            if lo >= hi:
+                continue
+            above = x[lo:hi] > rj.forecast_gpu_watts * tol
+            i = int(above.argmax())
+            if above[i]:
+                first = i
+                if i == 0:
+                    break
+        return first
 
     def _catch_up(self, j: _Job) -> None:
         """Draw a running job's samples for the ticks read since its last draw."""
@@ -1180,6 +1229,14 @@ class _Engine:
             candidate = candidate or bool(tail)
         return out, candidate
 
+    def _plan_may_exceed(self, t: float) -> bool:
+        """Might decide's plan be over the usable cap now or one period on? (At
+        most the running jobs' means and `spread_factor` x their spreads.)"""
+        now = self.t0 + t
+        target = min(self._decap_at(now), self._decap_at(now + self.dpol.control_period_s))
+        spread = self.spread_factor * self.pue * self.spread_sum
+        return self.idle_site + self.pue * self.planned_excess + spread > target - 1.0
+
     def _may_shed(self, t: float) -> bool:
         """Could decide preempt now? (Conservative: True whenever it might.)"""
         pol = self.dpol
@@ -1190,9 +1247,7 @@ class _Engine:
         if not pol.preemption and not self.limits_on:
             return False
         now = self.t0 + t
-        target = min(self._decap_at(now), self._decap_at(now + pol.control_period_s))
-        spread = self.spread_factor * self.pue * self.spread_sum
-        if self.idle_site + self.pue * self.planned_excess + spread > target - 1.0:
+        if self._plan_may_exceed(t):
             return True
         meas = self._snapshot_measured()
         return (
