@@ -68,6 +68,18 @@ def state(  # type: ignore[no-untyped-def]
     return site(pol(window, **kw), [node("a"), node("b")], pods, tjs, jobs, reading)
 
 
+def ask_low(m: ControllerMemory) -> tuple[int, list[dict[str, Any]]]:
+    """The first cycle, `low` alone running, asks its pod for a limit: that limit, and
+    both jobs' pods as the next cycles read them (`low`'s annotated with it)."""
+    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    return limit, [pod("low", "a", limit), pod("high", "b")]
+
+
+def in_force(limit: int) -> dict[tuple[str, str], list[float]]:
+    """The agents' gauge, per pod: `limit` on each of `low`'s GPUs, `high`'s at TDP."""
+    return {("ml", "low-0"): [float(limit)] * 8, ("ml", "high-0"): [700.0] * 8}
+
+
 def limit_cond(plan: Any) -> dict[str, Any]:
     (c,) = [c for c in plan.policy_status["conditions"] if c["type"] == "PowerLimitsApplied"]
     return c
@@ -96,9 +108,8 @@ def test_a_window_is_met_by_asking_the_pods_for_a_limit_not_by_preempting() -> N
 
 def test_a_limit_the_agent_confirms_counts_as_throttled() -> None:
     m = mem()
-    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
-    pods = [pod("low", "a", limit), pod("high", "b")]
-    enforced = {("ml", "low-0"): [float(limit)] * 8, ("ml", "high-0"): [700.0] * 8}
+    limit, pods = ask_low(m)
+    enforced = in_force(limit)
     plan = cycle(state(pods, enforced), m, NOW + 2)
     assert plan.pod_patches == [] and plan.suspend_jobs == []
     st = plan.tj_status[("ml", "low")]
@@ -114,8 +125,7 @@ def test_an_unconfirmed_limit_falls_back_to_preemption_within_the_grace_period()
     at the last cycle before its grace ends the job is planned at its natural draw and
     shed, so the fallback is issued within the grace period."""
     m = mem()
-    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
-    pods = [pod("low", "a", limit), pod("high", "b")]
+    _, pods = ask_low(m)
     within = cycle(state(pods, agents=()), m, NOW + 2)
     assert within.suspend_jobs == [] and "ml/low" in within.decision.gpu_limits
     assert cycle(state(pods, agents=()), m, NOW + GRACE - PERIOD - 0.5).suspend_jobs == []
@@ -136,9 +146,8 @@ def test_the_grace_counts_from_the_gauges_last_fresh_sample() -> None:
     over its cap for that long past the grace), and the job is shed at the last cycle
     within it."""
     m = mem()
-    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
-    pods = [pod("low", "a", limit), pod("high", "b")]
-    enforced = {("ml", "low-0"): [float(limit)] * 8, ("ml", "high-0"): [700.0] * 8}
+    limit, pods = ask_low(m)
+    enforced = in_force(limit)
     last = NOW + 3.0  # the last scrape before the agent died
     ok = cycle(state(pods, enforced, seen=last), m, NOW + 4)
     assert ok.tj_status[("ml", "low")]["gpuPowerLimitState"] == CONFIRMED
@@ -154,9 +163,8 @@ def test_a_slow_cycle_gives_up_a_lost_limit_that_much_earlier() -> None:
     preempts after the grace (CI saw it: suspended 5.6 s after the agents died, grace 5 s).
     The extra look-ahead is bounded by one control period."""
     m = mem()
-    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
-    pods = [pod("low", "a", limit), pod("high", "b")]
-    enforced = {("ml", "low-0"): [float(limit)] * 8, ("ml", "high-0"): [700.0] * 8}
+    limit, pods = ask_low(m)
+    enforced = in_force(limit)
     last = NOW + 3.0
     cycle(state(pods, enforced, seen=last), m, NOW + 4)
     m.cycle_s = 1.0
@@ -174,9 +182,8 @@ def test_a_limit_lost_while_the_agent_reports_counts_from_its_last_sample_too() 
     """The agent runs but the GPUs went back to their default limit (a GPU reset): the
     job's own clock, not the node's, gives up at the last cycle within the grace."""
     m = mem()
-    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
-    pods = [pod("low", "a", limit), pod("high", "b")]
-    enforced = {("ml", "low-0"): [float(limit)] * 8, ("ml", "high-0"): [700.0] * 8}
+    limit, pods = ask_low(m)
+    enforced = in_force(limit)
     last = NOW + 3.0
     cycle(state(pods, enforced, seen=last), m, NOW + 4)
     reset = {("ml", "low-0"): [700.0] * 8, ("ml", "high-0"): [700.0] * 8}
@@ -192,8 +199,7 @@ def test_a_new_ask_counts_its_grace_from_the_cycle_that_asked() -> None:
     from the cycle that wrote it, not from the next one that found it unconfirmed; an ask
     on its way gets the whole grace."""
     m = mem()
-    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
-    pods = [pod("low", "a", limit), pod("high", "b")]
+    _, pods = ask_low(m)
     default = {("ml", "low-0"): [700.0] * 8, ("ml", "high-0"): [700.0] * 8}
     cycle(state(pods, default, seen=NOW + 1), m, NOW + 2)
     cycle(state(pods, default, seen=NOW + 7), m, NOW + GRACE - 0.5)
@@ -206,8 +212,7 @@ def test_where_one_nodes_agent_died_another_job_is_throttled_instead() -> None:
     """Only node a's agent died: its job is released (planned at its natural draw) and
     the cut moves to the job whose agent confirms, the cheaper lever."""
     m = mem()
-    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
-    pods = [pod("low", "a", limit), pod("high", "b")]
+    _, pods = ask_low(m)
     cycle(state(pods, agents=("b",)), m, NOW + 2)
     past = cycle(state(pods, agents=("b",)), m, NOW + 2 + GRACE)
     assert "ml/low" not in past.decision.gpu_limits and "ml/high" in past.decision.gpu_limits
@@ -246,8 +251,7 @@ def test_a_job_released_when_its_agent_died_is_throttled_again_once_it_is_back()
     """Node a's agent dies: its job is released and the cut moves to node b's. Once a's
     gauge is fresh again (the agent restarted), a's job may be throttled again."""
     m = mem()
-    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
-    pods = [pod("low", "a", limit), pod("high", "b")]
+    _, pods = ask_low(m)
     cycle(state(pods, agents=("b",)), m, NOW + 2)
     past = cycle(state(pods, agents=("b",)), m, NOW + 2 + GRACE)
     assert ("ml", "low") in m.limit_failed and "ml/high" in past.decision.gpu_limits
@@ -262,7 +266,7 @@ def test_a_job_released_when_its_agent_died_is_throttled_again_once_it_is_back()
 
 def test_a_limit_enforced_above_the_ask_is_not_confirmed() -> None:
     m = mem()
-    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    limit, _ = ask_low(m)
     pods = [pod("low", "a", limit)]
     over = {("ml", "low-0"): [700.0] * 8}  # the GPUs still at their default limit
     cycle(state(pods, over), m, NOW + 1)
@@ -297,7 +301,7 @@ def test_without_prometheus_limits_cannot_be_confirmed_so_the_operator_preempts(
 def test_a_prometheus_outage_starts_no_clock() -> None:
     """No reading: no verdict, and nobody is shed for a confirmation nobody could read."""
     m = mem()
-    limit = int(cycle(state([pod("low", "a")]), m, NOW).pod_patches[0][2][ANN_GPU_LIMIT])
+    limit, _ = ask_low(m)
     s = state([pod("low", "a", limit)])
     s.reading = Reading(False, error="down")
     for t in (1, 5, 20, 40):
