@@ -337,6 +337,9 @@ class _Engine:
         self.preemptions = 0
         self.completed = 0
         self.limits_on = self.dpol.power_limits.enabled
+        # decide sheds over-drawers first only through `_shed` (the power-limit
+        # levers never read a job's own reading): `_first_overdraw`
+        self.watch_overdraw = self.dpol.preemption and not self.limits_on
         self.n_limited = 0  # running jobs under a power limit
         self.throttle_lost = 0.0
         self.stopped_lost = 0.0
@@ -394,6 +397,7 @@ class _Engine:
         self._dcap_edges = list(dedges)
         self._dcap_vals = list(dcaps)
         self._decap_vals = [c * (1.0 - dpol.safety_margin) for c in dcaps]
+        self._min_decap = min(self._decap_vals)
 
     def _dcap_at(self, now: float) -> float:
         """dpol.cap_at(now)."""
@@ -659,6 +663,10 @@ class _Engine:
         planned = self._planned_floor()
         waiting = self.queued_n > 0
         force = self.excess_seen and waiting  # the excess decide planned with changes now
+        # the most decide may plan (`_plan_top`); below every usable cap, no job's
+        # own reading can make it shed (`_first_overdraw`)
+        od_top = self._plan_top() if self.watch_overdraw else -math.inf
+        od_floor = self._min_decap - 1.0
         cp = self.cp_heap
         jobs = self.jobs
         done = 0
@@ -677,7 +685,7 @@ class _Engine:
                 k = 1
             # the first of these ticks where a protected job's own reading makes it
             # an over-drawer while the plan may be over the cap: decide sheds it then
-            first_od = self._first_overdraw(kk, k)
+            first_od = self._first_overdraw(kk, k, od_top) if od_top > od_floor else -1
             cap = cap_vals[bisect_right(cap_edges, kk * period)]
             if k == 1:
                 site = site_w + sd * float(self.meter.normals(1)[0])
@@ -717,15 +725,17 @@ class _Engine:
             if cp and cp[0][0] == kk + used - 1 and self._tighten(kk + used - 1):
                 # a plan moved: a waiting job may fit, or (a plan can rise) a shed be due
                 hit = hit or waiting or self._may_shed(t_tick)
+                if self.watch_overdraw:
+                    od_top = self._plan_top()
             if hit:
                 return done, True
         return done, False
 
-    def _first_overdraw(self, kk: int, k: int) -> int:
+    def _first_overdraw(self, kk: int, k: int, top: float) -> int:
         """The first of ticks kk .. kk+k-1 (0-based; -1: none) at which a running
         job shed only as an over-drawer (not preemptible) reads above its
-        admission forecast by more than the tolerance, while the plan may be
-        over the cap (`_plan_may_exceed`).
+        admission forecast by more than the tolerance, while the plan (at most
+        `top`, `_plan_top`) may be over the usable cap then or a period on.
 
         decide sheds over-drawers first, preemptible or not, when the plan is
         over the cap. A plan over the cap that sheds nothing holds only such
@@ -735,10 +745,13 @@ class _Engine:
         drawn when its run started: this reads them, it draws nothing.
         """
         pol = self.dpol
-        if self.limits_on or not pol.preemption or not self.n_act:
-            return -1  # the power-limit levers never read a job's own reading
         period = pol.control_period_s
-        if not (self._plan_may_exceed(kk * period) or self._plan_may_exceed((kk + k - 1) * period)):
+        # the usable caps of these ticks and a period on (no edge falls strictly
+        # inside a block of ticks but its last: each edge is an event)
+        edges = self._dcap_edges
+        lo = bisect_right(edges, self.t0 + kk * period)
+        hi = bisect_right(edges, self.t0 + (kk + k) * period)
+        if top <= min(self._decap_vals[lo : hi + 1]) - 1.0:
             return -1
         tol = 1.0 + pol.overdraw_tolerance
         first = -1
@@ -1229,13 +1242,17 @@ class _Engine:
             candidate = candidate or bool(tail)
         return out, candidate
 
+    def _plan_top(self) -> float:
+        """The most decide may plan the site at with the running jobs: their
+        means and `spread_factor` x their spreads (it charges none more)."""
+        spread = self.spread_factor * self.pue * self.spread_sum
+        return self.idle_site + self.pue * self.planned_excess + spread
+
     def _plan_may_exceed(self, t: float) -> bool:
-        """Might decide's plan be over the usable cap now or one period on? (At
-        most the running jobs' means and `spread_factor` x their spreads.)"""
+        """Might decide's plan be over the usable cap now or one period on?"""
         now = self.t0 + t
         target = min(self._decap_at(now), self._decap_at(now + self.dpol.control_period_s))
-        spread = self.spread_factor * self.pue * self.spread_sum
-        return self.idle_site + self.pue * self.planned_excess + spread > target - 1.0
+        return self._plan_top() > target - 1.0
 
     def _may_shed(self, t: float) -> bool:
         """Could decide preempt now? (Conservative: True whenever it might.)"""
