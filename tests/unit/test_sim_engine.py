@@ -377,6 +377,58 @@ def test_a_non_preemptible_over_drawer_in_a_window_is_shed_when_deciding_every_t
     assert event == every
 
 
+def test_a_job_planned_at_its_own_draw_is_kept_in_the_trimmed_queue_where_it_fits():
+    """Found by a random search of replays with longer, hungrier jobs: j1248,
+    shed after running, waits planned at its own draw (673 W per GPU, no
+    spread). Under siteChance its class's forecast (376 W, spread 180 W) is
+    charged more than that, so the trimmed queue, which kept a shape's jobs
+    only where the class's forecast might fit, left j1248 out: deciding every
+    period, decide started it at 13,920 s; the replay did not. The trimmed
+    queue now also keeps a job planned at its own draw that might fit."""
+    f = TraceJob
+    jobs = [
+        f("j771154", 14094, 601, 2, 1, "a", 1, 607.6663880182405),
+        f("j131955", 0, 600, 1, 2, "b", 0, 561.7375940044618, preemptible=True),
+        f("j277281", 16098, 3549, 2, 4, "b", 2, 600.0, preemptible=True),
+        f("j980916", 18834, 8237, 1, 1, "a", 2, 643.910243086285, preemptible=True),
+        f("j23679", 1987, 6695, 1, 4, "a", 2, 300.0),
+        f("j209", 0, 6416, 1, 4, "b", 1, 398.2995722700622),
+        f("j7579", 0, 600, 2, 1, "a", 1, 403.71886810852266, preemptible=True),
+        f("j1248", 6918, 7739, 2, 2, "a", 1, 621.9782499423917),
+        f("j42405", 14361, 3274, 1, 1, "b", 1, 379.4832373108726),
+        f("j7679", 4873, 7576, 2, 2, "b", 2, 300.0),
+        f("j2784", 0, 8193, 2, 4, "b", 0, 600.0, preemptible=True),
+        f("j256", 6867, 4472, 1, 2, "b", 1, 300.0),
+        f("j505", 0, 600, 1, 2, "b", 1, 412.90838035952623),
+        f("j12575", 18124, 4451, 1, 4, "a", 2, 442.3724345154231),
+        f("j45805", 4211, 3110, 2, 1, "a", 2, 337.0525162278074, preemptible=True),
+        f("j1743", 0, 700, 2, 1, "a", 0, 300.0, preemptible=True),
+        f("j3227", 0, 5108, 1, 4, "b", 2, 515.7855246054646),
+        f("j961", 1, 2140, 1, 2, "a", 0, 300.0),
+        f("j2126", 0, 1883, 1, 2, "b", 0, 334.74241581541116, preemptible=True),
+        f("j422", 9765, 2060, 2, 2, "a", 0, 300.0),
+        f("j17449", 2544, 4402, 1, 2, "b", 1, 300.0),
+        f("j478166", 6165, 3095, 1, 1, "a", 1, 300.0),
+        f("j2311", 20000, 2139, 1, 2, "b", 2, 313.5282317084874, preemptible=True),
+        f("j67186", 1304, 1411, 2, 2, "b", 1, 452.939861022798),
+        f("j7066", 6254, 2567, 1, 2, "b", 1, 454.27422983923947, preemptible=True),
+        f("j1812", 7216, 5066, 2, 4, "b", 1, 300.0, preemptible=True),
+        f("j291030", 0, 600, 2, 1, "b", 1, 397.18853278290214),
+        f("j49916", 10405, 7672, 2, 4, "a", 1, 300.0),
+        f("j395", 0, 4156, 2, 1, "b", 2, 302.58437633888866),
+        f("j1130", 0, 6811, 2, 2, "b", 2, 519.4392621210332),
+    ]
+    policy = PowerPolicy(
+        cap_watts=12000.0,
+        cap_schedule=(CapWindow(T0 + 7200, T0 + 10800, 9000.0, "dr"),),
+        max_wait_s=4 * 3600.0,
+        reservation_depth=2,
+    )
+    event, every = _acts(jobs, policy, "wattcap", False, 3), _acts(jobs, policy, "wattcap", True, 3)
+    assert (13920.0, (("j1248", ("node-0", "node-1")),), ()) in every[0]
+    assert event == every
+
+
 @pytest.mark.parametrize("seed", [3, 10])
 def test_a_reservation_moving_with_now_is_followed_to_the_step_it_reaches(seed):
     """A reservation booked from the next cycle on moves with now. Between two

@@ -369,6 +369,9 @@ class _Engine:
         self._pol_now = sched.policy
         self._pol_valid_until = -math.inf
         self._starving_set: set[tuple] = set()
+        # queued jobs planned at their own measured draw (`_Job.floor`): under
+        # siteChance one may be charged less than its class's forecast
+        self.floored: set[int] = set()
         self.meas_site: float | None = None  # last meter reading, corrected for jobs gone since
         self.tick_done = 0  # the last control tick the meter has read
         self.truth_sq = 0.0  # sum over running jobs of (GPUs x true watts per GPU)^2
@@ -422,6 +425,8 @@ class _Engine:
         insort(self.queue, j.qkey)
         self._shape_add(j)
         self.queued_n += 1
+        if j.floor is not None:
+            self.floored.add(j.idx)
         view = j.view
         j.qj = QueuedJob(
             key=view.key,
@@ -447,6 +452,7 @@ class _Engine:
         i = bisect_left(lst, j.qkey)
         del lst[i]
         self.queued_n -= 1
+        self.floored.discard(j.idx)
 
     def _shape_add(self, j: _Job) -> None:
         keys = self.queue_by_shape.get(j.shape)
@@ -1232,6 +1238,20 @@ class _Engine:
                 watts, sure_block, _, _ = known.get(shape) or check(shape, view)
                 if not sure_block:  # (one planned higher, at its own draw, may still be)
                     tail.extend(keys[bisect_left(keys, first) :])
+            for idx in self.floored:
+                # planned at its own draw with no spread, a job may fit where its
+                # class's forecast, charged its spread, surely does not
+                j = jobs[idx]
+                shape = j.shape
+                if j.qkey < first or j.qkey in self._starving_set or shape[1] > free:
+                    continue
+                res = known.get(shape) or check(shape, j.view)
+                if (
+                    res[1]
+                    and j.floor.gpu_watts > res[0]
+                    and not judge(shape[1], j.floor.gpu_watts)[1]
+                ):
+                    tail.append(j.qkey)
             tail.sort()
             for key in tail:
                 j = jobs[key[3]]
