@@ -429,6 +429,57 @@ def test_a_job_planned_at_its_own_draw_is_kept_in_the_trimmed_queue_where_it_fit
     assert event == every
 
 
+def test_an_arrival_that_cannot_start_is_a_cycle_where_a_shed_may_be_due():
+    """Found by a random search of replays with longer, hungrier jobs: j92
+    (preemptible) is admitted at 1,185 s at its queued charge; running beside
+    the others it is charged more and the plan passes the cap. Deciding every
+    period, the cycle at j11436's arrival (1,197 s) sheds it; the replay
+    skipped that arrival (j11436 could not start) and shed j92 at the next
+    tick. An arrival is now a cycle where a shed may be due (`_may_shed`)."""
+    f = TraceJob
+    jobs = [
+        f("j1000000", 0, 4021, 2, 2, "b", 2, 545.0846539531452, preemptible=True),
+        f("j240984", 13746, 5524, 2, 4, "b", 2, 300.0, preemptible=True),
+        f("j142156", 2461, 2093, 2, 1, "a", 1, 300.0),
+        f("j28", 11344, 600, 1, 1, "b", 2, 446.51675524262583),
+        f("j92", 700, 1854, 1, 2, "a", 1, 699.9999999999999, preemptible=True),
+        f("j861498", 0, 2400, 2, 4, "b", 1, 462.8021703201953),
+        f("j3682", 2813, 5349, 1, 2, "a", 0, 608.1865083222325, preemptible=True),
+        f("j9151", 2, 600, 2, 2, "a", 1, 588.6294211753836),
+        f("j6797", 8524, 8185, 2, 2, "b", 2, 300.0),
+        f("j95", 0, 6831, 2, 1, "b", 0, 300.0),
+        f("j26220", 0, 6194, 2, 2, "a", 1, 333.25963331220305),
+        f("j53536", 9812, 603, 1, 2, "b", 1, 451.1695557547852, preemptible=True),
+        f("j524289", 0, 7644, 1, 4, "a", 0, 307.21037560970694, preemptible=True),
+        f("j11436", 1197, 2710, 2, 1, "b", 1, 300.0, preemptible=True),
+        f("j251", 15277, 2804, 1, 1, "a", 1, 369.7505210419763),
+        f("j3830", 4660, 5321, 1, 2, "b", 0, 300.0),
+        f("j225", 18070, 3470, 2, 1, "a", 2, 652.2435131619822),
+        f("j12157", 11724, 600, 1, 2, "b", 1, 300.0),
+        f("j999999", 3238, 600, 2, 2, "a", 1, 300.0),
+        f("j3600", 1, 2260, 2, 2, "a", 2, 699.0, preemptible=True),
+        f("j384321", 10, 7476, 2, 4, "a", 2, 600.0, preemptible=True),
+        f("j987", 2, 700, 1, 4, "b", 0, 300.0),
+        f("j20067", 16618, 4904, 1, 1, "b", 2, 600.0),
+        f("j362880", 9633, 8200, 2, 1, "b", 2, 540.2548865532091, preemptible=True),
+        f("j2108", 16656, 3588, 1, 4, "b", 2, 371.5461370050762, preemptible=True),
+        f("j844", 0, 5563, 1, 2, "a", 0, 399.20958121953396),
+        f("j181070", 2714, 2915, 1, 2, "a", 2, 300.0),
+        f("j15854", 17872, 3395, 1, 4, "a", 0, 300.0, preemptible=True),
+        f("j6647", 12057, 1967, 1, 2, "a", 2, 452.096212061085, preemptible=True),
+        f("j13", 3468, 600, 2, 2, "b", 2, 405.79178230772783, preemptible=True),
+    ]
+    policy = PowerPolicy(
+        cap_watts=12000.0,
+        cap_schedule=(CapWindow(T0 + 7200, T0 + 10800, 9000.0, "dr"),),
+        max_wait_s=4 * 3600.0,
+        reservation_depth=2,
+    )
+    event, every = _acts(jobs, policy, "wattcap", False, 2), _acts(jobs, policy, "wattcap", True, 2)
+    assert (1197, (), ("j92",)) in every[0]
+    assert event == every
+
+
 @pytest.mark.parametrize("seed", [3, 10])
 def test_a_reservation_moving_with_now_is_followed_to_the_step_it_reaches(seed):
     """A reservation booked from the next cycle on moves with now. Between two

@@ -575,6 +575,9 @@ class _Engine:
                     or t > self.replan_from
                     or self._takes_reservation(j, t)
                     or self._end_moving(t)
+                    # a job admitted at its queued charge may be charged more running
+                    # beside the others: deciding at this event, decide may shed it
+                    or self._may_shed(t)
                 ):
                     need = True
             # wakeups: cap edges, starvation deadlines, follow-ups after a shed or
