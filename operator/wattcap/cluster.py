@@ -35,11 +35,11 @@ from .controller import (
     SiteState,
     WriteFailure,
     note_write_failures,
-    status_changed,
 )
 from .jobs import adoptable, controller_uid
 from .model import API_GROUP, API_VERSION, PowerPolicy
 from .priorities import parse_priority_classes
+from .statuswrites import StatusWrites
 
 log = logging.getLogger("wattcap.cluster")
 
@@ -125,6 +125,8 @@ class Cluster:
     ) -> None:
         self.timeout = timeout
         self.write_errors = 0
+        # which TrainingJob statuses each cycle writes (one Cluster per site loop)
+        self.status_writes = StatusWrites()
         self._pool: ThreadPoolExecutor | None = None  # the writers, started on first need
         # the watch-fed picture read_site reads; the process's shared one unless given
         self.picture = picture
@@ -370,17 +372,18 @@ class Cluster:
         self, plan: Plan, state: SiteState, policy_name: str, fence: Fence | None = None
     ) -> int:
         """TrainingJob and PowerPolicy status, and Events; how many writes failed.
-        A status the TrainingJob already has (`status_changed`) is not written."""
+
+        Of the TrainingJob statuses, every change of substance is written and
+        refreshes (newer text only) a bounded share a cycle, least recently
+        written first (`statuswrites.py`); a status the TrainingJob already
+        has is not written."""
         failed = 0
         current = {}
         for t in state.trainingjobs:
             meta = t.get("metadata") or {}
             current[(meta.get("namespace", "default"), meta.get("name"))] = t.get("status") or {}
-        changed = [
-            (ns, name, status)
-            for (ns, name), status in plan.tj_status.items()
-            if status_changed(current.get((ns, name), {}), status)
-        ]
+        picked = self.status_writes.pick(current, plan.tj_status, time.time())
+        changed = [(ns, name, plan.tj_status[(ns, name)]) for ns, name in picked]
         patches = [
             partial(
                 self._attempt,
@@ -394,10 +397,14 @@ class Cluster:
             )
             for ns, name, status in changed
         ]
+        went: list[tuple[str, str]] = []
         for (ns, name, _), err in zip(changed, self._each(patches, fence), strict=True):
             if err is not None:
                 failed += 1
                 log.warning("patch status of %s/%s failed: %s %s", ns, name, *err[:2])
+            else:
+                went.append((ns, name))
+        self.status_writes.written(went)  # a refused one keeps its place in line
         self._each([partial(self.event, *e) for e in plan.events], fence)
         if plan.policy_status:
             err = self._attempt(self.patch_policy_status, policy_name, plan.policy_status)

@@ -1535,16 +1535,3 @@ def _policy_status(
         "activeWindow": window.name if window else None,
         "lastCycle": format_time(now_s),
     }
-
-
-def status_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Whether a status write is worth an API call (messages alone change often)."""
-    for key, value in desired.items():
-        if key in ("conditions", "message"):
-            continue
-        if current.get(key) != value:
-            return True
-    cur_reason = current.get("reason")
-    return cur_reason != desired.get("reason", cur_reason) or (
-        "message" in desired and not current.get("message")
-    )

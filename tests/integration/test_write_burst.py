@@ -14,6 +14,7 @@ went out when the Lease was taken over in the middle of the run.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 import uuid
@@ -155,3 +156,48 @@ def test_writes_stop_at_the_first_lease_check_that_fails(crds: str, namespace: s
         )
     assert spy.made == CHUNK, f"{spy.made} writes went out; the first chunk is {CHUNK}"
     assert statuses(crds, namespace) == CHUNK
+
+
+def test_refreshes_of_waiting_jobs_get_a_bounded_share_of_each_cycle(
+    crds: str, namespace: str
+) -> None:
+    """Waiting jobs whose message alone moves every cycle (a measured site's
+    free power does) are refreshed `refreshes_per_cycle` at a time, least
+    recently written first, so each one's message is at most
+    ceil(n / budget) cycles old; a job whose reason changed is written in the
+    cycle that saw it. Before: a message-only change was never written (the
+    job kept its first message until its reason changed), and anything else
+    that moved (an estimated start) was rewritten for every job every cycle."""
+    from wattcap.statuswrites import StatusWrites
+
+    n, budget = 3 * CHUNK, CHUNK
+    api = config.new_client_from_config(config_file=crds)
+    custom = client.CustomObjectsApi(api)
+    tjs = burst(crds, namespace, n)
+    cluster = Cluster(api)
+    cluster.status_writes = StatusWrites(refreshes_per_cycle=budget, refresh_after_s=0)
+    assert cluster.apply_status(queued(namespace, tjs), state_of(tjs), "burst") == 0
+    spy = InFlight(cluster.custom.patch_namespaced_custom_object_status)
+    cluster.custom.patch_namespaced_custom_object_status = spy  # type: ignore[method-assign]
+    cycles = math.ceil(n / budget)
+    for c in range(cycles):
+        now = custom.list_namespaced_custom_object(
+            "wattcap.io", "v1alpha1", namespace, "trainingjobs"
+        )
+        plan = queued(namespace, now["items"])
+        for status in plan.tj_status.values():
+            status["message"] = f"cycle {c}: short of {2 + c} kW"
+        moved = (namespace, "w-000") if c == cycles - 1 else None
+        if moved:  # the last cycle's budget is taken by others: a new reason still goes out
+            plan.tj_status[moved]["reason"] = "WaitingForGPUs"
+        made = spy.made
+        assert cluster.apply_status(plan, state_of(now["items"]), "burst") == 0
+        assert spy.made - made <= budget + (1 if moved else 0), "more refreshes than the budget"
+    after = custom.list_namespaced_custom_object(
+        "wattcap.io", "v1alpha1", namespace, "trainingjobs"
+    )
+    messages = {t["metadata"]["name"]: t["status"]["message"] for t in after["items"]}
+    stale = sorted(k for k, m in messages.items() if not m.startswith("cycle "))
+    assert not stale, f"{len(stale)} of {n} never refreshed in {cycles} cycles: {stale[:5]}"
+    w000 = next(t for t in after["items"] if t["metadata"]["name"] == "w-000")
+    assert w000["status"]["reason"] == "WaitingForGPUs"

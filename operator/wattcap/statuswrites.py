@@ -1,0 +1,138 @@
+"""Which TrainingJob statuses a cycle writes: every change of substance, and a
+bounded share of refreshes.
+
+A waiting job's status is rebuilt every cycle, and at a site with thousands of
+them most statuses differ from the stored one only in text: the message (how
+much power is short, how many jobs are ahead) and the estimated start.
+Written each time they move, those refreshes were most of a large
+site's API requests and of its cycle; never written (as a message-only change
+was before), a job kept its first answer to "why does it wait" until its
+reason changed.
+
+So a status is written in the cycle that sees it if anything of substance
+changed: its phase, reason, placement, preemptions, Job, a condition's status
+or reason, its forecast (what it is planned at), or a message or estimate
+the job has never shown. A
+status whose only news is a refresh is due once its last write is
+`refresh_after_s` old (a measured site's free power, and so every waiting
+job's message, moves every cycle: refreshed at once, each waiting job would
+cost a write a cycle for ever), and due ones share at most
+`refreshes_per_cycle` writes a cycle, least recently written first, so none
+starves: with n of them each is refreshed within ceil(n / share) cycles of
+being due, and the stored status is never wrong in substance, only its text
+is older. A condition's `lastTransitionTime`, stamped by every cycle, is no
+news by itself.
+Pure bookkeeping, no I/O: `cluster.Cluster.apply_status` asks it which to write
+and tells it which went through.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+Ref = tuple[str, str]
+
+# at most this many refresh-only status writes a cycle: one chunk of the
+# writers (cluster.CHUNK), a second or so of a slow API server
+REFRESHES_PER_CYCLE = 16
+# a job's text is refreshed at most this often (by this replica's memory of its
+# writes; after a restart every job is due at once, within the share)
+REFRESH_AFTER_S = 30.0
+REFRESH_KEYS = frozenset({"message", "estimatedStart"})
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == {} or value == []
+
+
+def _conditions(conds: Any) -> dict[Any, tuple[Any, Any]]:
+    """A status's conditions as type -> (status, reason): their substance."""
+    out: dict[Any, tuple[Any, Any]] = {}
+    for c in conds if isinstance(conds, list) else []:
+        if isinstance(c, Mapping):
+            out[c.get("type")] = (c.get("status"), c.get("reason"))
+    return out
+
+
+def _messages(conds: Any) -> dict[Any, Any]:
+    return {
+        c.get("type"): c.get("message")
+        for c in (conds if isinstance(conds, list) else [])
+        if isinstance(c, Mapping)
+    }
+
+
+def substance_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether `desired` says something `current` does not (beyond newer text)."""
+    for key, value in desired.items():
+        if key == "conditions":
+            if _conditions(current.get(key)) != _conditions(value):
+                return True
+        elif key in REFRESH_KEYS:
+            if _empty(current.get(key)) and not _empty(value):
+                return True  # shown for the first time: an answer, not a refresh
+        elif current.get(key) != value:
+            return True
+    return False
+
+
+def refresh_due(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether only text moved: a message, an estimate, a condition's message."""
+    if any(k in desired and current.get(k) != desired[k] for k in REFRESH_KEYS):
+        return True
+    if "conditions" in desired:
+        return _messages(current.get("conditions")) != _messages(desired["conditions"])
+    return False
+
+
+class StatusWrites:
+    """One site's status writes: what each cycle writes, and when each job's
+    status was last written (memory bounded by the jobs a cycle sees)."""
+
+    def __init__(
+        self,
+        refreshes_per_cycle: int = REFRESHES_PER_CYCLE,
+        refresh_after_s: float = REFRESH_AFTER_S,
+    ) -> None:
+        self.refreshes_per_cycle = refreshes_per_cycle
+        self.refresh_after_s = refresh_after_s
+        self.deferred = 0  # due refreshes the last `pick` left for later cycles
+        self._now = 0.0
+        self._written: dict[Ref, float] = {}  # when each job's status was last written
+
+    def pick(
+        self,
+        current: Mapping[Ref, Mapping[str, Any]],
+        desired: Mapping[Ref, Mapping[str, Any]],
+        now_s: float = 0.0,
+    ) -> list[Ref]:
+        """The statuses to write this cycle (`now_s`: its time, seconds): every
+        change of substance, then due refreshes, least recently written first
+        (never written: first of all), up to the share."""
+        self._now = now_s
+        for ref in [r for r in self._written if r not in current and r not in desired]:
+            del self._written[ref]
+        must: list[Ref] = []
+        due: list[Ref] = []
+        for ref, status in desired.items():
+            have = current.get(ref) or {}
+            if substance_changed(have, status):
+                must.append(ref)
+            elif refresh_due(have, status):
+                last = self._written.get(ref)
+                if last is None or now_s - last >= self.refresh_after_s:
+                    due.append(ref)
+        due.sort(key=lambda r: (self._written.get(r, -math.inf), r))
+        share = max(0, self.refreshes_per_cycle)
+        self.deferred = max(0, len(due) - share)
+        return must + due[:share]
+
+    def written(self, refs: Iterable[Ref]) -> None:
+        """These statuses went through this cycle (a refused one keeps its place)."""
+        for ref in refs:
+            self._written[ref] = self._now
+
+    def remembered(self) -> int:
+        return len(self._written)
