@@ -197,7 +197,7 @@ class Cluster:
         A burst of thousands of jobs is thousands of writes in one cycle; one
         at a time they took longer than the cycle's period (about 9 s for 500
         jobs). Before each chunk `fence` must say the Lease is still held
-        without a gap since the cycle's read (`SiteLease.still_fresh`), else
+        without a gap since the cycle's read (`SiteLease.fresh`), else
         `LeaseLost` is raised and the rest are not written."""
         out: list[R] = []
         for i in range(0, len(calls), CHUNK):

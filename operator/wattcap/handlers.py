@@ -258,7 +258,7 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
     lease = site.lease
 
     def fence() -> bool:  # checked between chunks of writes (lease.py)
-        return lease.still_fresh(read_at)
+        return lease.fresh(read_at)
 
     try:
         failures = cluster.apply_jobs(plan, fence)

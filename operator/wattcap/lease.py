@@ -23,7 +23,7 @@ Lease, as Kubernetes' own controllers do:
   nothing of what it decided before the pause; a big site whose cycle takes
   longer than half a lease still decides, as long as the loop renews in
   between. A cycle with many writes (a burst of thousands of jobs) checks
-  again between chunks of them in the same way (`still_fresh`); the first
+  again between chunks of them in the same way (`fresh`); the first
   failed check drops the rest.
 
 Time is the API server's clock as seen through `renewTime`, compared with
@@ -117,15 +117,10 @@ class SiteLease:
         quarter lease ago (just now if the last renewal was older), and held
         without a gap since `read_at`, so no other replica can have written
         in between. A gap is half a lease without a renewal (the other half
-        absorbs clock skew between replicas)."""
+        absorbs clock skew between replicas). Checked again between chunks of
+        a long run of writes: they never go out more than a quarter lease after
+        this replica last held the Lease, however many there are."""
         return self.holds() and self.held_since is not None and self.held_since <= read_at
-
-    def still_fresh(self, read_at: float) -> bool:
-        """`fresh`, for a long run of writes checked between chunks of them:
-        without a request while the last renewal is under a quarter lease old,
-        else a renewal. A cycle's writes thus never go out more than a quarter
-        lease after this replica last held the Lease, however many there are."""
-        return self.fresh(read_at)
 
     def _recent(self) -> bool:
         """Whether this replica renewed the Lease under a quarter lease ago, in an

@@ -152,7 +152,7 @@ def test_writes_stop_at_the_first_lease_check_that_fails(crds: str, namespace: s
     cluster.custom.patch_namespaced_custom_object_status = spy  # type: ignore[method-assign]
     with pytest.raises(LeaseLost):
         cluster.apply_status(
-            queued(namespace, tjs), state_of(tjs), "burst", lambda: mine.still_fresh(read_at)
+            queued(namespace, tjs), state_of(tjs), "burst", lambda: mine.fresh(read_at)
         )
     assert spy.made == CHUNK, f"{spy.made} writes went out; the first chunk is {CHUNK}"
     assert statuses(crds, namespace) == CHUNK
