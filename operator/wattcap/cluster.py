@@ -39,7 +39,7 @@ from .controller import (
 from .jobs import adoptable, controller_uid
 from .model import API_GROUP, API_VERSION, PowerPolicy
 from .priorities import parse_priority_classes
-from .statuswrites import StatusWrites
+from .statuswrites import StatusWrites, keep_transition_times
 
 log = logging.getLogger("wattcap.cluster")
 
@@ -376,14 +376,19 @@ class Cluster:
         Of the TrainingJob statuses, every change of substance is written and
         refreshes (newer text only) a bounded share a cycle, least recently
         written first (`statuswrites.py`); a status the TrainingJob already
-        has is not written."""
+        has is not written. A condition whose status is unchanged keeps its
+        stored `lastTransitionTime`."""
         failed = 0
         current = {}
         for t in state.trainingjobs:
             meta = t.get("metadata") or {}
             current[(meta.get("namespace", "default"), meta.get("name"))] = t.get("status") or {}
-        picked = self.status_writes.pick(current, plan.tj_status, time.time())
-        changed = [(ns, name, plan.tj_status[(ns, name)]) for ns, name in picked]
+        desired = {
+            ref: keep_transition_times(current.get(ref) or {}, status)
+            for ref, status in plan.tj_status.items()
+        }
+        picked = self.status_writes.pick(current, desired, time.time())
+        changed = [(ns, name, desired[(ns, name)]) for ns, name in picked]
         patches = [
             partial(
                 self._attempt,

@@ -20,8 +20,11 @@ cost a write a cycle for ever), and due ones share at most
 `refreshes_per_cycle` writes a cycle, least recently written first, so none
 starves: with n of them each is refreshed within ceil(n / share) cycles of
 being due, and the stored status is never wrong in substance, only its text
-is older. A condition's `lastTransitionTime`, stamped by every cycle, is no
-news by itself.
+is older. A condition's `lastTransitionTime` is when its status last changed
+(the Kubernetes convention): a cycle stamps its own time on every condition it
+builds, and `keep_transition_times` puts back the stored time wherever the
+condition's status is unchanged, so a job waiting for an hour shows when it
+began to wait; being derived from status, it is no news by itself.
 Pure bookkeeping, no I/O: `cluster.Cluster.apply_status` asks it which to write
 and tells it which went through.
 """
@@ -62,6 +65,30 @@ def _messages(conds: Any) -> dict[Any, Any]:
         for c in (conds if isinstance(conds, list) else [])
         if isinstance(c, Mapping)
     }
+
+
+def keep_transition_times(
+    current: Mapping[str, Any], desired: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """`desired` with each condition's `lastTransitionTime` taken from the
+    stored condition of its type where that one's status is the same: the time
+    moves only when the status does (a new reason or message does not move it)."""
+    conds = desired.get("conditions")
+    before = current.get("conditions")
+    if not isinstance(conds, list) or not isinstance(before, list):
+        return desired
+    stored = {c.get("type"): c for c in before if isinstance(c, Mapping)}
+    kept = []
+    for c in conds:
+        old = stored.get(c.get("type")) if isinstance(c, Mapping) else None
+        if (
+            old is not None
+            and old.get("status") == c.get("status")
+            and old.get("lastTransitionTime")
+        ):
+            c = {**c, "lastTransitionTime": old["lastTransitionTime"]}
+        kept.append(c)
+    return {**desired, "conditions": kept}
 
 
 def substance_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:

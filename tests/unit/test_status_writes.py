@@ -174,3 +174,67 @@ def test_a_new_forecast_is_substance() -> None:
     prior = {**waiting("x"), "forecast": {"source": "prior", "gpuWatts": 700}}
     learned = {**waiting("x"), "forecast": {"source": "history", "gpuWatts": 410}}
     assert w.pick({("ns", "a"): prior}, {("ns", "a"): learned}) == [("ns", "a")]
+
+
+class _RecordingStatusApi:
+    """Stands in for the CustomObjectsApi: the status bodies written, by ref."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[Ref, dict[str, Any]] = {}
+
+    def patch_namespaced_custom_object_status(
+        self, group: str, version: str, ns: str, plural: str, name: str, body: Any, **_: Any
+    ) -> None:
+        self.bodies[(ns, name)] = body["status"]
+
+
+def test_a_conditions_transition_time_moves_only_when_its_status_does() -> None:
+    """Kubernetes convention (metav1.Condition): `lastTransitionTime` is when
+    the condition's status last changed. A job waiting for an hour shows when
+    it began to wait, not the time of its latest message refresh."""
+    from kubernetes import client
+
+    from wattcap.cluster import Cluster
+    from wattcap.controller import Plan, SiteState
+    from wattcap.model import PowerPolicy
+
+    t0, t1 = "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"
+    stored = {
+        ("ns", "waits"): waiting("short of 2.0 kW", at=t0),  # same status, new text
+        ("ns", "starts"): waiting("short of 2.0 kW", at=t0),  # its status flips
+    }
+    started = waiting("admitted", reason="Admitted", at=t1)
+    started["conditions"][0]["status"] = "True"
+    desired = {
+        ("ns", "waits"): waiting("short of 3.5 kW", at=t1),
+        ("ns", "starts"): started,
+        ("ns", "new"): waiting("short of 1.0 kW", at=t1),  # never had a status
+    }
+    tjs = [
+        {"metadata": {"namespace": ns, "name": name}, "status": status}
+        for (ns, name), status in stored.items()
+    ]
+    tjs.append({"metadata": {"namespace": "ns", "name": "new"}})
+    state = SiteState(PowerPolicy(cap_watts=1e5), [], [], tjs, {})
+    cluster = Cluster(client.ApiClient())
+    api = _RecordingStatusApi()
+    cluster.custom = api  # type: ignore[assignment]
+    assert cluster.apply_status(Plan(tj_status=desired), state, "") == 0
+    when = {ref: body["conditions"][0]["lastTransitionTime"] for ref, body in api.bodies.items()}
+    assert when == {("ns", "waits"): t0, ("ns", "starts"): t1, ("ns", "new"): t1}
+    assert api.bodies[("ns", "waits")]["message"] == "short of 3.5 kW"
+
+
+def test_a_new_reason_under_the_same_status_keeps_the_transition_time() -> None:
+    from wattcap.statuswrites import keep_transition_times
+
+    t0, t1 = "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"
+    was = waiting("short", reason="WaitingForPower", at=t0)
+    now = waiting("no GPUs", reason="WaitingForGPUs", at=t1)
+    kept = keep_transition_times(was, now)
+    assert kept["conditions"][0]["lastTransitionTime"] == t0
+    assert kept["conditions"][0]["reason"] == "WaitingForGPUs"
+    assert now["conditions"][0]["lastTransitionTime"] == t1  # the plan's own is not changed
+    # stored without a time (written by an older operator): the cycle's time
+    was["conditions"][0].pop("lastTransitionTime")
+    assert keep_transition_times(was, now)["conditions"][0]["lastTransitionTime"] == t1
