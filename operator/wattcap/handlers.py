@@ -21,7 +21,7 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from . import metrics
-from .cluster import Cluster, LeaseLost
+from .cluster import Cluster, Fence, LeaseLost
 from .controller import (
     GPU,
     LABEL_TJ,
@@ -267,8 +267,7 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         note_write_failures(plan, mem, failures, now)
         for _ in range(cluster.apply_pod_limits(plan, fence)):
             metrics.count_error("write", "pod_limit", name)
-        for _ in range(cluster.apply_status(plan, state, name, fence)):
-            metrics.count_error("status", "refused", name)
+        _apply_status(cluster, plan, state, name, fence)
     except LeaseLost as err:
         # what went out was written under the Lease; a Job created without its
         # status is adopted by whichever replica decides next
@@ -297,8 +296,17 @@ def _report_invalid(
     state = cluster.read_site(PowerPolicy(cap_watts=1.0, name=name))  # every node, every job
     now_iso = format_time(time.time())
     plan = Plan(tj_status=invalid_policy_statuses(state, policies, name, why, now_iso))
-    for _ in range(cluster.apply_status(plan, state, name)):
-        metrics.count_error("status", "refused", name)
+    _apply_status(cluster, plan, state, name)
+
+
+def _apply_status(
+    cluster: Cluster, plan: Plan, state: SiteState, site: str, fence: Fence | None = None
+) -> None:
+    """Write the cycle's statuses; count the refused ones, and report the due
+    refreshes the cycle's share left for later (a share too small for the site)."""
+    for _ in range(cluster.apply_status(plan, state, site, fence)):
+        metrics.count_error("status", "refused", site)
+    metrics.STATUS_DEFERRED.labels(site).set(cluster.status_writes.deferred)
 
 
 def _set_active(cluster: Cluster, name: str, reason: str, message: str) -> None:

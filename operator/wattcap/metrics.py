@@ -75,6 +75,13 @@ ERRORS = Counter(
     "Errors the site loop caught and carried on from, by step and kind of error.",
     ["step", "kind", "site"],
 )
+# a share of each cycle's writes refreshes waiting jobs' text (statuswrites.py): how
+# many due refreshes the last cycle left for later, so a share too small shows
+STATUS_DEFERRED = Gauge(
+    "wattcap_status_refreshes_deferred",
+    "Due TrainingJob status refreshes (newer text only) the last cycle left for later ones.",
+    ["site"],
+)
 LAST_CYCLE = Gauge(
     "wattcap_last_cycle_timestamp_seconds", "When the site loop last completed a cycle.", ["site"]
 )
@@ -184,8 +191,8 @@ def forget_site(site: str) -> None:
     for metric in (
         SITE_POWER, CAP, HEADROOM, QUEUE, UNMANAGED, RUNNING, ADMISSION_LATENCY, CYCLE_SECONDS,
         FORECAST_ERROR, FORECAST_HISTORIES, FORECAST_EVICTED, PREEMPTIONS, PROMETHEUS_UP,
-        PROMETHEUS_CONFIGURED, ERRORS, LAST_CYCLE, PAST_MAX_WAIT, CAP_DROP_AT, CAP_DROP_CAP,
-        CAP_DROP_HEADROOM,
+        PROMETHEUS_CONFIGURED, ERRORS, STATUS_DEFERRED, LAST_CYCLE, PAST_MAX_WAIT, CAP_DROP_AT,
+        CAP_DROP_CAP, CAP_DROP_HEADROOM,
     ):  # fmt: skip
         metric.remove_by_labels({"site": site})  # every series of the site, whatever else
     _KNOWN_REASONS.pop(site, None)

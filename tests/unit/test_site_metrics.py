@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import REGISTRY
 
 from wattcap import metrics
@@ -53,3 +55,34 @@ def test_forget_site_uses_only_the_public_api_of_prometheus_client() -> None:
         if isinstance(node, ast.Attribute) and node.attr.startswith("_")
     }
     assert private == set()
+
+
+def test_status_refreshes_left_for_later_cycles_are_reported_per_site() -> None:
+    """`StatusWrites.deferred`, the due refreshes a cycle's share left for later,
+    shows how far behind a site's waiting jobs' text is; a gone site's goes."""
+    from kubernetes import client
+
+    from wattcap import handlers
+    from wattcap.cluster import Cluster
+    from wattcap.controller import Plan, SiteState
+    from wattcap.model import PowerPolicy
+
+    class Statuses:
+        def patch_namespaced_custom_object_status(self, *_: Any, **__: Any) -> None:
+            pass
+
+    def status(message: str) -> dict[str, Any]:
+        return {"phase": "Queued", "reason": "WaitingForPower", "message": message}
+
+    refs = [("ns", f"j-{i}") for i in range(20)]
+    tjs = [{"metadata": {"namespace": ns, "name": n}, "status": status("old")} for ns, n in refs]
+    state = SiteState(PowerPolicy(cap_watts=1e5), [], [], tjs, {})
+    cluster = Cluster(client.ApiClient())
+    cluster.custom = Statuses()  # type: ignore[assignment]
+    cluster.status_writes.refreshes_per_cycle = 16
+    handlers._apply_status(cluster, Plan(tj_status={r: status("new") for r in refs}), state, "east")
+    assert value("wattcap_status_refreshes_deferred", site="east") == 4
+    handlers._apply_status(cluster, Plan(), state, "east")
+    assert value("wattcap_status_refreshes_deferred", site="east") == 0
+    metrics.forget_site("east")
+    assert value("wattcap_status_refreshes_deferred", site="east") is None
