@@ -35,8 +35,13 @@ def _agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kubeconfig", help="default: $KUBECONFIG, else the in-cluster account")
     p.add_argument("--address", default="0.0.0.0", help="address of the metrics server")
     p.add_argument("--metrics-port", type=int, default=9401)
+    from .enforcement import AGENT_INTERVAL_S  # the operator sizes gracePeriod with it
+
     p.add_argument(
-        "--interval", type=float, default=10.0, help="seconds between passes over the GPUs"
+        "--interval",
+        type=float,
+        default=AGENT_INTERVAL_S,
+        help="seconds between passes over the GPUs",
     )
     p.add_argument(
         "--pod-resources-socket",

@@ -67,6 +67,7 @@ from .priorities import PriorityClass, fallback_priority, job_priority
 from .telemetry import Reading
 from .throttling import (
     annotation_patches,
+    grace_period_condition,
     job_limit_report,
     pod_limits,
     policy_limits_condition,
@@ -409,6 +410,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     )
     if pol.power_limits.enabled:
         plan.policy_status["conditions"].append(_limits_condition(state, mem, limited, now_s))
+        plan.policy_status["conditions"].append(_grace_condition(pol, now_s))
     return plan
 
 
@@ -1280,6 +1282,14 @@ def _limits_condition(
     failed = mem.limit_failed
     status, reason, msg = policy_limits_condition(measured, limited, failed, silent, grace)
     return condition("PowerLimitsApplied", status, reason, msg, now_iso)
+
+
+def _grace_condition(pol: PowerPolicy, now_s: float) -> dict[str, Any]:
+    """Whether `gracePeriod` covers a lost limit (docs/node-agent.md); a warning only."""
+    status, reason, msg = grace_period_condition(
+        pol.grace_period_s, pol.control_period_s, pol.max_termination_grace_s
+    )
+    return condition("GracePeriodTooShort", status, reason, msg, format_time(now_s))
 
 
 def _measurement_conditions(

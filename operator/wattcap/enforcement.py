@@ -31,6 +31,21 @@ UNCONFIRMED = "Unconfirmed"  # not confirmed within the grace period: preempt, n
 
 TOLERANCE_W = 0.5  # the annotation is whole watts; NVML reports milliwatts
 
+# What the grace must cover besides the policy's own periods (docs/node-agent.md,
+# "When the fallback goes out"); the operator cannot see either, so they are taken as:
+AGENT_INTERVAL_S = 10.0  # the agent's pass: `wattcap agent --interval`, the chart's agent.interval
+# Prometheus' scrape of the agent's gauge: set by whoever runs Prometheus; 15 s is
+# dcgm-exporter's Helm chart ServiceMonitor default, the gauge scraped beside it
+SCRAPE_INTERVAL_S = 15.0
+
+
+def min_limits_grace_s(control_period_s: float, max_termination_grace_s: float) -> float:
+    """The shortest `gracePeriod` that covers a lost limit (docs/node-agent.md): the
+    operator sees the loss only after an agent pass, a scrape and a control period,
+    and the fallback's pods then take up to `maxTerminationGracePeriod` to stop;
+    with a shorter grace the site can stay over its cap past the grace."""
+    return AGENT_INTERVAL_S + SCRAPE_INTERVAL_S + control_period_s + max_termination_grace_s
+
 
 @dataclass(frozen=True, slots=True)
 class PodLimit:

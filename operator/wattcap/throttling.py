@@ -14,7 +14,16 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .enforcement import CONFIRMED, PENDING, UNCONFIRMED, PodLimit, Verdict
+from .enforcement import (
+    AGENT_INTERVAL_S,
+    CONFIRMED,
+    PENDING,
+    SCRAPE_INTERVAL_S,
+    UNCONFIRMED,
+    PodLimit,
+    Verdict,
+    min_limits_grace_s,
+)
 from .jobs import ANN_GPU_LIMIT, LABEL_TJ
 
 # A looser limit than the one in force is written only if it is this much looser: a
@@ -199,3 +208,34 @@ def policy_limits_condition(
             f"({ENFORCED_GAUGE})",
         )
     return ("True", "NoneNeeded", "no job is throttled now")
+
+
+def grace_period_condition(
+    grace_s: float, control_period_s: float, max_termination_grace_s: float
+) -> tuple[str, str, str]:
+    """The PowerPolicy's GracePeriodTooShort condition: (status, reason, message).
+
+    A warning, not a refusal: the policy is used as written, but a grace shorter
+    than `enforcement.min_limits_grace_s` cannot keep its promise when a limit
+    is lost, so the message names the field and the least that would fit."""
+    least = min_limits_grace_s(control_period_s, max_termination_grace_s)
+    parts = (
+        f"the node agent's --interval {AGENT_INTERVAL_S:g}s + Prometheus' scrape interval "
+        f"{SCRAPE_INTERVAL_S:g}s (assumed) + spec.controlPeriod {control_period_s:g}s + "
+        f"spec.maxTerminationGracePeriod {max_termination_grace_s:g}s"
+    )
+    if grace_s < least:
+        return (
+            "True",
+            "ShorterThanLimitFallback",
+            f"spec.gracePeriod {grace_s:g}s is shorter than the {least:g}s a lost GPU power "
+            f"limit may take to be seen and its job's pods stopped ({parts}; "
+            "docs/node-agent.md): the site can stay over its cap past the grace; set "
+            f"spec.gracePeriod to at least {least:g}s",
+        )
+    return (
+        "False",
+        "CoversLimitFallback",
+        f"spec.gracePeriod {grace_s:g}s covers the {least:g}s a lost GPU power limit may "
+        f"take to be seen and its job's pods stopped ({parts})",
+    )

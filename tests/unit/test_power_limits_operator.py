@@ -353,3 +353,48 @@ def test_enforced_limits_are_fresh_and_per_pod() -> None:
     assert e.nodes == {"a"}  # b's only GPU is stale
     # sampled when its oldest GPU was: as of then every GPU showed that limit
     assert e.pod_at == {("ml", "p"): NOW - 2} and e.node_at == {"a": NOW - 2}
+
+
+def grace_cond(plan: Any) -> dict[str, Any]:
+    (c,) = [c for c in plan.policy_status["conditions"] if c["type"] == "GracePeriodTooShort"]
+    return c
+
+
+def test_a_grace_too_short_for_the_agent_path_is_warned_of_and_the_policy_still_used() -> None:
+    """docs/node-agent.md sizes `gracePeriod` for power limits: above the agent's
+    --interval, Prometheus' scrape interval and the control period together, plus
+    the pods' termination, or the site can stay over its cap past the grace. A
+    shorter one is not refused (the site still decides under it), but the
+    PowerPolicy says which field, and the least that fits."""
+    from dataclasses import replace
+
+    from wattcap.enforcement import AGENT_INTERVAL_S, SCRAPE_INTERVAL_S
+    from wattcap.model import parse_power_policy
+
+    term = 30.0
+    least = AGENT_INTERVAL_S + SCRAPE_INTERVAL_S + PERIOD + term
+
+    def run(**kw: Any) -> Any:
+        st = state([pod("low", "a")], max_termination_grace_s=term)
+        st.policy = replace(st.policy, **kw)
+        return cycle(st, mem(), NOW)
+
+    short = run()  # GRACE: 10 s
+    c = grace_cond(short)
+    assert (c["status"], c["reason"]) == ("True", "ShorterThanLimitFallback")
+    assert "spec.gracePeriod 10s" in c["message"] and f"at least {least:g}s" in c["message"]
+    assert short.pod_patches, "the policy is still used: the window is met by a limit"
+    c = grace_cond(run(grace_period_s=least))
+    assert (c["status"], c["reason"]) == ("False", "CoversLimitFallback")
+    assert grace_cond(run(grace_period_s=least - 1))["status"] == "True"
+    # a longer control period or termination needs a longer grace
+    assert grace_cond(run(grace_period_s=least, control_period_s=PERIOD + 1))["status"] == "True"
+    assert (
+        grace_cond(run(grace_period_s=least, max_termination_grace_s=term + 1))["status"] == "True"
+    )
+    # without power limits nothing waits on an agent: no such condition
+    off = run(power_limits=PowerLimits())
+    assert all(c["type"] != "GracePeriodTooShort" for c in off.policy_status["conditions"])
+    # and the parser takes such a policy: a warning, not a refusal
+    spec = {"capWatts": 20_000, "gracePeriod": "5s", "powerLimits": {"enabled": True}}
+    assert parse_power_policy(spec).grace_period_s == 5.0
