@@ -835,6 +835,7 @@ def _waiting(
         spec.expected_duration_s,
         pol.default_duration_s,
         namespace=spec.namespace,
+        preemptible=spec.preemptible and pol.preemption,
     )
     submitted = _ts(tj, "metadata", "creationTimestamp") or now_s
     queued = QueuedJob(

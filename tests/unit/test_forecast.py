@@ -64,6 +64,22 @@ def test_duration_uses_estimate_then_class_history() -> None:
     assert f.duration("b", None, 3600.0) == 900.0  # p90 of 100..1000
 
 
+def test_a_job_that_can_be_shed_is_planned_at_a_lower_duration_quantile() -> None:
+    """A preemptible job (under a policy that preempts) is shed by a cap
+    window, not planned through it: its planned end only places it around
+    reserved jobs, so it is planned at the 70th percentile, not the 90th.
+    Few samples and a user's estimate are planned as for any job."""
+    f = Forecaster(700.0, 70.0)
+    for d in range(1, 11):
+        f.observe("b", 300.0, d * 100.0, None)
+    assert f.duration("b", None, 3600.0, preemptible=True) == 700.0  # p70 of 100..1000
+    assert f.duration("b", None, 3600.0, preemptible=False) == 900.0
+    assert f.duration("b", 120.0, 3600.0, preemptible=True) == 120.0
+    f.observe("c", 300.0, 200.0, None)
+    assert f.duration("c", None, 3600.0, preemptible=True) == 240.0  # longest seen, +20 %
+    assert f.duration("new", None, 3600.0, preemptible=True) == 3600.0
+
+
 def test_learned_history_is_bounded_and_keeps_the_classes_in_use() -> None:
     """Class names are a tenant's choice: made-up classes must not grow the
     operator's memory without end. The least recently used (namespace, class)

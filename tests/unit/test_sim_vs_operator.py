@@ -33,7 +33,13 @@ from wattcap.forecast import moments
 from wattcap.model import CapWindow, PowerPolicy, parse_time
 from wattcap.sim.engine import SimConfig, _Engine
 from wattcap.sim.run import load_policy
-from wattcap.sim.schedulers import SIM_NAMESPACE, Scheduler, WattcapScheduler, make_scheduler
+from wattcap.sim.schedulers import (
+    SIM_NAMESPACE,
+    JobView,
+    Scheduler,
+    WattcapScheduler,
+    make_scheduler,
+)
 from wattcap.sim.trace import TraceJob, load_trace
 from wattcap.telemetry import Reading
 
@@ -61,10 +67,13 @@ class UnmeteredWattcap(WattcapScheduler):
 def seeded(policy: PowerPolicy) -> UnmeteredWattcap:
     """An unmetered wattcap whose forecaster has seen class `a` draw 300 W
     per GPU, give or take 10 % (so siteChance plans it as a mean and a
-    spread), and class `b` once (a spread assumed from one sample)."""
+    spread), for 5 to 40 minutes (so a preemptible job is planned shorter
+    than one that cannot be shed), and class `b` once (a spread assumed
+    from one sample)."""
     sched = UnmeteredWattcap(policy)
-    for w in (270.0, 330.0, 300.0, 285.0, 315.0, 240.0, 360.0):
-        sched.forecaster.observe("a", w, 600.0, None, namespace=SIM_NAMESPACE)
+    runs = (300.0, 2400.0, 600.0, 900.0, 1200.0, 1800.0, 450.0)
+    for w, d in zip((270.0, 330.0, 300.0, 285.0, 315.0, 240.0, 360.0), runs, strict=True):
+        sched.forecaster.observe("a", w, d, None, namespace=SIM_NAMESPACE)
     sched.forecaster.observe("b", 450.0, 1800.0, None, namespace=SIM_NAMESPACE)
     return sched
 
@@ -209,6 +218,21 @@ def test_the_test_trace_with_a_forecast_distribution_decides_as_the_operator() -
     seen = replay_both(jobs, policy, 4, 8, seeded(policy))
     assert any(sim[0] for _, sim, _ in seen), "nothing admitted: the comparison would be empty"
     assert _first_difference(seen) is None, _first_difference(seen)
+
+
+def test_a_job_a_window_can_shed_is_planned_shorter_as_the_operator_plans_it() -> None:
+    """Simulator and operator plan a preemptible job, under a policy that
+    preempts, for its class's 70th percentile of duration, and any other
+    job for the 90th: the replays above compare their decisions, this pins
+    the durations they decide with."""
+    policy = dataclasses.replace(load_policy(DATA / "sim_policy.yaml"), max_termination_grace_s=0)
+    assert policy.preemption
+    sched = seeded(policy)
+    view = JobView("j", "a", 1, 8, 0, True, 0.0)
+    assert sched.duration(view) == 1200.0  # the 5th of class a's seven runs
+    assert sched.duration(dataclasses.replace(view, preemptible=False)) == 2400.0
+    kept = seeded(dataclasses.replace(policy, preemption=False))
+    assert kept.duration(view) == 2400.0  # never shed: planned through windows
 
 
 def test_a_measured_running_job_is_planned_as_the_simulator_plans_it() -> None:

@@ -116,7 +116,7 @@ class WattcapScheduler(Scheduler):
         # Per-class caches, dropped when the class learns: queued jobs of one
         # class share a forecast, and a deep queue asks for it every cycle.
         self._power: dict[str, PowerForecast] = {}
-        self._duration: dict[str, float] = {}
+        self._duration: dict[tuple[str, bool], float] = {}
         self._tdp = PowerForecast(policy.gpu_tdp_watts, 1.0, "prior", 0)
         chance = policy.admission_model == SITE_CHANCE
         # siteChance plans a job at its class's mean and spread (chance.py)
@@ -134,11 +134,17 @@ class WattcapScheduler(Scheduler):
     def duration(self, job: JobView) -> float:
         if job.est_duration_s:
             return job.est_duration_s
-        key = job.workload_class
+        # as the operator: a job a cap window can shed is planned shorter (forecast.py)
+        shed = job.preemptible and self.policy.preemption
+        key = (job.workload_class, shed)
         d = self._duration.get(key)
         if d is None:
             d = self._duration[key] = self.forecaster.duration(
-                job.workload_class, None, self.policy.default_duration_s, namespace=SIM_NAMESPACE
+                job.workload_class,
+                None,
+                self.policy.default_duration_s,
+                namespace=SIM_NAMESPACE,
+                preemptible=shed,
             )
         return d
 
@@ -157,7 +163,8 @@ class WattcapScheduler(Scheduler):
         forecast = admitted.calibrated_gpu_watts if mean_measured_w is not None else None
         self.forecaster.observe(job.workload_class, watts, run_s, forecast, namespace=SIM_NAMESPACE)
         self._power.pop(job.workload_class, None)
-        self._duration.pop(job.workload_class, None)
+        self._duration.pop((job.workload_class, False), None)
+        self._duration.pop((job.workload_class, True), None)
         if forecast is not None:
             # the calibrated level moved: every class's bound moves with it
             self._power.clear()
