@@ -1,0 +1,62 @@
+"""bench/oracle_gap.py: wattcap told one piece of the truth at a time (issue 16)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wattcap.sim.schedulers import JobView
+from wattcap.sim.stress import StressSpec, stress_trace
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def gap():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import oracle_gap
+
+        yield oracle_gap
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _view(j) -> JobView:
+    return JobView(
+        j.job_id, j.workload_class, j.replicas, j.gpus_per_replica, j.priority,
+        j.preemptible, j.submit_s, j.est_duration_s,
+    )  # fmt: skip
+
+
+def test_a_row_is_told_only_the_truth_it_names(gap) -> None:
+    """`dur-pre` plans preemptible jobs for their true run time and the others
+    as wattcap does; `power` plans every job at its true power with no
+    spread; `margin-0` and `rho-0` change only the policy decide plans with."""
+    st = stress_trace(StressSpec(name="t", jobs=40, spread=0.25))
+    pre = next(j for j in st.jobs if j.preemptible)
+    non = next(j for j in st.jobs if not j.preemptible)
+    told = gap.scheduler("dur-pre", st.policy, st.jobs)
+    assert told.duration(_view(pre)) == pre.duration_s
+    assert told.duration(_view(non)) == st.policy.default_duration_s  # nothing learned yet
+    assert told.forecast(_view(pre)).source == "prior"  # its power is not told
+    power = gap.scheduler("power", st.policy, st.jobs)
+    f = power.forecast(_view(non))
+    assert (f.gpu_watts, f.spread_gpu_watts) == (non.gpu_watts, 0.0)
+    assert power.shape(_view(non)) == (non.job_id, non.gpus)
+    assert gap.scheduler("margin-0", st.policy, st.jobs).policy.safety_margin == 0.0
+    assert gap.scheduler("rho-0", st.policy, st.jobs).policy.class_correlation == 0.0
+    assert st.policy.safety_margin > 0.0 and st.policy.class_correlation > 0.0
+
+
+def test_the_bench_prints_a_row_per_variant() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "oracle_gap.py"), "--only", "base", "--jobs", "30",
+         "--variants", "wattcap", "power", "oracle"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout  # fmt: skip
+    rows = [ln.split()[:2] for ln in out.splitlines() if ln.startswith("base ")]
+    assert rows == [["base", "wattcap"], ["base", "power"], ["base", "oracle"]], out
