@@ -611,3 +611,20 @@ def test_a_running_jobs_plan_moves_to_its_measured_level_within_four_periods() -
     assert not simulate(
         jobs, policy, make_scheduler("static-tdp", policy), SimConfig(4, 8, T0)
     ).correction_s
+
+
+def test_a_jobs_first_run_planned_from_a_forecast_is_recorded_for_duration_calibration():
+    """`SimResult.duration_plans`: per job planned from a forecast (no user
+    estimate), at its first start, whether it is preemptible, what it was
+    planned for and how long it truly ran: bench_family measures the
+    duration forecasts' calibration from it. A job with an estimate, and a
+    resumed run, add nothing."""
+    policy = load_policy(DATA / "sim_policy.yaml")
+    jobs = [
+        TraceJob("a", 0.0, 900.0, 1, 8, "c", 0, 300.0, preemptible=True),
+        TraceJob("b", 10.0, 1800.0, 1, 8, "d", 1, 300.0, preemptible=False),
+        TraceJob("e", 20.0, 600.0, 1, 8, "c", 1, 300.0, est_duration_s=700.0),
+    ]
+    res = run(jobs, policy)
+    default = policy.default_duration_s  # no class has history when they start
+    assert sorted(res.duration_plans) == [(False, default, 1800.0), (True, default, 900.0)]

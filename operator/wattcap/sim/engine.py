@@ -169,6 +169,11 @@ class SimResult:
     # per run of a measured job: seconds from its start until its plan first
     # moved to its measured level (what makes admitting at a mean safe)
     correction_s: list[float] = field(default_factory=list)
+    # per job planned from a forecast, not a user's estimate, at its first start:
+    # (preemptible, seconds planned, true seconds), to measure the duration
+    # forecasts' calibration (a job outrunning its plan into a cap window
+    # can put the site over the cap if it cannot be shed)
+    duration_plans: list[tuple[bool, float, float]] = field(default_factory=list)
 
 
 def _spread_factor(pol: PowerPolicy) -> float:
@@ -347,6 +352,7 @@ class _Engine:
         self.cycles = 0
         self.skipped = 0
         self.correction_s: list[float] = []
+        self.duration_plans: list[tuple[bool, float, float]] = []
         self._corrected: set[tuple[int, int]] = set()  # (job, run token) re-planned once
         self.series: dict[str, list[float]] = (
             {"t": [], "site_w": [], "cap_w": [], "queue": []} if cfg.record_series else {}
@@ -955,7 +961,8 @@ class _Engine:
         self.free_index.take(nodes, gpr)
         g = j.tj.gpus
         self.free_gpus -= g
-        if j.first_start is None:
+        first = j.first_start is None
+        if first:
             j.first_start = t
         if j.stopped_at is not None:  # preempted: it lost the time it stood stopped
             self.stopped_lost += g * preempted_lost_s(self._stopped_s(j, t), 0.0)
@@ -964,6 +971,8 @@ class _Engine:
         # with, from this start: the operator cannot know how much of it ran.
         # (The job itself needs only `remaining`: that is ground truth.)
         j.planned_total = self.sched.duration(j.view)
+        if first and j.view.est_duration_s is None:
+            self.duration_plans.append((j.tj.preemptible, j.planned_total, j.tj.duration_s))
         j.state = RUNNING
         j.seg_start = t
         j.nodes = nodes
@@ -1422,6 +1431,7 @@ class _Engine:
             skipped_cycles=self.skipped,
             forecast_miss_rate=self.sched.miss_rate(),
             correction_s=self.correction_s,
+            duration_plans=self.duration_plans,
             throttle_lost_gpu_s=self.throttle_lost,
             checkpoint_lost_gpu_s=self.checkpoint_lost,
             stopped_lost_gpu_s=self.stopped_lost
