@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
+
+from hypothesis import settings
+
+# `make test` draws the same examples on every run, so a red run means the code
+# changed, never that a new draw was made (a random draw that finds a real gap
+# is kept as a plain test instead). `HYPOTHESIS_PROFILE=explore` draws fresh
+# examples each run, to search for new counterexamples. (The integration tier's
+# one Hypothesis test, the fuzz, is derandomized in itself.)
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def interpreted(module: ModuleType) -> ModuleType:
