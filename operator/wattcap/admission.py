@@ -55,12 +55,21 @@ from functools import lru_cache
 
 import numpy as np
 
-from .chance import SITE_CHANCE, base_shrinks_in, queued_charges, running_charges
+from .chance import SITE_CHANCE
+from .chance import weights as chance_weights
 from .chance import z_of as chance_z
 from .levers import Candidate, Site, choose, cut_end_s
 from .model import CapWindow, PowerPolicy, cap_steps, format_time
 from .placement import FreeGpus, NodeOrderIndex
-from .profile import Profile, in_order, queue_columns, running_watts
+from .profile import (
+    Profile,
+    chance_charge,
+    chance_grows_in,
+    chance_queued_jobs,
+    in_order,
+    queue_columns,
+    running_watts,
+)
 
 # Reasons a job waits; they are also the condition reasons users see.
 WAITING_FOR_POWER = "WaitingForPower"
@@ -1114,15 +1123,35 @@ def _columns(running: list[RunningJob]) -> RunningColumns:
     return RunningColumns(rows[0], rows[1], rows[2], rows[3], rows[4] > 0, rows[5])
 
 
+@lru_cache(maxsize=64)
+def _chance_weights(coverage: float, rho: float) -> tuple[float, float, float]:
+    """z of the coverage target, and the charges' weights (`chance.weights`):
+    a policy's, asked for every cycle (an inverse normal CDF each time cost
+    more than a cycle's charges)."""
+    z = chance_z(coverage)
+    return (z, *chance_weights(z, rho))
+
+
 class _Chance:
     """siteChance admission (chance.py) inside one cycle: running jobs and
     queued ones charged at their mean plus their share of the site's spread."""
 
-    __slots__ = ("end_cap", "horizon", "idle", "period_end", "preemption", "pue", "rho", "z")
+    __slots__ = (
+        "end_cap",
+        "horizon",
+        "idle",
+        "period_end",
+        "preemption",
+        "pue",
+        "rho",
+        "z",
+        "zc",
+        "zi",
+    )
 
     def __init__(self, pol: PowerPolicy, now: float) -> None:
-        self.z = chance_z(pol.coverage)
         self.rho = pol.class_correlation
+        self.z, self.zc, self.zi = _chance_weights(pol.coverage, self.rho)
         self.pue, self.idle, self.preemption = pol.pue, pol.gpu_idle_watts, pol.preemption
         self.period_end = now + pol.control_period_s
         self.horizon = now + HORIZON_S
@@ -1133,16 +1162,31 @@ class _Chance:
         return _Chance(pol, now) if pol.admission_model == SITE_CHANCE else None
 
     def charge(self, load: _RunningLoad) -> _RunningLoad:
-        """`load` planned at its charges; its means and spreads kept to recharge."""
+        """`load` planned at its charges; its means and spreads kept to recharge.
+
+        The ends the profile plans with (Profile: past ends to the horizon,
+        none before the next cycle), so the chain follows its steps; the
+        whole step is one compiled call (`profile.chance_charge`)."""
         if not load.sd.size or not load.sd.any():
             return load  # nothing spreads: the charges are the means
-        # the ends the profile plans with (Profile: past ends to the horizon,
-        # none before the next cycle), so the chain follows its steps
-        end = np.minimum(load.end_s, self.horizon)
-        end = np.where(end <= self.end_cap, self.horizon, np.maximum(end, self.period_end))
-        pre = load.preemptible if self.preemption else np.zeros(load.sd.size, dtype=bool)
         out = load.copy()
-        out.watts = running_charges(load.mean, load.sd, end, pre, self.z, self.rho)
+        if self.z <= 0.0:  # the coverage's quantile is the mean: charged at it
+            out.watts = load.mean.astype(float, copy=True)
+            out.total = float(out.watts.sum())
+            out._positive = None
+        else:
+            out.watts, out.total, out._positive = chance_charge(
+                load.mean,
+                load.sd,
+                load.end_s,
+                np.asarray(load.preemptible, dtype=bool).view(np.uint8),
+                self.preemption,
+                self.end_cap,
+                self.horizon,
+                self.period_end,
+                self.zc,
+                self.zi,
+            )
         if load.believed_mean is load.mean:
             out.believed = out.watts
         else:
@@ -1150,42 +1194,42 @@ class _Chance:
             # same share of the site's spread on top of what is believed, so it
             # sheds as the plan does (as the simulator, which believes the plan)
             out.believed = load.believed_mean + (out.watts - load.mean)
-        out.total = float(out.watts.sum())
-        out._positive = None
         return out
 
     def grows_in(self, jobs: list[QueuedJob], load: _RunningLoad) -> float:
         """Seconds until time passing alone raises the charge of one of `jobs`
-        (`chance.base_shrinks_in`): its run, moving with now, stops ending
-        before a running job's end, which then leaves its base."""
-        run_end = np.minimum(load.end_s, self.horizon)
-        run_end = np.where(run_end <= self.end_cap, self.horizon, run_end)
-        run_pre = load.preemptible if self.preemption else np.zeros(load.sd.size, dtype=bool)
-        best = math.inf
-        for j in jobs:
-            if j.spread_gpu_watts <= 0.0:
-                continue
-            end = min(self.end_cap + max(j.duration_s, 1.0), self.horizon)
-            pre = j.preemptible and self.preemption
-            best = min(best, base_shrinks_in(end, pre, load.sd, run_end, run_pre))
-        return best
+        (`chance.base_shrinks_in`, as `profile.chance_grows_in` computes it):
+        its run, moving with now, stops ending before a running job's end,
+        which then leaves its base."""
+        return chance_grows_in(
+            jobs,
+            self.preemption,
+            self.end_cap,
+            self.horizon,
+            load.sd,
+            load.end_s,
+            np.asarray(load.preemptible, dtype=bool).view(np.uint8),
+        )
 
     def queued(self, jobs: list[QueuedJob], load: _RunningLoad) -> np.ndarray:
-        """What each of `jobs` adds to the plan if admitted now (site watts)."""
-        m = len(jobs)
-        pue, idle = self.pue, self.idle
-        g = np.fromiter((j.replicas * j.gpus_per_replica for j in jobs), float, m)
-        mean = pue * g * np.maximum(np.fromiter((j.gpu_watts for j in jobs), float, m) - idle, 0.0)
-        sd = pue * g * np.fromiter((j.spread_gpu_watts for j in jobs), float, m)
-        if not sd.any():
-            return mean
-        dur = np.fromiter((j.duration_s for j in jobs), float, m)
-        end = np.minimum(self.end_cap + np.maximum(dur, 1.0), self.horizon)
-        pre = np.fromiter((j.preemptible and self.preemption for j in jobs), bool, m)
-        run_end = np.minimum(load.end_s, self.horizon)
-        run_end = np.where(run_end <= self.end_cap, self.horizon, run_end)
-        run_pre = load.preemptible if self.preemption else np.zeros(load.sd.size, dtype=bool)
-        return queued_charges(mean, sd, end, pre, load.sd, run_end, run_pre, self.z, self.rho)
+        """What each of `jobs` adds to the plan if admitted now (site watts):
+        `chance.queued_charges`, its columns read off the jobs in the same
+        compiled call (`profile.chance_queued_jobs`)."""
+        zc, zi = (self.zc, self.zi) if self.z > 0.0 else (0.0, 0.0)
+        charges = chance_queued_jobs(
+            jobs,
+            self.pue,
+            self.idle,
+            self.preemption,
+            self.end_cap,
+            self.horizon,
+            load.sd,
+            load.end_s,
+            np.asarray(load.preemptible, dtype=bool).view(np.uint8),
+            zc,
+            zi,
+        )
+        return charges
 
 
 class _RunningLoad:

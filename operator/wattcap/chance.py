@@ -37,7 +37,12 @@ The charges' arithmetic runs as compiled loops (`profile.chance_running`,
 `profile.chance_queued`): decide charges every running job every cycle,
 and a replay runs hundreds of thousands of cycles. The loops sum as
 numpy's cumsum does, so the figures are those of the numpy model to the
-bit (tests/unit/test_profile.py holds them to it).
+bit (tests/unit/test_profile.py holds them to it). decide calls them
+through `profile.chance_charge`, `chance_queued_jobs` and
+`chance_grows_in`, which also plan the ends and read the queued jobs'
+columns in the same call (the numpy steps around the charges had come to
+cost more than the charges); the same tests hold those to the functions
+here.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ def running_charges(
     """
     if mean.size == 0 or z <= 0.0:
         return mean.astype(float, copy=True)
-    return chance_running(_f64(mean), _f64(sd), _f64(end), _flags(preemptible), *_weights(z, rho))
+    return chance_running(_f64(mean), _f64(sd), _f64(end), _flags(preemptible), *weights(z, rho))
 
 
 def queued_charges(
@@ -110,11 +115,11 @@ def queued_charges(
         _f64(run_sd),
         _f64(run_end),
         _flags(run_preemptible),
-        *_weights(z, rho),
+        *weights(z, rho),
     )
 
 
-def _weights(z: float, rho: float) -> tuple[float, float]:
+def weights(z: float, rho: float) -> tuple[float, float]:
     """(z sqrt(rho), z sqrt(1 - rho)): per watt of a job's sd, and of its increment."""
     return z * math.sqrt(rho), z * math.sqrt(1.0 - rho)
 

@@ -36,6 +36,7 @@ else:
     from math import sqrt  # correctly rounded, as C's and numpy's
 
 COMPILED: bool = cython.compiled
+INF: cython.double = float("inf")
 
 _ROWS = 10  # cap, cap_raw, drop, far_drop, free_np, free_p, free_g, and three minima
 
@@ -576,11 +577,83 @@ def chance_running(
     cycle, and in numpy that was two dozen calls of a few µs each."""
     m: cython.Py_ssize_t = mean.shape[0]
     out = np.empty(m)
-    o: cython.double[:] = out
     if m == 0:
         return out
     order_a = np.argsort(np.negative(np.asarray(end)), kind="stable")
     order: cython.Py_ssize_t[:] = order_a.astype(np.intp, copy=False)
+    _running_into(mean, sd, end, preemptible, True, order, zc, zi, out)
+    return out
+
+
+def chance_charge(
+    mean: cython.double[:],
+    sd: cython.double[:],
+    end_s: cython.double[:],
+    preemptible: cython.uchar[:],
+    preemption: cython.bint,
+    end_cap: cython.double,
+    horizon: cython.double,
+    period_end: cython.double,
+    zc: cython.double,
+    zi: cython.double,
+) -> tuple[np.ndarray, float, float]:
+    """`admission._Chance.charge` in one call: the ends the profile plans
+    running jobs with (within the horizon; one at or before `end_cap` to
+    the horizon, none before `period_end`), preemptible only where
+    `preemption` is on, then `chance_running`'s charges, their sum and the
+    sum of those above zero (as `running_watts`), as numpy's. Why one
+    call: decide charges the running jobs every cycle, and the half-dozen
+    numpy calls that planned the ends cost more than the charges
+    themselves (the figures are those steps', to the bit)."""
+    m: cython.Py_ssize_t = mean.shape[0]
+    out = np.empty(m)
+    if m == 0:
+        return out, 0.0, 0.0
+    ends = np.empty(m)
+    e: cython.double[:] = ends
+    k: cython.Py_ssize_t
+    x: cython.double
+    for k in range(m):
+        x = end_s[k]
+        if x > horizon:  # np.minimum(end_s, horizon)
+            x = horizon
+        if x <= end_cap:
+            x = horizon
+        elif period_end > x:  # np.maximum(end, period_end)
+            x = period_end
+        e[k] = -x  # the chain takes ends latest first: a stable sort of the negation
+    order_a = np.argsort(ends, kind="stable")
+    for k in range(m):
+        e[k] = -e[k]
+    _running_into(mean, sd, ends, preemptible, preemption, order_a, zc, zi, out)
+    o: cython.double[:] = out
+    npos: cython.Py_ssize_t = 0
+    nonneg: cython.bint = True
+    for k in range(m):  # the positive charges, packed into `ends` (read no more)
+        if o[k] > 0.0:
+            e[npos] = o[k]
+            npos += 1
+        if not o[k] >= 0.0:  # (numpy's min of a NaN is no more >= 0)
+            nonneg = False
+    total: cython.double = _pairwise_sum(o, 0, m)
+    return out, total, (total if nonneg else _pairwise_sum(e, 0, npos))
+
+
+@cython.cfunc
+def _running_into(
+    mean: cython.double[:],
+    sd: cython.double[:],
+    end: cython.double[:],
+    preemptible: cython.uchar[:],
+    preemption: cython.bint,
+    order: cython.Py_ssize_t[:],
+    zc: cython.double,
+    zi: cython.double,
+    out: cython.double[:],
+) -> cython.void:
+    """`chance_running`'s chain into `out`, `order` the jobs latest end first
+    (stable); a job is preemptible only where `preemption` is on."""
+    m: cython.Py_ssize_t = mean.shape[0]
     scratch = np.empty((3, m + 1))
     base: cython.double[:] = scratch[0]
     np_asc: cython.double[:] = scratch[1]  # non-preemptible ends, ascending
@@ -590,14 +663,14 @@ def chance_running(
     nnp: cython.Py_ssize_t = 0
     for q in range(m):
         k = order[q]
-        if not preemptible[k]:
+        if not (preemption and preemptible[k]):
             nnp += 1
     c: cython.double = 0.0
     i: cython.Py_ssize_t = 0
     np_cum[0] = 0.0
     for q in range(m):
         k = order[q]
-        if not preemptible[k]:
+        if not (preemption and preemptible[k]):
             base[k] = c
             c = c + sd[k] * sd[k]
             np_cum[i + 1] = c
@@ -606,13 +679,12 @@ def chance_running(
     c = 0.0
     for q in range(m):
         k = order[q]
-        if preemptible[k]:
+        if preemption and preemptible[k]:
             # the non-preemptible jobs ending no earlier: the latest ones
             base[k] = np_cum[nnp - _lower_bound(np_asc, nnp, end[k])] + c
             c = c + sd[k] * sd[k]
     for k in range(m):
-        o[k] = (mean[k] + zc * sd[k]) + zi * _increment(base[k], sd[k] * sd[k])
-    return out
+        out[k] = (mean[k] + zc * sd[k]) + zi * _increment(base[k], sd[k] * sd[k])
 
 
 def chance_queued(
@@ -632,12 +704,105 @@ def chance_queued(
     too for a preemptible job). Running variance is summed latest end first
     (the reverse of a stable sort by end), a sum never a difference, as
     numpy's cumsum takes it: the numpy model's figures to the bit."""
-    m: cython.Py_ssize_t = mean.shape[0]
-    r: cython.Py_ssize_t = run_sd.shape[0]
-    out = np.empty(m)
-    o: cython.double[:] = out
+    out = np.empty(mean.shape[0])
     order_a = np.argsort(np.asarray(run_end), kind="stable")
     order: cython.Py_ssize_t[:] = order_a.astype(np.intp, copy=False)
+    _queued_into(
+        mean, sd, end, preemptible, run_sd, run_end, run_preemptible, True, order, zc, zi, out
+    )
+    return out
+
+
+def chance_queued_jobs(
+    jobs: list,
+    pue: cython.double,
+    gpu_idle_w: cython.double,
+    preemption: cython.bint,
+    end_cap: cython.double,
+    horizon: cython.double,
+    run_sd: cython.double[:],
+    run_end_s: cython.double[:],
+    run_preemptible: cython.uchar[:],
+    zc: cython.double,
+    zi: cython.double,
+) -> np.ndarray:
+    """`admission._Chance.queued` in one call: what each queued job adds to
+    the plan if admitted now (site watts), read off the job objects in one
+    pass (as `queue_columns`): its mean (all of them where none spreads,
+    or `zc` and `zi` are 0), else `chance_queued`'s charges, the running
+    jobs planned to their ends
+    within the horizon (one at or before `end_cap` to the horizon),
+    preemptible only where `preemption` is on. Why one call: decide
+    charges the queue every cycle, and five numpy columns built from
+    generators cost more than the charges (the figures are those steps',
+    to the bit)."""
+    m: cython.Py_ssize_t = len(jobs)
+    cols = np.empty((3, m))
+    mean: cython.double[:] = cols[0]
+    sd: cython.double[:] = cols[1]
+    end: cython.double[:] = cols[2]
+    pre_a = np.empty(m, dtype=np.uint8)
+    pre: cython.uchar[:] = pre_a
+    i: cython.Py_ssize_t
+    g: cython.double
+    w: cython.double
+    d: cython.double
+    spreads: cython.bint = False
+    for i in range(m):
+        j = jobs[i]
+        d = j.gpus_per_replica
+        g = j.replicas
+        g = g * d
+        w = j.gpu_watts - gpu_idle_w
+        if w < 0.0:  # np.maximum(w, 0.0)
+            w = 0.0
+        mean[i] = (pue * g) * w
+        sd[i] = (pue * g) * j.spread_gpu_watts
+        if sd[i] != 0.0:
+            spreads = True
+        d = j.duration_s
+        if d < 1.0:  # np.maximum(duration, 1.0)
+            d = 1.0
+        d = end_cap + d
+        end[i] = horizon if d > horizon else d
+        pre[i] = 1 if (preemption and j.preemptible) else 0
+    if not spreads or (zc == 0.0 and zi == 0.0):  # charged at their means
+        return cols[0]
+    r: cython.Py_ssize_t = run_sd.shape[0]
+    run_ends = np.empty(r)
+    re: cython.double[:] = run_ends
+    k: cython.Py_ssize_t
+    x: cython.double
+    for k in range(r):
+        x = run_end_s[k]
+        if x > horizon:  # np.minimum(end_s, horizon)
+            x = horizon
+        re[k] = horizon if x <= end_cap else x
+    order_a = np.argsort(run_ends, kind="stable")
+    out = np.empty(m)
+    _queued_into(mean, sd, end, pre, run_sd, re, run_preemptible, preemption, order_a, zc, zi, out)
+    return out
+
+
+@cython.cfunc
+def _queued_into(
+    mean: cython.double[:],
+    sd: cython.double[:],
+    end: cython.double[:],
+    preemptible: cython.uchar[:],
+    run_sd: cython.double[:],
+    run_end: cython.double[:],
+    run_preemptible: cython.uchar[:],
+    preemption: cython.bint,
+    order: cython.Py_ssize_t[:],
+    zc: cython.double,
+    zi: cython.double,
+    out: cython.double[:],
+) -> cython.void:
+    """`chance_queued`'s charges into `out`, `order` the running jobs by end
+    (stable); a running job is preemptible only where `preemption` is on."""
+    m: cython.Py_ssize_t = mean.shape[0]
+    r: cython.Py_ssize_t = run_sd.shape[0]
     scratch = np.empty((4, r + 1))
     e_np: cython.double[:] = scratch[0]  # ascending ends of each kind
     e_p: cython.double[:] = scratch[1]
@@ -649,7 +814,7 @@ def chance_queued(
     k: cython.Py_ssize_t
     for q in range(r):
         k = order[q]
-        if run_preemptible[k]:
+        if preemption and run_preemptible[k]:
             e_p[n_p] = run_end[k]
             n_p += 1
         else:
@@ -661,7 +826,7 @@ def chance_queued(
     i_p: cython.Py_ssize_t = 0
     for q in range(r - 1, -1, -1):  # latest end first
         k = order[q]
-        if run_preemptible[k]:
+        if preemption and run_preemptible[k]:
             c_p[i_p + 1] = c_p[i_p] + run_sd[k] * run_sd[k]
             i_p += 1
         else:
@@ -672,8 +837,57 @@ def chance_queued(
         b = c_np[n_np - _lower_bound(e_np, n_np, end[k])]
         if n_p and preemptible[k]:
             b = b + c_p[n_p - _lower_bound(e_p, n_p, end[k])]
-        o[k] = (mean[k] + zc * sd[k]) + zi * _increment(b, sd[k] * sd[k])
-    return out
+        out[k] = (mean[k] + zc * sd[k]) + zi * _increment(b, sd[k] * sd[k])
+
+
+def chance_grows_in(
+    jobs: list,
+    preemption: cython.bint,
+    end_cap: cython.double,
+    horizon: cython.double,
+    run_sd: cython.double[:],
+    run_end_s: cython.double[:],
+    run_preemptible: cython.uchar[:],
+) -> float:
+    """`admission._Chance.grows_in` in one call: the seconds until one of
+    `jobs` that spreads loses a running job from its base
+    (`chance.base_shrinks_in` for each, the least; inf: none)."""
+    m: cython.Py_ssize_t = len(jobs)
+    r: cython.Py_ssize_t = run_sd.shape[0]
+    best: cython.double = INF
+    i: cython.Py_ssize_t
+    k: cython.Py_ssize_t
+    d: cython.double
+    x: cython.double
+    first: cython.double
+    pre: cython.bint
+    for i in range(m):
+        j = jobs[i]
+        if j.spread_gpu_watts <= 0.0:
+            continue
+        d = j.duration_s
+        if d < 1.0:  # max(duration, 1.0)
+            d = 1.0
+        d = end_cap + d
+        if d > horizon:  # min(..., horizon)
+            d = horizon
+        pre = preemption and j.preemptible
+        first = INF
+        for k in range(r):
+            if not run_sd[k] > 0.0:
+                continue
+            if not pre and preemption and run_preemptible[k]:
+                continue
+            x = run_end_s[k]
+            if x > horizon:
+                x = horizon
+            if x <= end_cap:
+                x = horizon
+            if x >= d and x < first:
+                first = x
+        if first < INF and first - d < best:
+            best = first - d
+    return best
 
 
 @cython.cfunc

@@ -3,12 +3,16 @@ held to its own source run as plain Python."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from conftest import interpreted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import wattcap.profile as compiled
+from wattcap import chance
+from wattcap.admission import QueuedJob
 from wattcap.profile import Profile
 
 PY = interpreted(compiled)
@@ -360,3 +364,117 @@ def test_the_chance_charges_are_numpys_to_the_bit(running, queued, rho, z) -> No
         got_q = mod.chance_queued(qm, qs, qe, qp.view(np.uint8), rs, re, rp.view(np.uint8), zc, zi)
         assert got_r.tobytes() == want_r.tobytes()
         assert got_q.tobytes() == want_q.tobytes()
+
+
+# decide's siteChance steps as admission._Chance wrote them in numpy around
+# the charges (the ends it plans with, the queued jobs' columns): the fused
+# kernels (`chance_charge`, `chance_queued_jobs`, `chance_grows_in`) must
+# give these figures to the bit.
+def _np_planned_ends(end_s, end_cap, horizon, period_end=None):
+    end = np.minimum(end_s, horizon)
+    later = end if period_end is None else np.maximum(end, period_end)
+    return np.where(end <= end_cap, horizon, later)
+
+
+def _np_charge(mean, sd, end_s, pre, preemption, end_cap, horizon, period_end, z, rho):
+    end = _np_planned_ends(end_s, end_cap, horizon, period_end)
+    pre = pre if preemption else np.zeros(sd.size, dtype=bool)
+    watts = chance.running_charges(mean, sd, end, pre, z, rho)
+    total = float(watts.sum())
+    # what `_RunningLoad.positive_sum` takes of them
+    nonneg = not watts.size or float(watts.min()) >= 0.0
+    return watts, total, total if nonneg else float(watts[watts > 0.0].sum())
+
+
+def _np_queue_charges(
+    jobs, pue, idle, preemption, end_cap, horizon, run_sd, run_end_s, run_pre, z, rho
+):
+    m = len(jobs)
+    g = np.fromiter((j.replicas * j.gpus_per_replica for j in jobs), float, m)
+    mean = pue * g * np.maximum(np.fromiter((j.gpu_watts for j in jobs), float, m) - idle, 0.0)
+    sd = pue * g * np.fromiter((j.spread_gpu_watts for j in jobs), float, m)
+    if not sd.any():
+        return mean
+    dur = np.fromiter((j.duration_s for j in jobs), float, m)
+    end = np.minimum(end_cap + np.maximum(dur, 1.0), horizon)
+    pre = np.fromiter((j.preemptible and preemption for j in jobs), bool, m)
+    run_end = _np_planned_ends(run_end_s, end_cap, horizon)
+    run_pre = run_pre if preemption else np.zeros(run_sd.size, dtype=bool)
+    return chance.queued_charges(mean, sd, end, pre, run_sd, run_end, run_pre, z, rho)
+
+
+def _np_grows_in(jobs, preemption, end_cap, horizon, run_sd, run_end_s, run_pre):
+    run_end = _np_planned_ends(run_end_s, end_cap, horizon)
+    run_pre = run_pre if preemption else np.zeros(run_sd.size, dtype=bool)
+    best = math.inf
+    for j in jobs:
+        if j.spread_gpu_watts <= 0.0:
+            continue
+        end = min(end_cap + max(j.duration_s, 1.0), horizon)
+        pre = j.preemptible and preemption
+        best = min(best, chance.base_shrinks_in(end, pre, run_sd, run_end, run_pre))
+    return best
+
+
+# ends about now (3000 s): at it, within the next period (15 s), at the
+# horizon (4 h on) and past it, so each branch of the planned ends is taken
+_near_now = st.sampled_from([0.0, 2990.0, 3000.0, 3007.0, 3015.0, 3016.0, 17400.0, 18000.0])
+_planned = st.tuples(
+    st.floats(-500.0, 5000.0),  # mean
+    st.one_of(st.just(0.0), st.floats(0.0, 800.0)),  # sd
+    _near_now | st.floats(0.0, 20000.0),  # end
+    st.booleans(),  # preemptible
+)
+
+_queued_job = st.builds(
+    QueuedJob,
+    key=st.just("j"),
+    replicas=st.integers(1, 4),
+    gpus_per_replica=st.integers(1, 8),
+    gpu_watts=st.floats(0.0, 800.0),
+    priority=st.just(0),
+    submitted_s=st.just(0.0),
+    duration_s=st.sampled_from([0.0, 0.5, 7.0, 15.0, 16.0, 14400.0, 15000.0])
+    | st.floats(0.0, 20000.0),
+    preemptible=st.booleans(),
+    spread_gpu_watts=st.one_of(st.just(0.0), st.floats(0.0, 100.0)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_planned, max_size=40),
+    st.lists(_queued_job, max_size=12),
+    st.booleans(),
+    st.sampled_from([3000.0, 2999.5]),
+    st.floats(0.0, 1.0),
+    st.sampled_from([0.5, 1.645, 2.33]),
+)
+def test_decides_chance_steps_fused_are_the_numpy_steps_to_the_bit(
+    running, queued, preemption, now, rho, z
+) -> None:
+    """decide charges the running jobs and the queue every cycle through one
+    compiled call each (ends planned and columns read in the same loop);
+    their figures must be the numpy steps' they replaced, as plain Python too."""
+    rm, rs, re, rp = _cols(running)
+    zc, zi = chance.weights(z, rho)
+    horizon, period_end = now + 14400.0, now + 15.0  # 17,400 s and 3,015 s at 3,000 s
+    want_w, want_total, want_pos = _np_charge(
+        rm, rs, re, rp, preemption, now, horizon, period_end, z, rho
+    )
+    run = (rs, re, rp)
+    want_q = _np_queue_charges(queued, 1.2, 70.0, preemption, now, horizon, *run, z, rho)
+    want_g = _np_grows_in(queued, preemption, now, horizon, *run)
+    for mod in (compiled, PY):
+        got_w, got_total, got_pos = mod.chance_charge(
+            rm, rs, re, rp.view(np.uint8), preemption, now, horizon, period_end, zc, zi
+        )
+        assert got_w.tobytes() == want_w.tobytes()
+        assert got_total == want_total
+        assert got_pos == want_pos
+        flags = rp.view(np.uint8)
+        got_q = mod.chance_queued_jobs(
+            queued, 1.2, 70.0, preemption, now, horizon, rs, re, flags, zc, zi
+        )
+        assert got_q.tobytes() == want_q.tobytes()
+        assert mod.chance_grows_in(queued, preemption, now, horizon, rs, re, flags) == want_g
