@@ -128,3 +128,21 @@ def test_compiled_and_interpreted_meter_math_agree_to_the_bit(z, truth, data) ->
     hi = data.draw(st.integers(lo + 1, x.size))
     assert meter_math.window_moments(x, lo, hi, truth) == py.window_moments(x, lo, hi, truth)
     assert meter_math.prefix_mean(x, hi) == py.prefix_mean(x, hi)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from([69.0, 400.0, 410.0, 411.0, 700.0]), max_size=60),
+    st.sampled_from([400.0, 410.0]),
+    st.data(),
+)
+def test_first_above_finds_what_numpy_finds(x, level, data) -> None:
+    """The replay's over-drawer check (`_Engine._first_overdraw`) asks it
+    where it asked numpy: the first sample above a level in a window."""
+    x = np.array(x, dtype=float)
+    lo = data.draw(st.integers(0, x.size))
+    hi = data.draw(st.integers(lo, x.size))
+    above = x[lo:hi] > level
+    want = int(above.argmax()) if above.any() else -1
+    assert meter_math.first_above(x, lo, hi, level) == want
+    assert PY_METER_MATH.first_above(x, lo, hi, level) == want

@@ -94,6 +94,7 @@ from ..model import PowerPolicy, cap_steps
 from ..placement import NodeOrderIndex
 from ..powerlimit import drawn_watts, preempted_lost_s, slowdown, throttled_lost_s
 from .meter import JobSamples, Meter
+from .meter_math import first_above
 from .schedulers import JobView, Scheduler
 from .trace import TraceJob
 
@@ -779,9 +780,8 @@ class _Engine:
             hi = min(lo + (k if first < 0 else first), x.size)
             if lo >= hi:
                 continue
-            above = x[lo:hi] > rj.forecast_gpu_watts * tol
-            i = int(above.argmax())
-            if above[i]:
+            i = first_above(x, lo, hi, rj.forecast_gpu_watts * tol)
+            if i >= 0:
                 first = i
                 if i == 0:
                     break
@@ -1326,9 +1326,17 @@ class _Engine:
         r = self.n_act
         running = self.slot_rj[:r]
         if self.sched.measures and may_shed:  # only shedding reads a job's own reading
+            done = self.tick_done
             for j in self.slot_job[:r]:
-                self._catch_up(j)
-                j.rj.measured_gpu_watts = self._last_sample(j) if self._read_this_run(j) else None
+                # `_catch_up`, then `_last_sample` if `_read_this_run` (inline: every
+                # running job at every cycle that may shed)
+                if done > j.drawn_to:
+                    j.meas_n += done - j.drawn_to
+                    j.drawn_to = done
+                    j.samples.ensure(j.meas_n)
+                j.rj.measured_gpu_watts = (
+                    float(j.samples.x[j.meas_n - 1]) if done > j.seg_tick else None
+                )
         planned = self.s_plan[:r]
         snap = Snapshot(
             now_s=now,

@@ -76,3 +76,17 @@ def prefix_mean(x: cython.double[:], hi: cython.Py_ssize_t) -> float:
     for i in range(hi):
         s += x[i]
     return s / hi
+
+
+def first_above(
+    x: cython.double[:], lo: cython.Py_ssize_t, hi: cython.Py_ssize_t, level: cython.double
+) -> cython.Py_ssize_t:
+    """The first i with x[lo + i] > level, lo + i < hi (-1: none); 0 <= lo
+    <= hi <= len(x). What `int((x[lo:hi] > level).argmax())` finds, without
+    the three numpy calls: the replay asks it of every protected running job
+    at a block of ticks where the plan may be over the cap."""
+    i: cython.Py_ssize_t
+    for i in range(hi - lo):
+        if x[lo + i] > level:
+            return i
+    return -1
