@@ -223,11 +223,13 @@ cmd_up() {
   if [[ $nodes -gt 0 ]]; then
     log "creating $nodes kwok GPU nodes"
     node_manifests "$nodes" | kubectl_ apply -f - >>"$LOG_DIR/kwokctl.log"
-    kubectl_ wait --for=condition=Ready node -l type=kwok --timeout=120s >>"$LOG_DIR/kwokctl.log" \
-      || die "kwok nodes did not become Ready; see $LOG_DIR/kwok-controller.log"
+    # kwok marks nodes Ready a few per second on 2 cores: the waits grow with
+    # the fleet (1,000 nodes: 420 s and 160 s) and stay as they were for tests.
+    kubectl_ wait --for=condition=Ready node -l type=kwok --timeout="$((120 + nodes * 3 / 10))s" \
+      >>"$LOG_DIR/kwokctl.log" || die "kwok nodes did not become Ready; see $LOG_DIR/kwok-controller.log"
     # The node lifecycle controller taints a node not-ready until it has seen
     # it Ready; wait for that taint to go so the first test pods schedule at once.
-    wait_for 60 "the not-ready taints to clear" no_node_taints
+    wait_for "$((60 + nodes / 10))" "the not-ready taints to clear" no_node_taints
   fi
 
   log "up in $((SECONDS - t0))s (tools $((t_tools - t0))s, control plane $((t_cp - t_tools))s, nodes $((SECONDS - t_cp))s): $(endpoint), $nodes nodes"
