@@ -604,6 +604,24 @@ def _entry(
     return _waiting(tj, ref, spec, mem, now_s, pol)
 
 
+def _overrun_bound(spec: TrainingJobSpec, pol: PowerPolicy) -> float | None:
+    """How far past its planned end a job admitted now can run: a declared
+    expectedDuration under overrunAction Stop gets a Job deadline overrunGrace
+    later. Other ends are forecasts, unbounded (`QueuedJob.overrun_bound_s`)."""
+    if pol.overrun_action == "Stop" and spec.expected_duration_s is not None:
+        return pol.overrun_grace_s
+    return None
+
+
+def _deadline_after_plan(job: Mapping[str, Any], planned_s: float) -> float | None:
+    """How far past its planned end a running Job can run: its own
+    activeDeadlineSeconds, as created, whatever the policy says now."""
+    deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+        return None
+    return max(0.0, float(deadline) - planned_s)
+
+
 def _class_refused(
     tj: Mapping[str, Any], spec: TrainingJobSpec, err: ManifestError, now_s: float
 ) -> _Entry:
@@ -716,6 +734,7 @@ def _admitted(
         spec.preemptible, started, end, nodes, measured, believed,
         fc.calibrated_gpu_watts,  # as admitted: measured above it, the job over-draws
         overrunning=overrun, spread_gpu_watts=planned.spread_gpu_watts,
+        overrun_bound_s=_deadline_after_plan(job, dur),
     )  # fmt: skip
     if _pods_not_ready(job, spec, now_s, pol):
         return _requeue(tj, ref, spec, job, mem, now_s, run, nodes)
@@ -841,7 +860,7 @@ def _waiting(
     queued = QueuedJob(
         spec.key, spec.replicas, spec.gpus_per_replica, fc.gpu_watts, spec.priority,
         submitted, dur, spec.preemptible, pol.max_delay_for(spec.max_delay_s),
-        fc.spread_gpu_watts,
+        fc.spread_gpu_watts, _overrun_bound(spec, pol),
     )  # fmt: skip
     return _Entry(spec=spec, queued=queued, forecast=(fc, dur))
 
@@ -956,11 +975,8 @@ def _plan_admit(
         plan.resume_jobs.append((ref[0], name, resume_patch(spec, a.nodes, fstatus, now_iso)))
     else:
         pol = state.policy
-        deadline = (
-            spec.expected_duration_s + pol.overrun_grace_s
-            if pol.overrun_action == "Stop" and spec.expected_duration_s is not None
-            else None
-        )
+        bound = _overrun_bound(spec, pol)
+        deadline = None if bound is None else spec.expected_duration_s + bound
         body = build_job(tj, spec, a.nodes, fstatus, now_iso, pol.max_termination_grace_s, deadline)
         if existing is not None:
             old = existing["metadata"]

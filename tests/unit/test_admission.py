@@ -131,7 +131,9 @@ def test_a_job_due_to_end_before_the_next_cycle_is_planned_until_then() -> None:
     def small_admitted(drop_at: float) -> bool:
         ns = nodes(1)
         ns[0].gpus_free = 6
-        running = [RunningJob("r", 1, 2, 400.0, 0, False, NOW - 100, NOW + 1, ("n0",))]
+        # planned for 6 s: a drop 19 s after its end is beyond twice its length
+        # (closer, it would be planned through the window, whatever the cycle)
+        running = [RunningJob("r", 1, 2, 400.0, 0, False, NOW - 5, NOW + 1, ("n0",))]
         # idle 800 W + r 600 W = 1400 W; small adds 100 W; the window caps at 1450 W
         pol = policy(
             3_000,
@@ -303,7 +305,7 @@ def test_an_over_drawer_is_not_shed_while_the_site_need_not_shed() -> None:
 
 def test_non_preemptible_job_waits_out_a_demand_response_window() -> None:
     pol = policy(20_000, cap_schedule=(CapWindow(NOW + 1800, NOW + 5400, 5_000, "dr"),))
-    short = q("short", dur=1200)  # ends before the window
+    short = q("short", dur=300)  # ends before the window, by over twice its length
     long_ = q("long", dur=7200, t=1)
     pre = q("pre", dur=7200, t=2, pre=True)  # preemptible: may run until shed
     d = decide(Snapshot(NOW, pol, nodes(3), [], [short, long_, pre]))
@@ -312,6 +314,67 @@ def test_non_preemptible_job_waits_out_a_demand_response_window() -> None:
     assert w.key == "long" and w.reason == WAITING_FOR_CAP_WINDOW
     assert "cap drops to 5.0 kW" in w.message
     assert w.est_start_s is not None and w.est_start_s >= NOW + 5400
+
+
+def test_a_non_preemptible_job_planned_to_end_just_before_a_window_is_planned_through_it() -> None:
+    """Issue 16: a planned end is a forecast biased short; a job that cannot
+    be shed and would end within twice its planned duration of a cap drop must
+    fit under the window's cap, or wait. Further ahead, or preemptible, it
+    starts as before."""
+    pol = policy(20_000, cap_schedule=(CapWindow(NOW + 1800, NOW + 5400, 5_000, "dr"),))
+    late = q("late", dur=1200)  # ends 600 s before the drop: within 2 x 1200 s
+    early = q("early", dur=300, t=1)  # ends 1500 s before it: beyond 2 x 300 s
+    pre = q("pre", dur=1200, t=2, pre=True)  # shed if it overruns
+    d = decide(Snapshot(NOW, pol, nodes(3), [], [late, early, pre]))
+    assert {a.key for a in d.admits} == {"early", "pre"}
+    (w,) = d.waits
+    assert w.key == "late" and w.reason == WAITING_FOR_CAP_WINDOW
+    assert w.est_start_s is not None and w.est_start_s >= NOW + 5400
+
+
+def test_a_job_stopped_by_its_deadline_is_planned_to_the_deadline_not_through_the_window() -> None:
+    """A declared expectedDuration under overrunAction Stop is ended by its
+    Job's deadline overrunGrace later: it is planned to that deadline when a
+    drop comes by then, and not through the window on a margin of its length
+    (a job declared for 50 min, 70 min before a window, waited forever)."""
+    pol = policy(20_000, cap_schedule=(CapWindow(NOW + 1800, NOW + 5400, 5_000, "dr"),))
+    bounded = dataclasses.replace(q("bounded", dur=1000), overrun_bound_s=600.0)
+    forecast = q("forecast", dur=1000, t=1)  # 800 s before the drop: within 2 x 1000 s
+    late = dataclasses.replace(q("late", dur=1500, t=2), overrun_bound_s=600.0)  # stopped at 2100 s
+    d = decide(Snapshot(NOW, pol, nodes(3), [], [bounded, forecast, late]))
+    assert [a.key for a in d.admits] == ["bounded"]
+    assert {w.key: w.reason for w in d.waits} == {
+        "forecast": WAITING_FOR_CAP_WINDOW,
+        "late": WAITING_FOR_CAP_WINDOW,
+    }
+    # running, the same bound from its Job: its power is held in the window
+    # only while its deadline passes the drop
+    ns = nodes(3)
+    ns[0].gpus_free = 0
+    run = RunningJob("r", 1, 8, 300.0, 0, False, NOW - 600, NOW + 1300, ("n0",))
+    run = dataclasses.replace(run, overrun_bound_s=600.0)
+    long_ = q("long", watts=300.0, dur=7200)
+    assert not decide(Snapshot(NOW, pol, ns, [run], [long_])).admits
+    early = dataclasses.replace(run, overrun_bound_s=400.0)  # stopped 100 s before the drop
+    assert [a.key for a in decide(Snapshot(NOW, pol, ns, [early], [long_])).admits] == ["long"]
+
+
+def test_a_running_non_preemptible_job_ending_just_before_a_window_holds_its_power_in_it() -> None:
+    """The same rule for a running job, from its start: its power is not
+    counted free in the window it might overrun into."""
+    pol = policy(20_000, cap_schedule=(CapWindow(NOW + 1800, NOW + 5400, 5_000, "dr"),))
+    ns = nodes(3)
+    ns[0].gpus_free = 0
+    # planned for 1800 s, ending 600 s before the drop: planned through the window
+    running = [RunningJob("r", 1, 8, 300.0, 0, False, NOW - 600, NOW + 1200, ("n0",))]
+    # fits in the window (2.4 kW idle + 1.6 kW) only if r's 1.6 kW were free there
+    long_ = q("long", watts=300.0, dur=7200)
+    d = decide(Snapshot(NOW, pol, ns, running, [long_]))
+    assert not d.admits
+    assert d.waits[0].reason == WAITING_FOR_CAP_WINDOW
+    # planned to end well before the drop, it leaves its power free in the window
+    far = [dataclasses.replace(running[0], started_s=NOW - 100, expected_end_s=NOW + 500)]
+    assert [a.key for a in decide(Snapshot(NOW, pol, ns, far, [long_])).admits] == ["long"]
 
 
 def test_backfill_never_delays_the_head_of_the_queue() -> None:

@@ -69,3 +69,38 @@ def test_within_the_grace_nothing_changes() -> None:
     tjs = [declared("late", 600, pre=True, prio=5)]
     plan = cycle(site(pol, [node("a")], [], tjs, {("ml", "late"): ready("late", "a")}), mem(), t)
     assert plan.tj_status[("ml", "late")].get("reason") != "OverranExpectedDuration"
+
+
+def test_a_declared_job_stopped_by_its_deadline_starts_before_a_window_it_ends_before() -> None:
+    """Issue 16: a forecast end near a cap drop is planned through the window
+    (forecasts run short), but a declared expectedDuration under Stop is ended
+    by its Job's deadline, so it is planned to that deadline. A job declared
+    for 50 min, 70 min ahead of a window it cannot fit under, waited forever."""
+    drop = (CapWindow(NOW + 7200, NOW + 14_400, 3_000, "dr"),)
+    pol = site_policy(20_000, overrun_grace_s=600.0, default_duration_s=3000.0, cap_schedule=drop)
+    tjs = [declared("timed", 3000), declared("guessed", None)]
+    plan = cycle(site(pol, [node("a"), node("b")], [], tjs, {}), mem(), NOW)
+    assert [j["metadata"]["name"] for j in plan.create_jobs] == ["timed"]
+    assert plan.tj_status[("ml", "guessed")]["reason"] == "WaitingForCapWindow"
+
+
+def test_a_running_jobs_own_deadline_bounds_how_far_into_a_window_it_is_planned() -> None:
+    """`timed` runs on a, planned to end at NOW + 3600; a window at NOW + 3900
+    caps the site at 7.5 kW, where idle (2.4 kW) and `next` (4.8 kW) fit only
+    if timed's 4.8 kW is gone. Its Job's activeDeadlineSeconds says by when it
+    surely is; without one its end is a forecast and held through the window."""
+    drop = (CapWindow(NOW + 3900, NOW + 14_400, 7_500, "dr"),)
+    pol = site_policy(20_000, cap_schedule=drop)
+    tjs = [declared("timed", 3600), declared("next", 7200, created="2026-07-01T00:00:01Z")]
+
+    def admitted(deadline: int | None) -> list[str]:
+        running = ready("timed", "a")
+        if deadline is not None:
+            running["spec"]["activeDeadlineSeconds"] = deadline
+        nodes = [node("a"), node("b"), node("c")]
+        plan = cycle(site(pol, nodes, [], tjs, {("ml", "timed"): running}), mem(), NOW)
+        return [j["metadata"]["name"] for j in plan.create_jobs]
+
+    assert admitted(3600 + 100) == ["next"]  # stopped 200 s before the drop
+    assert admitted(3600 + 600) == []  # may run 300 s into the window
+    assert admitted(None) == []  # a forecast end, 300 s before the drop

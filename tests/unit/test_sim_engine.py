@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wattcap import admission
 from wattcap.admission import Snapshot, decide
 from wattcap.forecast import PowerForecast
 from wattcap.model import CapWindow, PowerPolicy, parse_time
@@ -377,7 +378,7 @@ def test_a_non_preemptible_over_drawer_in_a_window_is_shed_when_deciding_every_t
     assert event == every
 
 
-def test_a_job_planned_at_its_own_draw_is_kept_in_the_trimmed_queue_where_it_fits():
+def test_a_job_planned_at_its_own_draw_is_kept_in_the_trimmed_queue_where_it_fits(monkeypatch):
     """Found by a random search of replays with longer, hungrier jobs: j1248,
     shed after running, waits planned at its own draw (673 W per GPU, no
     spread). Under siteChance its class's forecast (376 W, spread 180 W) is
@@ -385,6 +386,8 @@ def test_a_job_planned_at_its_own_draw_is_kept_in_the_trimmed_queue_where_it_fit
     only where the class's forecast might fit, left j1248 out: deciding every
     period, decide started it at 13,920 s; the replay did not. The trimmed
     queue now also keeps a job planned at its own draw that might fit."""
+    # found before non-preemptible runs near a window were planned through it
+    monkeypatch.setattr(admission, "THROUGH_WINDOW_MARGIN", 0.0)
     f = TraceJob
     jobs = [
         f("j771154", 14094, 601, 2, 1, "a", 1, 607.6663880182405),
@@ -429,13 +432,15 @@ def test_a_job_planned_at_its_own_draw_is_kept_in_the_trimmed_queue_where_it_fit
     assert event == every
 
 
-def test_an_arrival_that_cannot_start_is_a_cycle_where_a_shed_may_be_due():
+def test_an_arrival_that_cannot_start_is_a_cycle_where_a_shed_may_be_due(monkeypatch):
     """Found by a random search of replays with longer, hungrier jobs: j92
     (preemptible) is admitted at 1,185 s at its queued charge; running beside
     the others it is charged more and the plan passes the cap. Deciding every
     period, the cycle at j11436's arrival (1,197 s) sheds it; the replay
     skipped that arrival (j11436 could not start) and shed j92 at the next
     tick. An arrival is now a cycle where a shed may be due (`_may_shed`)."""
+    # found before non-preemptible runs near a window were planned through it
+    monkeypatch.setattr(admission, "THROUGH_WINDOW_MARGIN", 0.0)
     f = TraceJob
     jobs = [
         f("j1000000", 0, 4021, 2, 2, "b", 2, 545.0846539531452, preemptible=True),
@@ -571,11 +576,13 @@ def test_a_reading_above_the_plan_is_a_cycle_while_jobs_wait():
     assert eng._measure_ticks(4, 3) == (1, True)
 
 
-def test_the_replay_sheds_an_over_drawer_first_as_the_operator_does():
+def test_the_replay_sheds_an_over_drawer_first_as_the_operator_does(monkeypatch):
     """The same trace with the default tolerance: j0 runs at over 20 % above
     the forecast it was admitted at when the window opens, so the replay (the
     operator's core, with each run's admission forecast kept in the engine)
     sheds it as an over-drawer; with over-drawing ignored it is not shed then."""
+    # found before non-preemptible runs near a window were planned through it
+    monkeypatch.setattr(admission, "THROUGH_WINDOW_MARGIN", 0.0)
     f = TraceJob
     jobs = [
         f("a1", 0, 900, 1, 4, "a", 0, 150.0),

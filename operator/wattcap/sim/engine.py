@@ -1350,6 +1350,7 @@ class _Engine:
                 self.s_gpus[:r], planned, planned, self.s_end[:r], self.s_pre[:r], self.s_spread[:r]
             ),
             free_index=self.free_index,
+            durations_known=self.sched.durations_known,
         )
         # the replay reads no starts and no waits
         dec = admission.decide(snap, estimate_starts=False, explain=False)

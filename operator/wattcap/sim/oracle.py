@@ -40,6 +40,7 @@ class OracleScheduler(Scheduler):
     """Plans each job at its true per-GPU power for its true duration."""
 
     name = "oracle"
+    durations_known = True  # no margin for runs that overrun into a window
 
     def __init__(self, policy: PowerPolicy, jobs: Sequence[TraceJob]) -> None:
         super().__init__(policy)

@@ -59,6 +59,7 @@ class Scheduler:
 
     name = "base"
     measures = False  # wants measured power (control ticks, measured site in the snapshot)
+    durations_known = False  # plans true run times (the oracle): decide adds no margin
 
     def __init__(self, policy: PowerPolicy) -> None:
         self.site_policy = policy
