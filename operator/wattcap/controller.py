@@ -39,7 +39,7 @@ from .admission import (
 )
 from .chance import SITE_CHANCE
 from .enforcement import CONFIRMED, PENDING, UNCONFIRMED, Verdict, expired, judge
-from .forecast import Forecaster, PowerForecast
+from .forecast import WARMUP_S, Forecaster, PowerForecast, steady_samples
 from .jobs import (
     ANN_ADMITTED,
     ANN_FORECAST,
@@ -94,7 +94,6 @@ class SiteState:
     priority_classes: Mapping[str, PriorityClass] = field(default_factory=dict)
 
 
-WARMUP_S = 30.0  # a job's first half minute (ramp-up) says little about its steady draw
 MAX_SAMPLES = 720
 MAX_FINISHED = 100  # finished jobs' (class, measured, forecast) awaiting the metrics step
 
@@ -1437,16 +1436,15 @@ def _finished(
     phase = SUCCEEDED if done else FAILED
     jstatus = job.get("status") or {}
     finished = jstatus.get("completionTime") or cond.get("lastTransitionTime") or now_iso
-    samples = mem.samples.pop(ref, [])
-    mem.believed.pop(ref, None)
-    measured = (
-        round(sum(v for _, v in samples) / len(samples) * spec.gpus, 1)
-        if samples
-        else status.get("measuredWatts")
+    # its draw at work: not its idle wait, ramp or tail (forecast.steady_samples)
+    steady = steady_samples(
+        mem.samples.pop(ref, []), mem.forecaster.idle, mem.forecaster.tdp, WARMUP_S
     )
+    mem.believed.pop(ref, None)
+    own = sum(steady) / len(steady) * spec.gpus if steady else None
+    measured = round(own, 1) if own is not None else status.get("measuredWatts")
     start, end = _ts(job, "status", "startTime"), _ts(job, "status", "completionTime")
-    if done and samples:  # only what the operator measured itself teaches the class
-        own = sum(v for _, v in samples) / len(samples) * spec.gpus
+    if done and own is not None:  # only what the operator measured itself teaches the class
         fc = _stored_forecast(job).get("gpuWatts")
         _learn(mem, tj, spec, own, end - start if start and end else None, fc)
     out: dict[str, Any] = {

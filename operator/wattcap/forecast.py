@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from statistics import NormalDist
@@ -65,6 +66,56 @@ DURATION_QUANTILE = 0.9
 PREEMPTIBLE_DURATION_QUANTILE = 0.7
 # A hint below this fraction of TDP is raised to it (PowerPolicy.hintFloorFraction).
 HINT_FLOOR_FRACTION = 0.5
+WARMUP_S = 30.0  # a job's first half minute of work (ramp-up) says little about its steady draw
+# A reading within this fraction of the idle-to-TDP span above idle is no work:
+# on a 70 W / 700 W GPU, 133 W. Loaded but not computing (a model in memory,
+# waiting on data or I/O) sits there, at a little above idle.
+IDLE_BAND = 0.1
+
+
+def steady_samples(
+    samples: Sequence[tuple[float, float]],
+    idle_watts: float,
+    tdp_watts: float,
+    warmup_s: float = WARMUP_S,
+) -> list[float]:
+    """The readings of a finished job that tell its class what it draws at work.
+
+    `samples` are (time, per-GPU watts), oldest first. An exporter labels a
+    GPU with its pod from the moment the pod holds it, so a job's readings
+    start at the idle level (the pod bound, its work not started: image pull,
+    container start, data loading), ramp, and can end at idle again (its work
+    done, its pod not yet gone). Their mean is less than what the job draws
+    while it works, and a class learned from it admits its next job low, by
+    as much as those idle stretches are long against the run. So:
+
+    * a reading is *working* if it is more than `IDLE_BAND` of the idle-to-TDP
+      span above idle; readings before the first working one and after the
+      last are dropped: they measure the pod's wait, not the workload;
+    * of the rest, those within `warmup_s` of the first working reading are
+      dropped too, the ramp (a running job's plan drops its first `warmup_s`
+      the same way, controller.py). Counted from the first working reading,
+      not the first reading: the ramp starts when the work does;
+    * idle readings between working ones stay: a checkpoint or evaluation
+      dip is part of how the class draws;
+    * a job too short to pass its warm-up keeps all its working readings:
+      with the idle ones gone, what is left of the bias is its ramp, and
+      learning nothing would leave its class on the prior;
+    * a job with no working reading drew idle all along: all its readings
+      are kept, since that is its draw.
+
+    The simulator's meter draws a job's samples at its true draw from its
+    first tick to its last (sim/meter.py): no wait, ramp or tail to drop,
+    so its learner takes the plain mean of all of them (sim/engine.py).
+    """
+    band = idle_watts + IDLE_BAND * (tdp_watts - idle_watts)
+    working = [i for i, (_, v) in enumerate(samples) if v > band]
+    if not working:
+        return [v for _, v in samples]
+    run = samples[working[0] : working[-1] + 1]
+    start = run[0][0] + warmup_s
+    steady = [v for t, v in run if t >= start]
+    return steady or [v for _, v in run]
 
 
 @dataclass(frozen=True, slots=True)
