@@ -34,7 +34,7 @@ from wattcap.forecast import Forecaster
 from wattcap.jobs import ANN_FORECAST, ANN_PLACEMENT, LABEL_TJ, job_name
 from wattcap.model import PowerPolicy, format_time
 from wattcap.priorities import TENANT_USABLE_LABEL, parse_priority_classes
-from wattcap.statuswrites import StatusWrites, keep_transition_times
+from wattcap.statuswrites import StatusWrites
 
 NOW = 1_782_864_000.0  # 2026-07-01T00:00:00Z
 CLASSES = parse_priority_classes(
@@ -146,11 +146,7 @@ def pick_statuses(
     for tj in state.trainingjobs:
         meta = tj["metadata"]
         current[(meta["namespace"], meta["name"])] = tj.get("status") or {}
-    desired = {
-        ref: keep_transition_times(current.get(ref) or {}, status)
-        for ref, status in plan.tj_status.items()
-    }
-    return {ref: desired[ref] for ref in writes.pick(current, desired, now)}
+    return dict(writes.to_write(current, plan.tj_status, now))
 
 
 def p95(xs: list[float]) -> float:

@@ -39,7 +39,7 @@ from .controller import (
 from .jobs import adoptable, controller_uid
 from .model import API_GROUP, API_VERSION, PowerPolicy
 from .priorities import parse_priority_classes
-from .statuswrites import StatusWrites, keep_transition_times
+from .statuswrites import StatusWrites
 
 log = logging.getLogger("wattcap.cluster")
 
@@ -383,12 +383,8 @@ class Cluster:
         for t in state.trainingjobs:
             meta = t.get("metadata") or {}
             current[(meta.get("namespace", "default"), meta.get("name"))] = t.get("status") or {}
-        desired = {
-            ref: keep_transition_times(current.get(ref) or {}, status)
-            for ref, status in plan.tj_status.items()
-        }
-        picked = self.status_writes.pick(current, desired, time.time())
-        changed = [(ns, name, desired[(ns, name)]) for ns, name in picked]
+        picked = self.status_writes.to_write(current, plan.tj_status, time.time())
+        changed = [(ns, name, status) for (ns, name), status in picked]
         patches = [
             partial(
                 self._attempt,

@@ -238,3 +238,45 @@ def test_a_new_reason_under_the_same_status_keeps_the_transition_time() -> None:
     # stored without a time (written by an older operator): the cycle's time
     was["conditions"][0].pop("lastTransitionTime")
     assert keep_transition_times(was, now)["conditions"][0]["lastTransitionTime"] == t1
+
+
+def test_transition_times_are_kept_on_the_written_statuses_only(monkeypatch) -> None:
+    """`keep_transition_times` ran on every job's status every cycle, before `pick`
+    threw most of them away: at 5,000 jobs a share of the cycle's bookkeeping. `pick`
+    never looks at a condition's time, so keeping it on the picked statuses alone
+    writes the same bodies."""
+    from kubernetes import client
+
+    from wattcap import statuswrites
+    from wattcap.cluster import Cluster
+    from wattcap.controller import Plan, SiteState
+    from wattcap.model import PowerPolicy
+
+    t0, t1 = "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"
+    stored = {r: waiting(f"short of {i} kW", at=t0) for i, r in enumerate(refs(40))}
+    desired = {r: waiting(f"short of {i} kW", at=t1) for i, r in enumerate(refs(40))}
+    desired[("ns", "j-003")] = waiting("short of 9 kW", reason="WaitingForGPUs", at=t1)
+    flipped = waiting("admitted", reason="Admitted", at=t1)
+    flipped["conditions"][0]["status"] = "True"
+    desired[("ns", "j-007")] = flipped
+    # the bodies the old path wrote: every status kept, then picked
+    full = {r: statuswrites.keep_transition_times(stored[r], s) for r, s in desired.items()}
+    expected = {r: full[r] for r in StatusWrites().pick(stored, full)}
+    assert sorted(expected) == [("ns", "j-003"), ("ns", "j-007")]
+
+    calls: list[str] = []
+    real = statuswrites.keep_transition_times
+
+    def counted(current: Any, status: Any) -> Any:
+        calls.append(status["message"])
+        return real(current, status)
+
+    monkeypatch.setattr(statuswrites, "keep_transition_times", counted)
+    tjs = [{"metadata": {"namespace": ns, "name": n}, "status": s} for (ns, n), s in stored.items()]
+    cluster = Cluster(client.ApiClient())
+    api = _RecordingStatusApi()
+    cluster.custom = api  # type: ignore[assignment]
+    state = SiteState(PowerPolicy(cap_watts=1e5), [], [], tjs, {})
+    assert cluster.apply_status(Plan(tj_status=desired), state, "") == 0
+    assert api.bodies == expected
+    assert sorted(calls) == ["admitted", "short of 9 kW"]
