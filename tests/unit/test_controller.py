@@ -337,10 +337,49 @@ def test_an_over_drawer_is_shed_before_a_bystander_and_its_class_learns_the_over
     assert after.gpu_watts >= 690.0 > before.gpu_watts
 
 
+def test_a_status_write_keeps_the_parsed_spec_and_a_spec_edit_is_parsed_again(
+    monkeypatch,
+) -> None:
+    """Keyed by resourceVersion, every status write (status is a subresource: a new
+    resourceVersion, the same generation) made the next cycle parse that TrainingJob
+    again: after a cycle that writes thousands of statuses, thousands of parses. The
+    API server moves `generation` with every spec edit and only then, so the parse is
+    kept across status writes, and a stale parse is never planned from: each edit of
+    the spec (a new generation) is planned from the new spec in its first cycle."""
+    from wattcap import controller
+
+    calls: list[int] = []
+    real = controller.parse_training_job
+
+    def counted(obj: dict) -> object:
+        calls.append(obj["spec"]["gpusPerReplica"])
+        return real(obj)
+
+    monkeypatch.setattr(controller, "parse_training_job", counted)
+    m = mem()
+    obj = tj("a", gpus=2)
+    obj["metadata"].update(resourceVersion="7", generation=1)
+    ref = ("ml", "a")
+    plan = cycle(site(POLICY, [node("n1")], [], [obj], {}), m, NOW)
+    for k, rv in enumerate(("8", "9", "10")):  # its status written: new resourceVersions
+        obj = {**obj, "status": plan.tj_status[ref], "metadata": {**obj["metadata"]}}
+        obj["metadata"]["resourceVersion"] = rv
+        plan = cycle(site(POLICY, [node("n1")], [], [obj], {}), m, NOW + 15 * (k + 1))
+    assert calls == [2], calls
+    assert plan.tj_status[ref]["totalGPUs"] == 2
+    for gen, gpus in ((2, 4), (3, 1), (4, 2)):  # edits of the spec, each a new generation
+        obj = tj("a", gpus=gpus, status=plan.tj_status[ref])
+        obj["metadata"].update(resourceVersion=str(10 + gen), generation=gen)
+        plan = cycle(site(POLICY, [node("n1")], [], [obj], {}), m, NOW + 60 * gen)
+        assert plan.tj_status[ref]["totalGPUs"] == gpus, (gen, plan.tj_status[ref])
+        assert plan.tj_status[ref]["forecast"]["jobWatts"] > 0
+    assert calls == [2, 4, 1, 2], calls
+
+
 def test_an_unchanged_trainingjob_is_parsed_once_and_an_edited_one_again(monkeypatch) -> None:
     """A big site's cycle re-parsed every TrainingJob; an object the API server serves at
-    the same resourceVersion (and uid) is the same object, so its parsed spec is kept.
-    An edit (a new resourceVersion) is planned from the new spec at once."""
+    the same generation (and uid) has the same spec, so its parsed spec is kept. An
+    edit (a new generation) is planned from the new spec at once."""
     from wattcap import controller
 
     calls: list[str] = []
