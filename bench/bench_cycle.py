@@ -134,19 +134,20 @@ Ref = tuple[str, str]
 
 
 def forget(mem: ControllerMemory) -> None:
-    """The baseline: what the operator caches per TrainingJob, emptied."""
+    """The baseline: what the operator caches per TrainingJob, emptied (and its
+    statuses all compared: `pick_statuses(..., keys=False)`)."""
     mem.parsed.clear()
 
 
 def pick_statuses(
-    state: SiteState, plan: Any, writes: StatusWrites, now: float
+    state: SiteState, plan: Any, writes: StatusWrites, now: float, keys: bool = True
 ) -> dict[Ref, dict[str, Any]]:
     """What `Cluster.apply_status` does before its API calls: the statuses it writes."""
     current = {}
     for tj in state.trainingjobs:
         meta = tj["metadata"]
         current[(meta["namespace"], meta["name"])] = tj.get("status") or {}
-    return dict(writes.to_write(current, plan.tj_status, now))
+    return dict(writes.to_write(current, plan.tj_status, now, plan.status_keys if keys else {}))
 
 
 def p95(xs: list[float]) -> float:
@@ -188,7 +189,7 @@ def main() -> None:
             t0 = time.perf_counter()
             plan = cycle(state, mem, now)
             t1 = time.perf_counter()
-            picked = pick_statuses(state, plan, writes, now)
+            picked = pick_statuses(state, plan, writes, now, keys=not baseline)
             t2 = time.perf_counter()
             figures = (t2 - t0, t1 - t0, inner[-1], t2 - t1)
             if k == 0:

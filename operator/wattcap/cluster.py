@@ -376,14 +376,15 @@ class Cluster:
         Of the TrainingJob statuses, every change of substance is written and
         refreshes (newer text only) a bounded share a cycle, least recently
         written first (`statuswrites.py`); a status the TrainingJob already
-        has is not written. A condition whose status is unchanged keeps its
-        stored `lastTransitionTime`."""
+        has is not written, and one whose key (`Plan.status_keys`) is last
+        cycle's is not compared again. A condition whose status is unchanged
+        keeps its stored `lastTransitionTime`."""
         failed = 0
         current = {}
         for t in state.trainingjobs:
             meta = t.get("metadata") or {}
             current[(meta.get("namespace", "default"), meta.get("name"))] = t.get("status") or {}
-        picked = self.status_writes.to_write(current, plan.tj_status, time.time())
+        picked = self.status_writes.to_write(current, plan.tj_status, time.time(), plan.status_keys)
         changed = [(ns, name, status) for (ns, name), status in picked]
         patches = [
             partial(

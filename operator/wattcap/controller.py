@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -116,6 +116,11 @@ class Plan:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (step, error kind)
     # (namespace, pod, annotations merge patch): GPU power limits asked or released
     pod_patches: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    # per waiting job's status (`_plan_wait`): a key equal across cycles only while the
+    # status (but for its conditions' transition times) and the TrainingJob it is
+    # compared with (uid, resourceVersion) are; StatusWrites keeps its verdict under it.
+    # A step that replaces such a status drops its key.
+    status_keys: dict[tuple[str, str], Hashable] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -921,6 +926,7 @@ def _isolated(
     try:
         fn(plan, pic, ref, now_iso, *args)
     except ManifestError as err:
+        plan.status_keys.pop(ref, None)
         plan.errors.append((step, "InvalidSpec"))
         tj = pic.by_ref.get(ref)
         if tj is not None:
@@ -928,6 +934,7 @@ def _isolated(
     except Exception as err:  # see _read_one
         plan.errors.append((step, type(err).__name__))
         why = f"{type(err).__name__}: {err}"[:300]
+        plan.status_keys.pop(ref, None)
         plan.tj_status[ref] = {
             "reason": "CycleError",
             "message": f"wattcap could not {step} this TrainingJob ({why}); retried every cycle",
@@ -1010,23 +1017,34 @@ def _plan_admit(
 
 
 def _plan_wait(plan: Plan, pic: _Picture, ref: tuple[str, str], now_iso: str, w: Any) -> None:
+    """A waiting job's status, and its key for StatusWrites (`Plan.status_keys`): most
+    of a big site's jobs wait and their statuses do not move from one cycle to the
+    next, so what decides whether one is written is kept while its key stands. The
+    key is everything the status is built from, and the TrainingJob as stored
+    (uid, resourceVersion), which the status is compared with."""
     spec = pic.specs[ref]
     tj = pic.by_ref[ref]
     fc, dur = pic.forecasts[ref]
-    prev = (tj.get("status") or {}).get("phase")
-    phase = PREEMPTED if prev == PREEMPTED else QUEUED
+    stored = tj.get("status") or {}
+    phase = PREEMPTED if stored.get("phase") == PREEMPTED else QUEUED
+    msg = w.message  # rendered once, not once per field
     plan.tj_status[ref] = {
         "phase": phase,
         "reason": w.reason,
-        "message": w.message,
+        "message": msg,
         "estimatedStart": format_time(w.est_start_s) if w.est_start_s else None,
         "totalGPUs": spec.gpus,
         "forecast": _forecast_status(fc, spec.gpus, dur),
         "placement": [],
-        "conditions": [condition("Admitted", "False", w.reason, w.message, now_iso)],
+        "conditions": [condition("Admitted", "False", w.reason, msg, now_iso)],
     }
-    if w.reason == UNSCHEDULABLE and (tj.get("status") or {}).get("reason") != UNSCHEDULABLE:
-        plan.events.append((tj, "Warning", UNSCHEDULABLE, w.message))
+    meta = tj.get("metadata") or {}
+    uid, version = meta.get("uid"), meta.get("resourceVersion")
+    if uid is not None and version is not None:  # as an API server serves it
+        inputs = (phase, w.reason, msg, w.est_start_s, spec.gpus, spec.priority, fc, dur)
+        plan.status_keys[ref] = (uid, version, inputs)
+    if w.reason == UNSCHEDULABLE and stored.get("reason") != UNSCHEDULABLE:
+        plan.events.append((tj, "Warning", UNSCHEDULABLE, msg))
 
 
 def _forget_gone(mem: ControllerMemory, pic: _Picture, tjs: Iterable[Mapping[str, Any]]) -> None:
@@ -1100,6 +1118,7 @@ def note_write_failures(
         )
         tj = plan.job_tjs.get(ref)
         prev = ((tj or {}).get("status") or {}).get("phase")
+        plan.status_keys.pop(ref, None)
         plan.tj_status[ref] = {
             "phase": PREEMPTED if prev == PREEMPTED else QUEUED,
             "reason": reason,

@@ -33,7 +33,7 @@ and tells it which went through.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 Ref = tuple[str, str]
@@ -45,6 +45,7 @@ REFRESHES_PER_CYCLE = 16
 # writes; after a restart every job is due at once, within the share)
 REFRESH_AFTER_S = 30.0
 REFRESH_KEYS = frozenset({"message", "estimatedStart"})
+_MUST = "must"  # pick's verdict on a change of substance
 
 
 def _empty(value: Any) -> bool:
@@ -129,28 +130,46 @@ class StatusWrites:
         self.deferred = 0  # due refreshes the last `pick` left for later cycles
         self._now = 0.0
         self._written: dict[Ref, float] = {}  # when each job's status was last written
+        # per status given a key: the key and its verdict (_MUST, a refresh: True, or
+        # nothing: False), which stands while the key does
+        self._verdicts: dict[Ref, tuple[Hashable, object]] = {}
 
     def pick(
         self,
         current: Mapping[Ref, Mapping[str, Any]],
         desired: Mapping[Ref, Mapping[str, Any]],
         now_s: float = 0.0,
+        keys: Mapping[Ref, Hashable] | None = None,
     ) -> list[Ref]:
         """The statuses to write this cycle (`now_s`: its time, seconds): every
         change of substance, then due refreshes, least recently written first
-        (never written: first of all), up to the share."""
+        (never written: first of all), up to the share.
+
+        `keys` (`controller.Plan.status_keys`): per status, a key equal to last
+        cycle's only while neither it (but for its transition times) nor the stored
+        one moved; the status is then not compared again, its last verdict stands
+        (at a big site most statuses are a waiting job's, and do not move)."""
         self._now = now_s
-        for ref in [r for r in self._written if r not in current and r not in desired]:
-            del self._written[ref]
+        for memo in (self._written, self._verdicts):
+            for ref in [r for r in memo if r not in current and r not in desired]:
+                del memo[ref]
+        keys = keys or {}
         must: list[Ref] = []
         due: list[Ref] = []
         for ref, status in desired.items():
-            have = current.get(ref) or {}
-            if substance_changed(have, status):
+            key, last = keys.get(ref), self._verdicts.get(ref)
+            if key is not None and last is not None and last[0] == key:
+                verdict = last[1]
+            else:
+                have = current.get(ref) or {}
+                verdict = _MUST if substance_changed(have, status) else refresh_due(have, status)
+                if key is not None:
+                    self._verdicts[ref] = (key, verdict)
+            if verdict is _MUST:
                 must.append(ref)
-            elif refresh_due(have, status):
-                last = self._written.get(ref)
-                if last is None or now_s - last >= self.refresh_after_s:
+            elif verdict:
+                last_write = self._written.get(ref)
+                if last_write is None or now_s - last_write >= self.refresh_after_s:
                     due.append(ref)
         due.sort(key=lambda r: (self._written.get(r, -math.inf), r))
         share = max(0, self.refreshes_per_cycle)
@@ -162,6 +181,7 @@ class StatusWrites:
         current: Mapping[Ref, Mapping[str, Any]],
         desired: Mapping[Ref, Mapping[str, Any]],
         now_s: float = 0.0,
+        keys: Mapping[Ref, Hashable] | None = None,
     ) -> list[tuple[Ref, Mapping[str, Any]]]:
         """`pick`'s statuses as they are written: each condition keeps its stored
         transition time where its status is unchanged. `pick` never reads that time,
@@ -169,7 +189,7 @@ class StatusWrites:
         (at 5,000 waiting jobs a share of the cycle: bench/bench_cycle.py)."""
         return [
             (ref, keep_transition_times(current.get(ref) or {}, desired[ref]))
-            for ref in self.pick(current, desired, now_s)
+            for ref in self.pick(current, desired, now_s, keys)
         ]
 
     def written(self, refs: Iterable[Ref]) -> None:
