@@ -19,5 +19,6 @@ def test_the_cycle_bench_runs_on_a_small_site_and_prints_its_figures() -> None:
         check=True,
     ).stdout
     assert "pure cycle: 100 TrainingJobs, 14 running, 20 nodes" in out, out
-    assert "baseline, caches emptied" in out and "ratio whole/baseline" in out, out
+    assert "default gc" in out and "ratio operator/baseline" in out, out
+    assert "resident memory" in out, out
     assert "status picks" in out and "decide" in out, out
