@@ -146,7 +146,10 @@ Ref = tuple[str, str]
 def forget(mem: ControllerMemory) -> None:
     """The baseline: what the operator caches per TrainingJob, emptied (and its
     statuses all compared: `pick_statuses(..., keys=False)`)."""
-    mem.parsed.clear()
+    for memo in (mem.parsed, mem.resolved, mem.times):
+        memo.clear()
+    controller._forecast_of.cache_clear()
+    controller._placement_of.cache_clear()
 
 
 def default_collector() -> None:

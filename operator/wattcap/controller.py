@@ -16,6 +16,8 @@ import json
 import math
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from .admission import (
@@ -150,6 +152,13 @@ class ControllerMemory:
     parsed: dict[tuple[str, str], tuple[tuple[Any, Any], TrainingJobSpec]] = field(
         default_factory=dict
     )
+    # per TrainingJob: that parsed spec and its copy at the priority resolved from its
+    # class (`_resolved`); and per TrainingJob and time field, the text and the time
+    # parsed from it (`_time_of`): an unchanged job is not copied or parsed again
+    resolved: dict[tuple[str, str], tuple[TrainingJobSpec, TrainingJobSpec]] = field(
+        default_factory=dict
+    )
+    times: dict[tuple[tuple[str, str], str], tuple[str, float | None]] = field(default_factory=dict)
     # per running TrainingJob: since when its GPU power limit is due and not confirmed;
     # those not confirmed within the grace period (the nodes), and of those the ones
     # whose nodes' agents had gone silent (lifted once those report again)
@@ -179,6 +188,23 @@ def _ts(obj: Mapping[str, Any], *path: str) -> float | None:
         return parse_time(cur, ".".join(path))
     except ManifestError:
         return None
+
+
+def _time_of(
+    mem: ControllerMemory, ref: tuple[str, str], name: str, obj: Mapping[str, Any], *path: str
+) -> float | None:
+    """`_ts(obj, *path)`, parsed again only when its text changed: kept per TrainingJob
+    and `name`, with the text it was parsed from (compared every time: never stale)."""
+    raw = _get(obj, *path)
+    if not isinstance(raw, str):
+        return _ts(obj, *path)
+    key = (ref, name)
+    kept = mem.times.get(key)
+    if kept is not None and kept[0] == raw:
+        return kept[1]
+    value = _ts(obj, *path)
+    mem.times[key] = (raw, value)
+    return value
 
 
 def _quantity_int(value: Any) -> int:
@@ -281,21 +307,38 @@ def _num(raw: Mapping[str, Any], key: str, default: float) -> float:
     return value if math.isfinite(value) else float(default)
 
 
-def _stored_forecast(job: Mapping[str, Any]) -> dict[str, Any]:
-    """The forecast a Job was admitted with; {} if the annotation is missing or garbled."""
+# the annotations parsed, by their text (a pure function of it, so never stale): a
+# running Job's are read every cycle and change only when it is admitted again
+ANNOTATIONS_KEPT = 1 << 15
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _stored_forecast(job: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The forecast a Job was admitted with; {} if the annotation is missing or garbled.
+    Read-only: the same mapping is returned for the same text."""
     raw = _get(job, "metadata", "annotations", ANN_FORECAST)
+    return _forecast_of(raw) if isinstance(raw, str) and raw else _EMPTY
+
+
+@lru_cache(maxsize=ANNOTATIONS_KEPT)
+def _forecast_of(raw: str) -> Mapping[str, Any]:
     try:
-        value = json.loads(raw) if isinstance(raw, str) and raw else {}
+        value = json.loads(raw)
     except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+        return _EMPTY
+    return MappingProxyType(value) if isinstance(value, dict) else _EMPTY
 
 
 def _placement(job: Mapping[str, Any]) -> tuple[str, ...]:
     """The nodes a Job was pinned to; () if the annotation is missing or garbled."""
     raw = _get(job, "metadata", "annotations", ANN_PLACEMENT)
+    return _placement_of(raw) if isinstance(raw, str) and raw else ()
+
+
+@lru_cache(maxsize=ANNOTATIONS_KEPT)
+def _placement_of(raw: str) -> tuple[str, ...]:
     try:
-        nodes = json.loads(raw) if isinstance(raw, str) and raw else []
+        nodes = json.loads(raw)
     except ValueError:
         return ()
     if not isinstance(nodes, list):
@@ -541,6 +584,23 @@ def _parsed(tj: dict[str, Any], ref: tuple[str, str], mem: ControllerMemory) -> 
     return spec
 
 
+def _resolved(
+    ref: tuple[str, str], spec: TrainingJobSpec, priority: int, mem: ControllerMemory
+) -> TrainingJobSpec:
+    """`spec` at its resolved `priority`: the copy the last cycle made while the parsed
+    spec is the same object and the priority the same number (a class's value can move
+    under an unchanged job), else a new one. Copying every job's spec each cycle was a
+    fifth of a big site's reading (bench/bench_cycle.py)."""
+    if spec.priority == priority:
+        return spec
+    kept = mem.resolved.get(ref)
+    if kept is not None and kept[0] is spec and kept[1].priority == priority:
+        return kept[1]
+    out = replace(spec, priority=priority)
+    mem.resolved[ref] = (spec, out)
+    return out
+
+
 def _invalid(tj: Mapping[str, Any], err: ManifestError, now_iso: str) -> _Entry:
     return _Entry(
         status={
@@ -585,11 +645,11 @@ def _entry(
     except ManifestError as err:
         return _invalid(tj, err, format_time(now_s))
     try:
-        spec = replace(spec, priority=job_priority(spec, state.priority_classes))
+        spec = _resolved(ref, spec, job_priority(spec, state.priority_classes), mem)
         class_error = None
     except ManifestError as err:
         # work already running keeps running, at the priority of a job without a class
-        spec, class_error = replace(spec, priority=fallback_priority(spec)), err
+        spec, class_error = _resolved(ref, spec, fallback_priority(spec), mem), err
     if job is None and status.get("phase") in TERMINAL and not _judged_again(tj):
         # finished before this operator saw it: never learned from its status,
         # which anyone with trainingjobs/status could have written
@@ -709,11 +769,7 @@ def _admitted(
     measuring = unmeasured is not None and not unmeasured.intersection(nodes)
     fc_raw = _stored_forecast(job)
     # planned from its last admission: a Job resumed in place keeps its creation time
-    started = (
-        _ts(job, "metadata", "annotations", ANN_ADMITTED)
-        or _ts(job, "metadata", "creationTimestamp")
-        or now_s
-    )
+    started = _admitted_at(job, ref, mem) or now_s
     dur = _num(fc_raw, "durationSeconds", pol.default_duration_s)
     fc = _admitted_forecast(fc_raw, pol)
     samples = mem.samples.get(ref, [])
@@ -747,7 +803,7 @@ def _admitted(
         overrunning=overrun, spread_gpu_watts=planned.spread_gpu_watts,
         overrun_bound_s=_deadline_after_plan(job, dur),
     )  # fmt: skip
-    if _pods_not_ready(job, spec, now_s, pol):
+    if _pods_not_ready(job, spec, now_s, pol, _admitted_at(job, ref, mem)):
         return _requeue(tj, ref, spec, job, mem, now_s, run, nodes)
     active = _int(_get(job, "status", "active"))
     phase = RUNNING if active > 0 else ADMITTED
@@ -776,13 +832,24 @@ def _admitted(
     return _Entry(spec=spec, running=run, held_nodes=nodes, status=st)
 
 
-def _pods_not_ready(
-    job: Mapping[str, Any], spec: TrainingJobSpec, now_s: float, pol: PowerPolicy
-) -> bool:
-    """Whether admitted work is still not all ready (or done) after podsReadyTimeout."""
-    admitted = _ts(job, "metadata", "annotations", ANN_ADMITTED) or _ts(
-        job, "metadata", "creationTimestamp"
+def _admitted_at(
+    job: Mapping[str, Any], ref: tuple[str, str], mem: ControllerMemory
+) -> float | None:
+    """When a Job was last admitted: created, or resumed in place."""
+    return _time_of(mem, ref, "job admitted", job, "metadata", "annotations", ANN_ADMITTED) or (
+        _time_of(mem, ref, "job created", job, "metadata", "creationTimestamp")
     )
+
+
+def _pods_not_ready(
+    job: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    now_s: float,
+    pol: PowerPolicy,
+    admitted: float | None,
+) -> bool:
+    """Whether admitted work (`admitted`: when) is still not all ready (or done) after
+    podsReadyTimeout."""
     if admitted is None or now_s - admitted <= pol.pods_ready_timeout_s:
         return False
     started = _int(_get(job, "status", "ready")) + _int(_get(job, "status", "succeeded"))
@@ -867,7 +934,7 @@ def _waiting(
         namespace=spec.namespace,
         preemptible=spec.preemptible and pol.preemption,
     )
-    submitted = _ts(tj, "metadata", "creationTimestamp") or now_s
+    submitted = _time_of(mem, ref, "created", tj, "metadata", "creationTimestamp") or now_s
     queued = QueuedJob(
         spec.key, spec.replicas, spec.gpus_per_replica, fc.gpu_watts, spec.priority,
         submitted, dur, spec.preemptible, pol.max_delay_for(spec.max_delay_s),
@@ -1056,9 +1123,11 @@ def _forget_gone(mem: ControllerMemory, pic: _Picture, tjs: Iterable[Mapping[str
     used again."""
     for ref in [r for r in mem.backoff if r not in pic.by_ref]:
         del mem.backoff[ref]
-    for memo in (mem.valid_templates, mem.parsed):
+    for memo in (mem.valid_templates, mem.parsed, mem.resolved):
         for ref in [r for r in memo if r not in pic.by_ref]:
             del memo[ref]
+    for key in [k for k in mem.times if k[0] not in pic.by_ref]:
+        del mem.times[key]
     refs, uids = set(), set()
     for t in tjs:
         meta = t.get("metadata") if isinstance(t, Mapping) else None

@@ -25,6 +25,7 @@ def _run_and_finish(m: ControllerMemory, name: str, t: float, finish: bool) -> N
         cycle(site(POLICY, [node("a")], pods, [obj], running, hot), m, t + dt)
     assert ("ml", name) in m.samples  # measured: the test sees real entries
     assert ("ml", name) in m.parsed
+    assert ("ml", name) in m.resolved and any(k[0] == ("ml", name) for k in m.times)
     if finish:
         done = job(name, ["a"], active=0, conditions=[{"type": "Complete", "status": "True"}])
         cycle(site(POLICY, [node("a")], [], [tj(name)], {("ml", name): done}, hot), m, t + 30)
@@ -42,6 +43,7 @@ def test_jobs_that_are_gone_leave_nothing_behind() -> None:
     assert m.samples == {}
     assert m.believed == {}
     assert m.parsed == {}
+    assert m.resolved == {} and m.times == {}
 
 
 def test_finished_figures_waiting_for_the_metric_are_capped() -> None:
