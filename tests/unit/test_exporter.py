@@ -133,6 +133,21 @@ def test_ramp_is_linear_from_idle_to_watts() -> None:
     assert all(a <= b for a, b in itertools.pairwise(ramp))
 
 
+def test_idle_before_the_work_and_after_it() -> None:
+    p = parse_profile('{"watts": 450, "noise": 0.1, "idleSeconds": 10, "workSeconds": 30}')
+    assert (p.idle_seconds, p.work_seconds) == (10, 30)
+    assert profile_watts(p, 0, z=2.0) == IDLE  # bound, work not started: no noise either
+    assert profile_watts(p, 9.9) == IDLE
+    assert profile_watts(p, 10) == 450
+    assert profile_watts(p, 39.9) == 450
+    assert profile_watts(p, 40, z=2.0) == IDLE  # work done, pod not yet gone
+    assert profile_watts(p, 1000) == IDLE
+    # the ramp and checkpoints count from when the work starts
+    q = PowerProfile(watts=450, ramp_seconds=20, idle_seconds=10)
+    assert profile_watts(q, 20) == pytest.approx(IDLE + (450 - IDLE) / 2)
+    assert profile_watts(q, 30) == 450
+
+
 def test_checkpoint_dips() -> None:
     p = PowerProfile(
         watts=450, checkpoint_every_seconds=60, checkpoint_seconds=5, checkpoint_watts=150

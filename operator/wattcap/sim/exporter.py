@@ -69,6 +69,8 @@ _PROFILE_KEYS = {
     "checkpointEverySeconds": "checkpoint_every_seconds",
     "checkpointSeconds": "checkpoint_seconds",
     "checkpointWatts": "checkpoint_watts",
+    "idleSeconds": "idle_seconds",
+    "workSeconds": "work_seconds",
 }
 
 
@@ -81,7 +83,10 @@ _PROFILE_KEYS = {
 class PowerProfile:
     """Ground-truth power of each GPU of one pod (the ``wattcap.io/sim-power`` annotation).
 
-    ``checkpoint_watts=None`` means "dip to the idle power".
+    ``checkpoint_watts=None`` means "dip to the idle power". ``idle_seconds``:
+    the pod Running but its work not started (image pull, data loading), at
+    idle; ``work_seconds`` (0: until the pod ends): how long the work lasts
+    before the pod sits idle until it exits.
     """
 
     watts: float
@@ -90,6 +95,8 @@ class PowerProfile:
     checkpoint_every_seconds: float = 0.0
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     checkpoint_watts: float | None = None
+    idle_seconds: float = 0.0
+    work_seconds: float = 0.0
 
 
 def parse_profile(raw: str | None, default_watts: float = DEFAULT_POD_WATTS) -> PowerProfile:
@@ -137,13 +144,18 @@ def profile_watts(
 ) -> float:
     """Power of one GPU of a Running pod, ``elapsed`` seconds after the pod started.
 
+    - idle before ``idle_seconds`` and, if ``work_seconds`` > 0, from
+      ``idle_seconds + work_seconds`` on; the rest counts from the end of
+      ``idle_seconds``, when the work starts;
     - ramp: linear from ``idle_watts`` at 0 s to ``watts`` at ``ramp_seconds``;
     - checkpoint dips: during ``[k*every, k*every + checkpoint_seconds)`` for
       k = 1, 2, ... the target is ``checkpoint_watts`` (idle if unset);
     - noise: the target times ``1 + noise * z`` (z a standard normal draw);
     - the result is clipped to ``[idle_watts, tdp_watts]``.
     """
-    elapsed = max(0.0, elapsed)
+    elapsed = max(0.0, elapsed) - profile.idle_seconds
+    if elapsed < 0 or (profile.work_seconds > 0 and elapsed >= profile.work_seconds):
+        return idle_watts
     if profile.ramp_seconds > 0 and elapsed < profile.ramp_seconds:
         target = idle_watts + (profile.watts - idle_watts) * elapsed / profile.ramp_seconds
     else:
