@@ -84,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--prometheus-token-file", help="file holding a bearer token for Prometheus"
     )
+    export.add_argument(
+        "--gpu-idle-watts",
+        type=float,
+        help="a GPU's idle power, below which a job's readings are not its work"
+        " (defaults to the PowerPolicy's gpuIdleWatts)",
+    )
+    export.add_argument(
+        "--gpu-tdp-watts", type=float, help="a GPU's TDP (defaults to the PowerPolicy's)"
+    )
     sim = sub.add_parser("sim", help="simulated parts for local sites").add_subparsers(
         dest="sim_command", required=True
     )

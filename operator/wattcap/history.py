@@ -3,10 +3,13 @@
 Platform teams tune a policy on their own history (`wattcap tune`), so the
 export writes the simulator's trace format (shared/traces/FORMAT.md): when
 each job was submitted, how long it ran, its size, class and priority, and
-the power its GPUs drew. The power is read from Prometheus, per job, as the
-mean of `DCGM_FI_DEV_POWER_USAGE` over its pods' GPUs across its run: the
-meter's word, never a figure in the TrainingJob's status, which is a report
-and not evidence.
+the power its GPUs drew. The power is read from Prometheus, per job: the
+mean of `DCGM_FI_DEV_POWER_USAGE` over its pods' GPUs at each step of its
+run, and of those steps the ones at work (`forecast.steady_samples`, the rule
+the operator learns a class by): not the pod's idle wait before its work,
+its ramp, or its idle tail after, which would make the trace, and the policy
+tuned on it, plan the class low. The meter's word, never a figure in the
+TrainingJob's status, which is a report and not evidence.
 
 A job Prometheus has no samples for (retention shorter than `--since`, or
 its pods were never scraped) is left out and counted, so a trace never holds
@@ -16,12 +19,24 @@ a made-up power.
 from __future__ import annotations
 
 import csv
+import math
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import IO, Any
 
-from .model import ManifestError, format_time, parse_duration, parse_time, parse_training_job
+from .forecast import WARMUP_S, steady_samples
+from .model import (
+    DEFAULTS,
+    ManifestError,
+    PowerPolicy,
+    format_time,
+    parse_duration,
+    parse_power_policy,
+    parse_time,
+    parse_training_job,
+)
 from .priorities import reported_priority
 from .sim.trace import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from .telemetry import GPU_POWER_METRIC
@@ -30,6 +45,9 @@ COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 
 # (namespace, Job name, start, end) -> mean per-GPU watts, or None when unmeasured
 PowerLookup = Callable[[str, str, float, float], float | None]
+# Steps a job's run is read at, at most (one a second for runs up to this long):
+# fine enough that the warm-up the steady rule drops is a few steps, not one.
+MAX_STEPS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,29 +147,65 @@ def write_trace(rows: Iterable[Mapping[str, Any]], out: IO[str]) -> None:
         writer.writerow(r)
 
 
-def prometheus_power(prom: Any) -> PowerLookup:
-    """Mean per-GPU power of a Job's pods over its run, from Prometheus.
+def steady_watts(
+    series: Sequence[tuple[float, float]], idle_watts: float, tdp_watts: float
+) -> float | None:
+    """A job's per-GPU draw at work from its (time, mean per-GPU watts) steps,
+    oldest first: the mean of `forecast.steady_samples`. None for no steps."""
+    steady = steady_samples(
+        [(t, v) for t, v in series if math.isfinite(v)], idle_watts, tdp_watts, WARMUP_S
+    )
+    return sum(steady) / len(steady) if steady else None
 
-    The subquery averages every scraped GPU of the Job's pods (pod names are
-    the Job's name plus a suffix) at each step of the run; the export takes
-    the mean of those steps. Runs shorter than a step read as unmeasured.
+
+def prometheus_power(
+    prom: Any,
+    idle_watts: float = DEFAULTS.gpu_idle_watts,
+    tdp_watts: float = DEFAULTS.gpu_tdp_watts,
+) -> PowerLookup:
+    """Per-GPU power of a Job's pods at work over its run, from Prometheus.
+
+    A range query averages every scraped GPU of the Job's pods (pod names are
+    the Job's name plus a suffix) at each step of the run (a second, or the
+    run over `MAX_STEPS`); `steady_watts` keeps the steps at work, which
+    needs the GPU's idle power and TDP (the PowerPolicy's). A run with no
+    step measured reads as unmeasured (None).
     """
 
     def lookup(namespace: str, job_name: str, start_s: float, end_s: float) -> float | None:
         span = max(1, int(end_s - start_s))
-        step = max(1, span // 120)
+        step = max(1, span // MAX_STEPS)
         selector = f'{GPU_POWER_METRIC}{{namespace="{namespace}",pod=~"{job_name}-.*"}}'
-        query = f"avg_over_time(avg({selector})[{span}s:{step}s])"
-        result = prom.custom_query(query, params={"time": end_s})
+        result = prom.custom_query_range(
+            f"avg({selector})",
+            start_time=datetime.fromtimestamp(start_s, UTC),
+            end_time=datetime.fromtimestamp(end_s, UTC),
+            step=f"{step}s",
+        )
         if not result:
             return None
         try:
-            value = float(result[0]["value"][1])
+            series = [(float(t), float(v)) for t, v in result[0]["values"]]
         except (KeyError, IndexError, TypeError, ValueError):
             return None
-        return value if value == value else None  # NaN: no samples in the window
+        return steady_watts(series, idle_watts, tdp_watts)
 
     return lookup
+
+
+def site_gpu_power(policies: Iterable[Mapping[str, Any]], url: str | None) -> tuple[float, float]:
+    """(idle, TDP) per GPU of the PowerPolicy that names Prometheus at `url`,
+    else of the first that parses, else the model's defaults: the export
+    separates a job's work from its idle wait by them as the operator does."""
+    parsed: list[PowerPolicy] = []
+    for p in policies:
+        try:
+            parsed.append(parse_power_policy(p))
+        except (ManifestError, KeyError, TypeError):
+            continue
+    mine = [p for p in parsed if url and p.prometheus_url == url]
+    pick = (mine or parsed or [DEFAULTS])[0]
+    return pick.gpu_idle_watts, pick.gpu_tdp_watts
 
 
 def since_seconds(value: str) -> float:
@@ -182,12 +236,22 @@ def export_command(args: Any) -> int:
     config.load_kube_config(config_file=args.kubeconfig, context=args.context)
     custom = client.CustomObjectsApi()
     url = args.prometheus
-    if not url:
+    try:
         policies = custom.list_cluster_custom_object(API_GROUP, API_VERSION, "powerpolicies")
-        urls = [
-            ((p.get("spec") or {}).get("prometheus") or {}).get("url")
-            for p in policies.get("items", [])
-        ]
+        items = policies.get("items", [])
+    except client.ApiException as e:
+        if not url:
+            raise
+        items = []  # --prometheus given: a reader not allowed PowerPolicies still exports
+        if args.gpu_idle_watts is None or args.gpu_tdp_watts is None:
+            print(
+                f"warning: cannot list PowerPolicies ({e.status} {e.reason}); unless given,"
+                f" a GPU's idle power is taken as {DEFAULTS.gpu_idle_watts:g} W and its TDP"
+                f" as {DEFAULTS.gpu_tdp_watts:g} W (--gpu-idle-watts, --gpu-tdp-watts)",
+                file=sys.stderr,
+            )
+    if not url:
+        urls = [((p.get("spec") or {}).get("prometheus") or {}).get("url") for p in items]
         url = next((u for u in urls if u), None)
     if not url:
         print("error: no --prometheus URL and no PowerPolicy names one", file=sys.stderr)
@@ -201,7 +265,10 @@ def export_command(args: Any) -> int:
     except (requests.RequestException, PrometheusApiClientException) as e:
         print(f"error: cannot read Prometheus at {url}: {e}", file=sys.stderr)
         return 1
-    rows, missing = trace_rows(jobs, prometheus_power(prom))
+    idle, tdp = site_gpu_power(items, url)
+    idle = idle if args.gpu_idle_watts is None else args.gpu_idle_watts
+    tdp = tdp if args.gpu_tdp_watts is None else args.gpu_tdp_watts
+    rows, missing = trace_rows(jobs, prometheus_power(prom, idle, tdp))
     if args.out:
         with open(args.out, "w", encoding="utf-8", newline="") as fh:
             write_trace(rows, fh)

@@ -40,6 +40,37 @@ def wattcap(*args: str, kubeconfig: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_history_export_writes_a_jobs_draw_at_work_not_its_idle_wait_and_tail(
+    power_stack: str,  # noqa: F811
+    namespace: str,
+    measured_operator,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A job's pod holds its GPUs idle before its work starts (image pull, data
+    loading) and after it ends (pod not yet gone); the trace's power is what the
+    job draws at work, or `tune` plans the class low. Here 20 s idle, 45 s at
+    550 W, 25 s idle: the mean over the run is about 310 W."""
+    kc = power_stack
+    set_policy(kc, IDLE_W + 20_000, prometheus={"url": PROM_URL})
+    job = measured_job("hist-idle", namespace, 550, 90, "hist-idle")
+    job["spec"]["template"]["metadata"]["annotations"]["wattcap.io/sim-power"] = json.dumps(
+        {"watts": 550, "noise": 0.01, "idleSeconds": 20, "workSeconds": 45}
+    )
+    apply(kc, job)
+    wait_for(
+        "the job to succeed",
+        lambda: phases(kc, namespace).get("hist-idle") == "Succeeded",
+        240,
+        every=1.0,
+    )
+    trace = tmp_path / "history.csv"
+    r = wattcap("history", "export", "--since", "1h", "--out", str(trace), kubeconfig=kc)
+    assert r.returncode == 0, r.stderr
+    jobs = {j.job_id: j for j in load_trace(trace, nodes=8, gpus_per_node=8)}
+    got = jobs[f"{namespace}/hist-idle"].gpu_watts
+    assert abs(got - 550) <= 0.05 * 550, got
+
+
 def test_history_export_then_tune_then_patch(
     power_stack: str,  # noqa: F811
     namespace: str,

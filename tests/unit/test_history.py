@@ -4,11 +4,21 @@ and that the rows are a trace the simulator reads back."""
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import pytest
 
-from wattcap.history import finished_jobs, since_seconds, trace_rows, write_trace
+from wattcap.history import (
+    MAX_STEPS,
+    finished_jobs,
+    prometheus_power,
+    since_seconds,
+    site_gpu_power,
+    steady_watts,
+    trace_rows,
+    write_trace,
+)
 from wattcap.model import ManifestError
 from wattcap.sim.trace import load_trace
 
@@ -96,3 +106,64 @@ def test_since_reads_days_and_durations() -> None:
     assert since_seconds("12h") == 12 * 3600
     with pytest.raises(ManifestError):
         since_seconds("a week")
+
+
+# ---------------------------------------------------------------- power at work
+
+IDLE, TDP = 70.0, 700.0
+
+
+class FakeProm:
+    """Answers the export's range query with one series, as Prometheus does."""
+
+    def __init__(self, values: list[tuple[float, float]] | None) -> None:
+        self.values = values
+        self.asked: list[tuple[str, float, float, str]] = []
+
+    def custom_query_range(self, query, start_time, end_time, step):  # type: ignore[no-untyped-def]
+        self.asked.append((query, start_time.timestamp(), end_time.timestamp(), step))
+        if self.values is None:
+            return []
+        return [{"metric": {}, "values": [[t, str(v)] for t, v in self.values]}]
+
+
+def test_power_is_the_draw_at_work_not_the_idle_wait_ramp_or_tail() -> None:
+    # 20 s bound and idle, 10 s ramp, 50 s at 550 W, 20 s idle tail: the mean is 343 W
+    series = [(float(t), IDLE) for t in range(20)]
+    series += [(20.0 + t, IDLE + (550 - IDLE) * t / 10) for t in range(10)]
+    series += [(30.0 + t, 550.0) for t in range(50)]
+    series += [(80.0 + t, IDLE) for t in range(20)]
+    prom = FakeProm(series)
+    got = prometheus_power(prom, IDLE, TDP)("ml", "job-a", 1000.0, 1100.0)
+    assert got == 550.0
+    query, start, end, step = prom.asked[0]
+    assert query == 'avg(DCGM_FI_DEV_POWER_USAGE{namespace="ml",pod=~"job-a-.*"})'
+    assert (start, end, step) == (1000.0, 1100.0, "1s")
+    # a long run is read at most MAX_STEPS times
+    prometheus_power(prom, IDLE, TDP)("ml", "job-a", 0.0, 10 * 86400.0)
+    assert prom.asked[1][3] == f"{10 * 86400 // MAX_STEPS}s"
+
+
+def test_power_unmeasured_is_none_and_a_job_at_idle_drew_idle() -> None:
+    assert prometheus_power(FakeProm(None))("ml", "j", 0.0, 60.0) is None
+    assert prometheus_power(FakeProm([]))("ml", "j", 0.0, 60.0) is None
+    assert steady_watts([(0.0, math.nan)], IDLE, TDP) is None
+    assert steady_watts([(0.0, 72.0), (1.0, 74.0)], IDLE, TDP) == 73.0
+
+
+def test_idle_and_tdp_come_from_the_policy_that_names_the_prometheus() -> None:
+    def policy(name: str, url: str, idle: float, tdp: float) -> dict:
+        return {
+            "metadata": {"name": name},
+            "spec": {
+                "capWatts": 100000,
+                "gpuIdleWatts": idle,
+                "gpuTdpWatts": tdp,
+                "prometheus": {"url": url},
+            },
+        }
+
+    policies = [policy("a", "http://a", 60, 400), policy("b", "http://b", 90, 1000)]
+    assert site_gpu_power(policies, "http://b") == (90, 1000)
+    assert site_gpu_power(policies, "http://other") == (60, 400)
+    assert site_gpu_power([{"spec": {"capWatts": "lots"}}], None) == (70.0, 700.0)
