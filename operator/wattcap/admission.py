@@ -60,6 +60,7 @@ from functools import lru_cache
 import numpy as np
 
 from .chance import SITE_CHANCE
+from .chance import flags as chance_flags
 from .chance import weights as chance_weights
 from .chance import z_of as chance_z
 from .levers import Candidate, Site, choose, cut_end_s
@@ -1210,7 +1211,7 @@ class _Chance:
                 load.mean,
                 load.sd,
                 load.end_s,
-                np.asarray(load.preemptible, dtype=bool).view(np.uint8),
+                chance_flags(load.preemptible),
                 self.preemption,
                 self.end_cap,
                 self.horizon,
@@ -1239,7 +1240,7 @@ class _Chance:
             self.horizon,
             load.sd,
             load.end_s,
-            np.asarray(load.preemptible, dtype=bool).view(np.uint8),
+            chance_flags(load.preemptible),
         )
 
     def queued(self, jobs: list[QueuedJob], load: _RunningLoad) -> np.ndarray:
@@ -1247,7 +1248,7 @@ class _Chance:
         `chance.queued_charges`, its columns read off the jobs in the same
         compiled call (`profile.chance_queued_jobs`)."""
         zc, zi = (self.zc, self.zi) if self.z > 0.0 else (0.0, 0.0)
-        charges = chance_queued_jobs(
+        return chance_queued_jobs(
             jobs,
             self.pue,
             self.idle,
@@ -1256,11 +1257,10 @@ class _Chance:
             self.horizon,
             load.sd,
             load.end_s,
-            np.asarray(load.preemptible, dtype=bool).view(np.uint8),
+            chance_flags(load.preemptible),
             zc,
             zi,
         )
-        return charges
 
 
 class _RunningLoad:

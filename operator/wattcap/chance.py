@@ -83,7 +83,7 @@ def running_charges(
     """
     if mean.size == 0 or z <= 0.0:
         return mean.astype(float, copy=True)
-    return chance_running(_f64(mean), _f64(sd), _f64(end), _flags(preemptible), *weights(z, rho))
+    return chance_running(_f64(mean), _f64(sd), _f64(end), flags(preemptible), *weights(z, rho))
 
 
 def queued_charges(
@@ -111,10 +111,10 @@ def queued_charges(
         _f64(mean),
         _f64(sd),
         _f64(end),
-        _flags(preemptible),
+        flags(preemptible),
         _f64(run_sd),
         _f64(run_end),
-        _flags(run_preemptible),
+        flags(run_preemptible),
         *weights(z, rho),
     )
 
@@ -128,7 +128,8 @@ def _f64(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=float)
 
 
-def _flags(a: np.ndarray) -> np.ndarray:
+def flags(a: np.ndarray) -> np.ndarray:
+    """Booleans as the compiled loops take them (one byte each, 0 or 1)."""
     return np.asarray(a, dtype=bool).view(np.uint8)
 
 

@@ -769,7 +769,8 @@ def _admitted(
     measuring = unmeasured is not None and not unmeasured.intersection(nodes)
     fc_raw = _stored_forecast(job)
     # planned from its last admission: a Job resumed in place keeps its creation time
-    started = _admitted_at(job, ref, mem) or now_s
+    admitted_at = _admitted_at(job, ref, mem)
+    started = admitted_at or now_s
     dur = _num(fc_raw, "durationSeconds", pol.default_duration_s)
     fc = _admitted_forecast(fc_raw, pol)
     samples = mem.samples.get(ref, [])
@@ -803,7 +804,7 @@ def _admitted(
         overrunning=overrun, spread_gpu_watts=planned.spread_gpu_watts,
         overrun_bound_s=_deadline_after_plan(job, dur),
     )  # fmt: skip
-    if _pods_not_ready(job, spec, now_s, pol, _admitted_at(job, ref, mem)):
+    if _pods_not_ready(job, spec, now_s, pol, admitted_at):
         return _requeue(tj, ref, spec, job, mem, now_s, run, nodes)
     active = _int(_get(job, "status", "active"))
     phase = RUNNING if active > 0 else ADMITTED

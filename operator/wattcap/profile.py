@@ -760,11 +760,7 @@ def chance_queued_jobs(
         sd[i] = (pue * g) * j.spread_gpu_watts
         if sd[i] != 0.0:
             spreads = True
-        d = j.duration_s
-        if d < 1.0:  # np.maximum(duration, 1.0)
-            d = 1.0
-        d = end_cap + d
-        end[i] = horizon if d > horizon else d
+        end[i] = _queued_end(j.duration_s, end_cap, horizon)
         pre[i] = 1 if (preemption and j.preemptible) else 0
     if not spreads or (zc == 0.0 and zi == 0.0):  # charged at their means
         return cols[0]
@@ -772,12 +768,8 @@ def chance_queued_jobs(
     run_ends = np.empty(r)
     re: cython.double[:] = run_ends
     k: cython.Py_ssize_t
-    x: cython.double
     for k in range(r):
-        x = run_end_s[k]
-        if x > horizon:  # np.minimum(end_s, horizon)
-            x = horizon
-        re[k] = horizon if x <= end_cap else x
+        re[k] = _run_end(run_end_s[k], end_cap, horizon)
     order_a = np.argsort(run_ends, kind="stable")
     out = np.empty(m)
     _queued_into(mean, sd, end, pre, run_sd, re, run_preemptible, preemption, order_a, zc, zi, out)
@@ -865,12 +857,7 @@ def chance_grows_in(
         j = jobs[i]
         if j.spread_gpu_watts <= 0.0:
             continue
-        d = j.duration_s
-        if d < 1.0:  # max(duration, 1.0)
-            d = 1.0
-        d = end_cap + d
-        if d > horizon:  # min(..., horizon)
-            d = horizon
+        d = _queued_end(j.duration_s, end_cap, horizon)
         pre = preemption and j.preemptible
         first = INF
         for k in range(r):
@@ -878,16 +865,33 @@ def chance_grows_in(
                 continue
             if not pre and preemption and run_preemptible[k]:
                 continue
-            x = run_end_s[k]
-            if x > horizon:
-                x = horizon
-            if x <= end_cap:
-                x = horizon
+            x = _run_end(run_end_s[k], end_cap, horizon)
             if x >= d and x < first:
                 first = x
         if first < INF and first - d < best:
             best = first - d
     return best
+
+
+@cython.cfunc
+@cython.inline
+def _run_end(end_s: cython.double, end_cap: cython.double, horizon: cython.double) -> cython.double:
+    """A running job's end as the chance charges plan it: within the horizon,
+    and one at or before `end_cap` (past, or due before the next cycle) to
+    the horizon (`np.minimum(end_s, horizon)`, then `np.where`)."""
+    x: cython.double = horizon if end_s > horizon else end_s
+    return horizon if x <= end_cap else x
+
+
+@cython.cfunc
+@cython.inline
+def _queued_end(
+    duration_s: cython.double, end_cap: cython.double, horizon: cython.double
+) -> cython.double:
+    """A queued job's end if admitted now, as the chance charges plan it:
+    `min(end_cap + max(duration_s, 1), horizon)`."""
+    d: cython.double = end_cap + (1.0 if duration_s < 1.0 else duration_s)
+    return horizon if d > horizon else d
 
 
 @cython.cfunc
