@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import ports
@@ -33,13 +34,28 @@ def kubectl(
 ) -> subprocess.CompletedProcess[str]:
     """Run kubectl against the test cluster; output captured as text."""
     kubectl_bin = os.environ.get("WATTCAP_KUBECTL", str(Path.home() / ".cache/wattcap/bin/kubectl"))
-    return subprocess.run(
+    done = subprocess.run(
         [kubectl_bin, "--kubeconfig", kubeconfig, *args],
         input=stdin,
         capture_output=True,
         text=True,
-        check=check,
+        check=False,
     )
+    if check and done.returncode:
+        # the server's reason is in stderr; CalledProcessError's message drops it
+        raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+    return done
+
+
+def create_namespace(kubeconfig: str, ns: str, exist_ok: bool = False) -> None:
+    """Create a namespace and wait until pods can be made in it: they are
+    refused until the controller-manager has made its default ServiceAccount,
+    which on a loaded machine lags the namespace by seconds."""
+    kubectl(kubeconfig, "create", "namespace", ns, check=not exist_ok)
+    deadline = time.monotonic() + 60
+    while kubectl(kubeconfig, "get", "serviceaccount", "default", "-n", ns, check=False).returncode:
+        assert time.monotonic() < deadline, f"no default ServiceAccount in {ns} after 60 s"
+        time.sleep(0.2)
 
 
 def kget(kubeconfig: str, *args: str) -> dict:
@@ -164,7 +180,7 @@ def namespace(crds: str, request: pytest.FixtureRequest):  # type: ignore[no-unt
     import random
 
     ns = f"t-{request.node.name.replace('_', '-')[:40].lower()}-{random.randrange(10**6)}"
-    kubectl(crds, "create", "namespace", ns)
+    create_namespace(crds, ns)
     yield ns
     # Jobs left running would hold power against the next test's cap: remove them
     # (and their pods) for real before moving on; the namespace itself can go lazily.

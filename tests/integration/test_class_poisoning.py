@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import kubectl
+from conftest import create_namespace, kubectl
 from test_measured_power import (  # noqa: F401 - pytest fixtures, used by name
     PROM_URL,
     measured_job,
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 def _namespace(kc: str, prefix: str) -> str:
     ns = f"{prefix}-{int(time.time() * 1000) % 10**6}"
-    kubectl(kc, "create", "namespace", ns)
+    create_namespace(kc, ns)
     return ns
 
 

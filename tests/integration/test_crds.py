@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import kubectl
+from conftest import create_namespace, kubectl
 
 from wattcap.model import ManifestError, PowerPolicy, parse_power_policy, parse_training_job
 
@@ -88,7 +88,7 @@ def kc(kubeconfig: str) -> Iterator[str]:
         "crd/trainingjobs.wattcap.io",
         "crd/powerpolicies.wattcap.io",
     )
-    kubectl(kubeconfig, "create", "namespace", NS, check=False)
+    create_namespace(kubeconfig, NS, exist_ok=True)
     yield kubeconfig
     kubectl(kubeconfig, "delete", "namespace", NS, "--wait=false", "--ignore-not-found")
     kubectl(kubeconfig, "delete", "powerpolicy", POLICY, "--ignore-not-found")

@@ -160,6 +160,11 @@ def prometheus(exporter: int, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def namespace(kubeconfig: str) -> Iterator[str]:
     ns = f"exporter-{random.randrange(10**6)}"
     kubectl(kubeconfig, "create", "namespace", ns)
+    # pods are refused until the namespace's default ServiceAccount exists
+    deadline = time.monotonic() + 60
+    while kubectl(kubeconfig, "get", "serviceaccount", "default", "-n", ns, check=False) == "":
+        assert time.monotonic() < deadline, f"no default ServiceAccount in {ns}"
+        time.sleep(0.2)
     yield ns
     kubectl(kubeconfig, "delete", "namespace", ns, "--wait=false", check=False)
 

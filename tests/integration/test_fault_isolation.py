@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, OperatorProcess, kget, kubectl
+from conftest import ROOT, OperatorProcess, create_namespace, kget, kubectl
 from test_operator import GPU_IDLE, IDLE_W, TDP, apply, set_policy, training_job, wait_for
 
 pytestmark = pytest.mark.integration
@@ -99,7 +99,7 @@ def test_a_refused_create_is_reported_and_not_admitted(
     assert kget(kubeconfig, "job.batch", "squat", "-n", namespace)["spec"]["suspend"] is True
 
     quota_ns = namespace[:50] + "-q"
-    kubectl(kubeconfig, "create", "namespace", quota_ns)
+    create_namespace(kubeconfig, quota_ns)
     try:
         kubectl(
             kubeconfig, "create", "quota", "nojobs", "--hard=count/jobs.batch=0", "-n", quota_ns

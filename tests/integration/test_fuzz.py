@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OperatorProcess, kubectl
+from conftest import OperatorProcess, create_namespace, kubectl
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kubernetes import client, config
@@ -327,7 +327,7 @@ def fuzz_site(crds: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     """A site with room for every job, and an operator deciding it."""
     kc = crds
     ns = "fuzz"
-    kubectl(kc, "create", "namespace", ns, check=False)
+    create_namespace(kc, ns, exist_ok=True)
     set_policy(kc, 48_800)
     log = tmp_path_factory.mktemp("fuzz") / "operator.log"
     op = OperatorProcess(kc, log)

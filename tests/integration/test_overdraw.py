@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import kget, kubectl
+from conftest import create_namespace, kget, kubectl
 from referee import Referee
 from test_measured_power import (  # noqa: F401 - pytest fixtures, used by name
     PROM_URL,
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def other_tenant(crds: str) -> Any:
     ns = f"t-overdraw-other-{int(time.time() * 1000) % 10**6}"
-    kubectl(crds, "create", "namespace", ns)
+    create_namespace(crds, ns)
     yield ns
     kubectl(crds, "delete", "trainingjobs.wattcap.io", "--all", "-n", ns, "--timeout=120s",
             check=False)  # fmt: skip

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, OperatorProcess, kget, kubectl
+from conftest import ROOT, OperatorProcess, create_namespace, kget, kubectl
 
 from wattcap.controller import build_job
 from wattcap.model import parse_training_job
@@ -58,7 +58,7 @@ def tenant_ns(tenancy: str, request: pytest.FixtureRequest) -> Iterator[str]:
     kc = tenancy
     ns = f"tenant-{request.node.name.replace('_', '-')[:30].lower()}-{random.randrange(10**6)}"
     ns = "".join(c if c.isalnum() or c == "-" else "-" for c in ns).strip("-")
-    kubectl(kc, "create", "namespace", ns)
+    create_namespace(kc, ns)
     kubectl(kc, "label", "namespace", ns, "wattcap.io/governed=true")
     kubectl(
         kc,
@@ -454,7 +454,7 @@ def _operator_kubeconfig(kc: str, tmp: Any) -> str:
         text=True,
         check=True,
     ).stdout
-    kubectl(kc, "create", "namespace", ns, check=False)
+    create_namespace(kc, ns, exist_ok=True)
     kubectl(kc, "apply", "-f", "-", stdin=rendered)
     token = kubectl(kc, "create", "token", "wattcap-test", "-n", ns, "--duration=1h").stdout.strip()
     path = str(tmp / "operator.kubeconfig")
