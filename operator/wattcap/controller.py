@@ -41,7 +41,13 @@ from .admission import (
 )
 from .chance import SITE_CHANCE
 from .enforcement import CONFIRMED, PENDING, UNCONFIRMED, Verdict, expired, judge
-from .forecast import WARMUP_S, Forecaster, PowerForecast, steady_samples
+from .forecast import (
+    WARMUP_S,
+    Forecaster,
+    PowerForecast,
+    steady_samples,
+    working_samples,
+)
 from .jobs import (
     ANN_ADMITTED,
     ANN_FORECAST,
@@ -776,7 +782,7 @@ def _admitted(
     samples = mem.samples.get(ref, [])
     measured = sum(v for _, v in samples) / len(samples) if samples else None
     if measuring:
-        steady = [v for t, v in samples if t >= samples[0][0] + WARMUP_S]
+        steady = working_samples(samples, mem.forecaster.idle, mem.forecaster.tdp)
         if pol.admission_model == SITE_CHANCE:
             # planned at what it measures, even above its admission: the
             # plan follows the draw, which makes admitting at a mean safe

@@ -93,8 +93,8 @@ def steady_samples(
       span above idle; readings before the first working one and after the
       last are dropped: they measure the pod's wait, not the workload;
     * of the rest, those within `warmup_s` of the first working reading are
-      dropped too, the ramp (a running job's plan drops its first `warmup_s`
-      the same way, controller.py). Counted from the first working reading,
+      dropped too, the ramp (a running job's plan is tightened the same way,
+      `working_samples`). Counted from the first working reading,
       not the first reading: the ramp starts when the work does;
     * idle readings between working ones stay: a checkpoint or evaluation
       dip is part of how the class draws;
@@ -116,6 +116,32 @@ def steady_samples(
     start = run[0][0] + warmup_s
     steady = [v for t, v in run if t >= start]
     return steady or [v for _, v in run]
+
+
+def working_samples(
+    samples: Sequence[tuple[float, float]],
+    idle_watts: float,
+    tdp_watts: float,
+    warmup_s: float = WARMUP_S,
+) -> list[float]:
+    """The readings of a running job that may tighten its plan.
+
+    Its pod is labelled with its GPUs from the moment it is bound, and its
+    work can start minutes later (an image pull, a model loaded, a dataset
+    staged). Tightened from those idle readings, its plan would free watts
+    it takes back when its work starts, and jobs admitted into them would
+    put the site over its cap. So nothing counts until a *working* reading
+    (above `IDLE_BAND`, as in `steady_samples`) and its warm-up have passed;
+    from then on every reading counts, idle dips included (a checkpoint is
+    how it draws). A job that never leaves idle is never tightened: planned
+    at its admission forecast, which costs watts, not safety.
+    """
+    band = idle_watts + IDLE_BAND * (tdp_watts - idle_watts)
+    for t0, v in samples:
+        if v > band:
+            start = t0 + warmup_s
+            return [v for t, v in samples if t >= start]
+    return []
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,11 @@ Ground truth and measurement are kept apart:
   site reading less the jobs that ended since.
 * a running job's reservation is re-tightened (`Forecaster.running`, from
   its last RING samples) when its sample count reaches TIGHTEN_AT, then
-  every TIGHTEN_EVERY samples.
+  every TIGHTEN_EVERY samples. The operator counts only readings from a
+  job's first working one (`forecast.working_samples`); the meter here has
+  no idle wait, ramp or tail, so the two differ only for a job whose true
+  draw lies within the idle band (6 of the shipped trace's 6,163), which
+  the replay still tightens.
 
 The operator decides every control period. The replay runs a decision
 cycle only where its outcome could differ from the last one's:
