@@ -384,7 +384,13 @@ class Cluster:
         for t in state.trainingjobs:
             meta = t.get("metadata") or {}
             current[(meta.get("namespace", "default"), meta.get("name"))] = t.get("status") or {}
-        picked = self.status_writes.to_write(current, plan.tj_status, time.time(), plan.status_keys)
+        evented = set()
+        for obj, *_ in plan.events:
+            meta = obj.get("metadata") or {}
+            evented.add((meta.get("namespace", "default"), meta.get("name")))
+        picked = self.status_writes.to_write(
+            current, plan.tj_status, time.time(), plan.status_keys, evented
+        )
         changed = [(ns, name, status) for (ns, name), status in picked]
         patches = [
             partial(

@@ -308,7 +308,9 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
     mem.cycle_s = time.monotonic() - started
     if plan.decision is not None:
         _record(plan, state, mem, now, mem.cycle_s, name)
-    return 0.0
+    # new jobs still owed their first answer: the next cycle answers more of them
+    # soon, not a period later (their own status writes wake nobody)
+    return MIN_GAP_S if cluster.status_writes.firsts_deferred else 0.0
 
 
 def _report_invalid(
@@ -333,10 +335,12 @@ def _apply_status(
     cluster: Cluster, plan: Plan, state: SiteState, site: str, fence: Fence | None = None
 ) -> None:
     """Write the cycle's statuses; count the refused ones, and report the due
-    refreshes the cycle's share left for later (a share too small for the site)."""
+    refreshes and first answers the cycle's shares left for later (a share too
+    small for the site, or a burst of new jobs being answered)."""
     for _ in range(cluster.apply_status(plan, state, site, fence)):
         metrics.count_error("status", "refused", site)
     metrics.STATUS_DEFERRED.labels(site).set(cluster.status_writes.deferred)
+    metrics.STATUS_FIRSTS_DEFERRED.labels(site).set(cluster.status_writes.firsts_deferred)
 
 
 def _set_active(cluster: Cluster, name: str, reason: str, message: str) -> None:

@@ -82,6 +82,11 @@ STATUS_DEFERRED = Gauge(
     "Due TrainingJob status refreshes (newer text only) the last cycle left for later ones.",
     ["site"],
 )
+STATUS_FIRSTS_DEFERRED = Gauge(
+    "wattcap_status_first_answers_deferred",
+    "New waiting TrainingJobs whose first status the last cycle left for later ones.",
+    ["site"],
+)
 LAST_CYCLE = Gauge(
     "wattcap_last_cycle_timestamp_seconds", "When the site loop last completed a cycle.", ["site"]
 )
@@ -191,8 +196,8 @@ def forget_site(site: str) -> None:
     for metric in (
         SITE_POWER, CAP, HEADROOM, QUEUE, UNMANAGED, RUNNING, ADMISSION_LATENCY, CYCLE_SECONDS,
         FORECAST_ERROR, FORECAST_HISTORIES, FORECAST_EVICTED, PREEMPTIONS, PROMETHEUS_UP,
-        PROMETHEUS_CONFIGURED, ERRORS, STATUS_DEFERRED, LAST_CYCLE, PAST_MAX_WAIT, CAP_DROP_AT,
-        CAP_DROP_CAP, CAP_DROP_HEADROOM,
+        PROMETHEUS_CONFIGURED, ERRORS, STATUS_DEFERRED, STATUS_FIRSTS_DEFERRED, LAST_CYCLE,
+        PAST_MAX_WAIT, CAP_DROP_AT, CAP_DROP_CAP, CAP_DROP_HEADROOM,
     ):  # fmt: skip
         metric.remove_by_labels({"site": site})  # every series of the site, whatever else
     _KNOWN_REASONS.pop(site, None)

@@ -20,7 +20,13 @@ cost a write a cycle for ever), and due ones share at most
 `refreshes_per_cycle` writes a cycle, least recently written first, so none
 starves: with n of them each is refreshed within ceil(n / share) cycles of
 being due, and the stored status is never wrong in substance, only its text
-is older. A condition's `lastTransitionTime` is when its status last changed
+is older. A waiting job's *first* status (it has none stored: a burst of new
+jobs) is substance too, but at most `firsts_per_cycle` of them go out a cycle,
+in the order the cycle built them (its queue's, so the jobs nearest to a start
+are answered first); the rest wait their turn, each within ceil(n / share)
+cycles. Every other change of substance, an admission, a refusal or a first
+status that is not a wait, goes out in the cycle that decides it. A
+condition's `lastTransitionTime` is when its status last changed
 (the Kubernetes convention): a cycle stamps its own time on every condition it
 builds, and `keep_transition_times` puts back the stored time wherever the
 condition's status is unchanged, so a job waiting for an hour shows when it
@@ -33,7 +39,7 @@ and tells it which went through.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from typing import Any
 
 Ref = tuple[str, str]
@@ -44,8 +50,13 @@ REFRESHES_PER_CYCLE = 16
 # a job's text is refreshed at most this often (by this replica's memory of its
 # writes; after a restart every job is due at once, within the share)
 REFRESH_AFTER_S = 30.0
+# at most this many first answers to waiting jobs a cycle (`pick`): a burst of
+# thousands of new jobs, each answered at once, made one cycle tens of seconds
+# of writes (1,000 nodes x 5,000 jobs: p95 35 s, bench/load.py); eight chunks
+FIRSTS_PER_CYCLE = 128
 REFRESH_KEYS = frozenset({"message", "estimatedStart"})
 _MUST = "must"  # pick's verdict on a change of substance
+QUEUED = "Queued"  # controller.QUEUED: the phase of a job that waits
 
 
 def _empty(value: Any) -> bool:
@@ -124,10 +135,13 @@ class StatusWrites:
         self,
         refreshes_per_cycle: int = REFRESHES_PER_CYCLE,
         refresh_after_s: float = REFRESH_AFTER_S,
+        firsts_per_cycle: int = FIRSTS_PER_CYCLE,
     ) -> None:
         self.refreshes_per_cycle = refreshes_per_cycle
         self.refresh_after_s = refresh_after_s
+        self.firsts_per_cycle = firsts_per_cycle
         self.deferred = 0  # due refreshes the last `pick` left for later cycles
+        self.firsts_deferred = 0  # waiting jobs' first answers it left for later cycles
         self._now = 0.0
         self._written: dict[Ref, float] = {}  # when each job's status was last written
         # per status given a key: the key and its verdict (_MUST, a refresh: True, or
@@ -140,21 +154,28 @@ class StatusWrites:
         desired: Mapping[Ref, Mapping[str, Any]],
         now_s: float = 0.0,
         keys: Mapping[Ref, Hashable] | None = None,
+        evented: Collection[Ref] = (),
     ) -> list[Ref]:
         """The statuses to write this cycle (`now_s`: its time, seconds): every
-        change of substance, then due refreshes, least recently written first
-        (never written: first of all), up to the share.
+        change of substance but waiting jobs' first answers, then those up to
+        their share in `desired`'s order, then due refreshes, least recently
+        written first (never written: first of all), up to theirs.
 
         `keys` (`controller.Plan.status_keys`): per status, a key equal to last
         cycle's only while neither it (but for its transition times) nor the stored
         one moved; the status is then not compared again, its last verdict stands
-        (at a big site most statuses are a waiting job's, and do not move)."""
+        (at a big site most statuses are a waiting job's, and do not move).
+        `evented`: jobs the cycle also sends an Event about; their status goes
+        out with it, first answer or not (the controller sends some Events only
+        while the stored status does not say the same yet: deferred, the status
+        would let the Event repeat every cycle)."""
         self._now = now_s
         for memo in (self._written, self._verdicts):
             for ref in [r for r in memo if r not in current and r not in desired]:
                 del memo[ref]
         keys = keys or {}
         must: list[Ref] = []
+        firsts: list[Ref] = []
         due: list[Ref] = []
         for ref, status in desired.items():
             key, last = keys.get(ref), self._verdicts.get(ref)
@@ -166,15 +187,20 @@ class StatusWrites:
                 if key is not None:
                     self._verdicts[ref] = (key, verdict)
             if verdict is _MUST:
-                must.append(ref)
+                if status.get("phase") == QUEUED and not current.get(ref) and ref not in evented:
+                    firsts.append(ref)
+                else:
+                    must.append(ref)
             elif verdict:
                 last_write = self._written.get(ref)
                 if last_write is None or now_s - last_write >= self.refresh_after_s:
                     due.append(ref)
         due.sort(key=lambda r: (self._written.get(r, -math.inf), r))
+        answered = max(0, self.firsts_per_cycle)
+        self.firsts_deferred = max(0, len(firsts) - answered)
         share = max(0, self.refreshes_per_cycle)
         self.deferred = max(0, len(due) - share)
-        return must + due[:share]
+        return must + firsts[:answered] + due[:share]
 
     def to_write(
         self,
@@ -182,6 +208,7 @@ class StatusWrites:
         desired: Mapping[Ref, Mapping[str, Any]],
         now_s: float = 0.0,
         keys: Mapping[Ref, Hashable] | None = None,
+        evented: Collection[Ref] = (),
     ) -> list[tuple[Ref, Mapping[str, Any]]]:
         """`pick`'s statuses as they are written: each condition keeps its stored
         transition time where its status is unchanged. `pick` never reads that time,
@@ -189,7 +216,7 @@ class StatusWrites:
         (at 5,000 waiting jobs a share of the cycle: bench/bench_cycle.py)."""
         return [
             (ref, keep_transition_times(current.get(ref) or {}, desired[ref]))
-            for ref in self.pick(current, desired, now_s, keys)
+            for ref in self.pick(current, desired, now_s, keys, evented)
         ]
 
     def written(self, refs: Iterable[Ref]) -> None:

@@ -241,3 +241,35 @@ def test_prometheus_outage_falls_back_to_the_conservative_model(
         lambda: phases(kc, namespace).get("third") in ("Admitted", "Running"),
         90,
     )
+
+
+def test_an_idle_wait_before_its_work_does_not_tighten_a_running_jobs_plan(
+    power_stack: str, namespace: str, measured_operator: OperatorProcess
+) -> None:
+    """Its pod Running and read, its GPUs idle for 75 s (image pull, data
+    staging), then at 450 W: planned at its admission forecast until its
+    work has run past its warm-up, then tightened from what it draws."""
+    kc = power_stack
+    set_policy(kc, IDLE_W + 20_000, prometheus={"url": PROM_URL})
+    job = measured_job("slow-start", namespace, 450, 900, "slow-start")
+    job["spec"]["template"]["metadata"]["annotations"]["wattcap.io/sim-power"] = json.dumps(
+        {"watts": 450, "noise": 0.01, "idleSeconds": 75}
+    )
+    apply(kc, job)
+    wait_for("the job measured", lambda: "measuredWatts" in status(kc, namespace, "slow-start"), 60)
+    admitted = status(kc, namespace, "slow-start")["forecast"]["gpuWatts"]
+    assert admitted > 450, "admitted above its true draw, or tightening shows nothing"
+    seen: list[tuple[float, float]] = []
+    deadline = time.monotonic() + 40  # past the 30 s warm-up counted from its first reading
+    while time.monotonic() < deadline:
+        st = status(kc, namespace, "slow-start")
+        seen.append((st["measuredWatts"], st["plannedGpuWatts"]))
+        time.sleep(1)
+    assert max(m for m, _ in seen) < 8 * 200, f"its work started early: {seen}"
+    assert all(p == admitted for _, p in seen), f"tightened from idle readings: {seen}"
+    wait_for(
+        "its plan tightened once it works",
+        lambda: status(kc, namespace, "slow-start").get("plannedGpuWatts", TDP) < 0.9 * admitted,
+        150,
+    )
+    assert status(kc, namespace, "slow-start")["plannedGpuWatts"] >= 450

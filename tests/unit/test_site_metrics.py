@@ -84,5 +84,11 @@ def test_status_refreshes_left_for_later_cycles_are_reported_per_site() -> None:
     assert value("wattcap_status_refreshes_deferred", site="east") == 4
     handlers._apply_status(cluster, Plan(), state, "east")
     assert value("wattcap_status_refreshes_deferred", site="east") == 0
+    # a burst of new waiting jobs: first answers beyond their share, reported too
+    cluster.status_writes.firsts_per_cycle = 5
+    new = {("ns", f"new-{i}"): status("short") for i in range(7)}
+    handlers._apply_status(cluster, Plan(tj_status=new), state, "east")
+    assert value("wattcap_status_first_answers_deferred", site="east") == 2
     metrics.forget_site("east")
     assert value("wattcap_status_refreshes_deferred", site="east") is None
+    assert value("wattcap_status_first_answers_deferred", site="east") is None

@@ -280,3 +280,55 @@ def test_transition_times_are_kept_on_the_written_statuses_only(monkeypatch) -> 
     assert cluster.apply_status(Plan(tj_status=desired), state, "") == 0
     assert api.bodies == expected
     assert sorted(calls) == ["admitted", "short of 9 kW"]
+
+
+def test_first_answers_to_waiting_jobs_share_a_bounded_part_of_each_cycle() -> None:
+    """A burst of 300 new jobs, all waiting: their first statuses (why each
+    waits) go out at most `firsts` a cycle, in the order the cycle gave them
+    (its queue's), each within ceil(n / firsts) cycles; written at once, they
+    made a burst's cycle last tens of seconds (bench/load.py, issue 15)."""
+    n, firsts = 300, 64
+    w = StatusWrites(firsts_per_cycle=firsts)
+    current: dict[Ref, dict[str, Any]] = {}
+    desired = {r: waiting("short of 2 kW") for r in refs(n)}
+    order: list[Ref] = []
+    for c in range(math.ceil(n / firsts)):
+        picked = w.pick(current, desired, now_s=c)
+        assert len(picked) == min(firsts, n - len(order))
+        assert w.firsts_deferred == n - len(order) - len(picked)
+        w.written(picked)
+        current.update({r: desired[r] for r in picked})
+        order += picked
+    assert order == refs(n), "every job answered once, in the cycle's order"
+    assert w.pick(current, desired, now_s=9) == [] and w.firsts_deferred == 0
+
+
+def test_first_answers_that_are_not_a_wait_go_out_whatever_the_budget() -> None:
+    """Admitted, refused as invalid, or any change to a status already shown:
+    written in the cycle that decides it, however many waiting jobs are new."""
+    w = StatusWrites(firsts_per_cycle=2)
+    new = {r: waiting("short") for r in refs(10)}
+    admitted = {("ns", "adm"): {**waiting("go"), "phase": "Admitted", "reason": "Admitted"}}
+    failed = {("ns", "bad"): {"phase": "Failed", "reason": "InvalidSpec", "message": "x"}}
+    moved = {("ns", "old"): waiting("short", reason="WaitingForGPUs")}
+    current = {("ns", "old"): waiting("short")}
+    picked = w.pick(current, {**new, **admitted, **failed, **moved})
+    assert {("ns", "adm"), ("ns", "bad"), ("ns", "old")} <= set(picked)
+    assert len(picked) == 3 + 2 and w.firsts_deferred == 8
+
+
+def test_a_first_answer_that_failed_keeps_its_place() -> None:
+    w = StatusWrites(firsts_per_cycle=2)
+    desired = {r: waiting("short") for r in refs(6)}
+    first = w.pick({}, desired)
+    w.written(first[1:])  # the first write was refused
+    assert w.pick({first[1]: desired[first[1]]}, desired, now_s=1)[0] == first[0]
+
+
+def test_a_first_answer_sent_with_an_event_goes_out_with_it() -> None:
+    """The controller tells a job it can never fit by an Event once, while its
+    stored status does not say so yet: deferred, that Event would repeat."""
+    w = StatusWrites(firsts_per_cycle=1)
+    desired = {r: waiting("never fits", reason="Unschedulable") for r in refs(4)}
+    picked = w.pick({}, desired, evented=set(refs(4)[2:]))
+    assert picked == [refs(4)[2], refs(4)[3], refs(4)[0]]
