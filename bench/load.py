@@ -409,8 +409,8 @@ def main() -> None:
     ap.add_argument(
         "--ref-old-priority",
         action="store_true",
-        default=True,
-        help="the baseline reads spec.priority, not priorityClassName (d750286 does)",
+        help="the baseline reads spec.priority, not priorityClassName: d750286 does, "
+        "newer trees do not (until 2026-12-07 this was always on, which its help said to avoid)",
     )
     ap.add_argument(
         "--ref-only",
