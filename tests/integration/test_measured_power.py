@@ -272,4 +272,5 @@ def test_an_idle_wait_before_its_work_does_not_tighten_a_running_jobs_plan(
         lambda: status(kc, namespace, "slow-start").get("plannedGpuWatts", TDP) < 0.9 * admitted,
         150,
     )
-    assert status(kc, namespace, "slow-start")["plannedGpuWatts"] >= 450
+    # from its working readings alone: its idle ones in the mean would put it near 300 W
+    assert status(kc, namespace, "slow-start")["plannedGpuWatts"] >= 0.95 * 450
