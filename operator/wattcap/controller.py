@@ -34,6 +34,7 @@ from .admission import (
     QueuedJob,
     RunningJob,
     Snapshot,
+    Wait,
     decide,
     fmt_watts,
     over_cap_since,
@@ -103,6 +104,11 @@ class SiteState:
 
 
 MAX_SAMPLES = 720
+# at most this many admissions are written a cycle (`_pace`): three writes each
+# (Job, status, Event), with the first answers of a burst's waiting jobs about
+# 1.5 s of a 2-core control plane's writes (bench/load.py, issue 15)
+ADMITS_PER_CYCLE = 32
+PACED = "AdmissionPaced"  # the wait reason of an admission left for the next cycle
 MAX_FINISHED = 100  # finished jobs' (class, measured, forecast) awaiting the metrics step
 
 
@@ -120,6 +126,7 @@ class Plan:
     tj_status: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     policy_status: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[dict[str, Any], str, str, str]] = field(default_factory=list)
+    paced: int = 0  # admissions the decision made that the next cycle writes (`_pace`)
     decision: Decision | None = None
     errors: list[tuple[str, str]] = field(default_factory=list)  # (step, error kind)
     # (namespace, pod, annotations merge patch): GPU power limits asked or released
@@ -433,6 +440,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         unmanaged_watts=foreign.watts,
     )
     dec = decide(snap)
+    plan.paced = _pace(dec, now_s)
     plan.decision = dec
     if any(p.reason == PREEMPT_MEASURED for p in dec.preempts):
         # pods take a while to stop and Prometheus to see it: judge the effect of
@@ -465,6 +473,26 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         plan.policy_status["conditions"].append(_limits_condition(state, mem, limited, now_s))
         plan.policy_status["conditions"].append(_grace_condition(pol, now_s))
     return plan
+
+
+def _pace(dec: Decision, now_s: float) -> int:
+    """Keep the decision's first ADMITS_PER_CYCLE admissions; the rest wait for
+    the next cycle (how many did). Why: each admission is three writes, and a
+    burst admitted at once made one cycle of thousands of writes, tens of
+    seconds long, with the site undecided meanwhile. Leaving an admission out
+    is safe for the cap (it draws nothing); the core orders admissions by its
+    queue, so the first are the ones it would start first."""
+    late = dec.admits[ADMITS_PER_CYCLE:]
+    if not late:
+        return 0
+    del dec.admits[ADMITS_PER_CYCLE:]
+    dec.projected_site_watts -= sum(a.site_watts for a in late)
+    msg = (
+        f"admitted by this cycle's plan, written by the next cycle's: at most "
+        f"{ADMITS_PER_CYCLE} admissions go out a cycle"
+    )
+    dec.waits[:0] = [Wait(a.key, PACED, msg, now_s) for a in late]
+    return len(late)
 
 
 def _site_watts(state: SiteState, pic: _Picture, unmeasured: set[str] | None) -> float | None:
@@ -1628,6 +1656,7 @@ def condition(kind: str, status: str, reason: str, message: str, now_iso: str) -
 
 
 WAIT_REASONS = (
+    PACED,
     WAITING_FOR_POWER,
     WAITING_FOR_CAP_WINDOW,
     WAITING_FOR_GPUS,

@@ -308,9 +308,9 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
     mem.cycle_s = time.monotonic() - started
     if plan.decision is not None:
         _record(plan, state, mem, now, mem.cycle_s, name)
-    # new jobs still owed their first answer: the next cycle answers more of them
-    # soon, not a period later (their own status writes wake nobody)
-    return MIN_GAP_S if cluster.status_writes.firsts_deferred else 0.0
+    # admissions paced to the next cycle, or new jobs still owed their first answer:
+    # the next cycle comes soon, not a period later (its own writes wake nobody)
+    return MIN_GAP_S if plan.paced or cluster.status_writes.firsts_deferred else 0.0
 
 
 def _report_invalid(
