@@ -191,18 +191,24 @@ class Cluster:
 
     # ------------------------------------------------------------------ writes
 
-    def _each(self, calls: Sequence[Callable[[], R]], fence: Fence | None) -> list[R]:
+    def _each(
+        self, calls: Sequence[Callable[[], R]], fence: Fence | None, until: float | None = None
+    ) -> list[R]:
         """Run independent writes `WRITERS` at a time, in chunks of `CHUNK`, in order.
 
         A burst of thousands of jobs is thousands of writes in one cycle; one
         at a time they took longer than the cycle's period (about 9 s for 500
         jobs). Before each chunk `fence` must say the Lease is still held
         without a gap since the cycle's read (`SiteLease.fresh`), else
-        `LeaseLost` is raised and the rest are not written."""
+        `LeaseLost` is raised and the rest are not written. Writes that can
+        wait stop at `until` (`time.monotonic()`), after their first chunk:
+        the result is then shorter than `calls`."""
         out: list[R] = []
         for i in range(0, len(calls), CHUNK):
             if fence is not None and not fence():
                 raise LeaseLost(f"{len(calls) - i} writes of this kind not made")
+            if until is not None and i > 0 and time.monotonic() >= until:
+                break
             chunk = calls[i : i + CHUNK]
             if len(chunk) == 1:
                 out.append(chunk[0]())
@@ -369,7 +375,12 @@ class Cluster:
         return WriteFailure(ref, what, err[0], err[1], err[2])
 
     def apply_status(
-        self, plan: Plan, state: SiteState, policy_name: str, fence: Fence | None = None
+        self,
+        plan: Plan,
+        state: SiteState,
+        policy_name: str,
+        fence: Fence | None = None,
+        until: float | None = None,
     ) -> int:
         """TrainingJob and PowerPolicy status, and Events; how many writes failed.
 
@@ -378,7 +389,9 @@ class Cluster:
         written first (`statuswrites.py`); a status the TrainingJob already
         has is not written, and one whose key (`Plan.status_keys`) is last
         cycle's is not compared again. A condition whose status is unchanged
-        keeps its stored `lastTransitionTime`."""
+        keeps its stored `lastTransitionTime`. The writes that can wait (new
+        waiting jobs' first answers, refreshes) stop at `until` after their
+        first chunk; the next cycle picks the rest again."""
         failed = 0
         current = {}
         for t in state.trainingjobs:
@@ -405,14 +418,17 @@ class Cluster:
             )
             for ns, name, status in changed
         ]
+        k = self.status_writes.optional_at
+        results = self._each(patches[:k], fence) + self._each(patches[k:], fence, until)
         went: list[tuple[str, str]] = []
-        for (ns, name, _), err in zip(changed, self._each(patches, fence), strict=True):
+        for (ns, name, _), err in zip(changed, results, strict=False):
             if err is not None:
                 failed += 1
                 log.warning("patch status of %s/%s failed: %s %s", ns, name, *err[:2])
             else:
                 went.append((ns, name))
         self.status_writes.written(went)  # a refused one keeps its place in line
+        self.status_writes.left((ns, name) for ns, name, _ in changed[len(results) :])
         self._each([partial(self.event, *e) for e in plan.events], fence)
         if plan.policy_status:
             err = self._attempt(self.patch_policy_status, policy_name, plan.policy_status)

@@ -74,6 +74,10 @@ class Wakes:
 
 
 WAKE = Wakes()
+# a cycle's writes that can wait (new waiting jobs' first answers, refreshes of
+# text) stop this long after the cycle started, after their first chunk: in a
+# burst the rest go out in the next cycles, which keeps each one short
+OPTIONAL_WRITES_UNTIL_S = 1.5
 MIN_GAP_S = 1.0  # debounce: a burst of watch events costs one cycle, not hundreds
 METRICS_PORT = 0
 LEASE_DURATION_S = 15
@@ -297,7 +301,7 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         note_write_failures(plan, mem, failures, now)
         for _ in range(cluster.apply_pod_limits(plan, fence)):
             metrics.count_error("write", "pod_limit", name)
-        _apply_status(cluster, plan, state, name, fence)
+        _apply_status(cluster, plan, state, name, fence, started + OPTIONAL_WRITES_UNTIL_S)
     except LeaseLost as err:
         # what went out was written under the Lease; a Job created without its
         # status is adopted by whichever replica decides next
@@ -332,12 +336,18 @@ def _report_invalid(
 
 
 def _apply_status(
-    cluster: Cluster, plan: Plan, state: SiteState, site: str, fence: Fence | None = None
+    cluster: Cluster,
+    plan: Plan,
+    state: SiteState,
+    site: str,
+    fence: Fence | None = None,
+    until: float | None = None,
 ) -> None:
-    """Write the cycle's statuses; count the refused ones, and report the due
-    refreshes and first answers the cycle's shares left for later (a share too
-    small for the site, or a burst of new jobs being answered)."""
-    for _ in range(cluster.apply_status(plan, state, site, fence)):
+    """Write the cycle's statuses (those that can wait until `until`, monotonic);
+    count the refused ones, and report the due refreshes and first answers the
+    cycle left for later (a share too small for the site, or a burst of new
+    jobs being answered)."""
+    for _ in range(cluster.apply_status(plan, state, site, fence, until)):
         metrics.count_error("status", "refused", site)
     metrics.STATUS_DEFERRED.labels(site).set(cluster.status_writes.deferred)
     metrics.STATUS_FIRSTS_DEFERRED.labels(site).set(cluster.status_writes.firsts_deferred)

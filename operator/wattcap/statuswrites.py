@@ -142,6 +142,10 @@ class StatusWrites:
         self.firsts_per_cycle = firsts_per_cycle
         self.deferred = 0  # due refreshes the last `pick` left for later cycles
         self.firsts_deferred = 0  # waiting jobs' first answers it left for later cycles
+        # where the last pick's writes that may wait begin (first answers, refreshes),
+        # and which of those are first answers (`left`)
+        self.optional_at = 0
+        self._firsts_picked: set[Ref] = set()
         self._now = 0.0
         self._written: dict[Ref, float] = {}  # when each job's status was last written
         # per status given a key: the key and its verdict (_MUST, a refresh: True, or
@@ -200,7 +204,19 @@ class StatusWrites:
         self.firsts_deferred = max(0, len(firsts) - answered)
         share = max(0, self.refreshes_per_cycle)
         self.deferred = max(0, len(due) - share)
+        self.optional_at = len(must)
+        self._firsts_picked = set(firsts[:answered])
         return must + firsts[:answered] + due[:share]
+
+    def left(self, refs: Iterable[Ref]) -> None:
+        """Of the last pick's optional writes, these were not made: the cycle's time
+        for them ran out (`cluster.Cluster.apply_status`). They are counted as
+        deferred, and being unwritten, are picked again by the next cycle."""
+        for ref in refs:
+            if ref in self._firsts_picked:
+                self.firsts_deferred += 1
+            else:
+                self.deferred += 1
 
     def to_write(
         self,

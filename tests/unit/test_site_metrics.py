@@ -92,3 +92,44 @@ def test_status_refreshes_left_for_later_cycles_are_reported_per_site() -> None:
     metrics.forget_site("east")
     assert value("wattcap_status_refreshes_deferred", site="east") is None
     assert value("wattcap_status_first_answers_deferred", site="east") is None
+
+
+def test_writes_that_can_wait_stop_at_the_cycles_time_after_one_chunk() -> None:
+    """A slow API server in a burst: past `until`, new waiting jobs' first answers
+    stop after their first chunk (progress every cycle) and are counted as left
+    for later; an admission's status goes out whatever the time."""
+    import time
+
+    from kubernetes import client
+
+    from wattcap import handlers
+    from wattcap.cluster import CHUNK, Cluster
+    from wattcap.controller import Plan, SiteState
+    from wattcap.model import PowerPolicy
+
+    made: list[str] = []
+
+    class Statuses:  # FAKE API: records each write; `until` is already past, no slowness needed
+        def patch_namespaced_custom_object_status(self, *a: Any, **__: Any) -> None:
+            made.append(a[4])
+
+    def waiting(message: str) -> dict[str, Any]:
+        return {"phase": "Queued", "reason": "WaitingForPower", "message": message}
+
+    new = {("ns", f"new-{i:02d}"): waiting("short") for i in range(40)}
+    admitted = {("ns", "adm"): {"phase": "Admitted", "reason": "Admitted", "message": "go"}}
+    state = SiteState(PowerPolicy(cap_watts=1e5), [], [], [], {})
+    cluster = Cluster(client.ApiClient())
+    cluster.custom = Statuses()  # type: ignore[assignment]
+    plan = Plan(tj_status={**admitted, **new})
+    handlers._apply_status(cluster, plan, state, "west", until=time.monotonic())
+    assert made[0] == "adm"
+    assert made[1:] == [f"new-{i:02d}" for i in range(CHUNK)]
+    assert value("wattcap_status_first_answers_deferred", site="west") == 40 - CHUNK
+    # the next cycle, with time left, answers the rest
+    tjs = [{"metadata": {"namespace": "ns", "name": n}, "status": new[("ns", n)]} for n in made[1:]]
+    state = SiteState(PowerPolicy(cap_watts=1e5), [], [], tjs, {})
+    handlers._apply_status(cluster, Plan(tj_status=new), state, "west")
+    assert sorted(made[1:]) == sorted(n for _, n in new)
+    assert value("wattcap_status_first_answers_deferred", site="west") == 0
+    metrics.forget_site("west")
