@@ -435,6 +435,9 @@ def main() -> None:
     have = len(kubectl("get", "nodes", "-l", "type=kwok", "-o", "name").split())
     if have != args.nodes:
         raise SystemExit(f"the control plane is up with {have} nodes: hack/cluster.sh down first")
+    left = [n for n in kubectl("get", "namespaces", "-o", "name").split() if "/load-" in n]
+    if left:  # a run's last operator leaves its jobs running, holding the cap and GPUs
+        raise SystemExit(f"an earlier run's jobs are still here ({left}): cluster.sh down first")
     results = []
     if not args.ref_only:
         results.append(run_one(ROOT, "this-tree", args, old=False, last=not args.ref))
