@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,33 @@ def test_chart_installs_its_crds_and_operator_and_uninstalls(kubeconfig: str) ->
     finally:
         helm(kubeconfig, "uninstall", "wattcap", "--namespace", ns, check=False)
         kubectl(kubeconfig, "delete", "namespace", ns, "--wait=false", check=False)
+        _wait_policies_gone(kubeconfig)
+
+
+# a Job only the operator may make while the chart's admission policies are enforced
+_LABELLED_JOB = """apiVersion: batch/v1
+kind: Job
+metadata: {name: helm-policies-gone, namespace: default, labels: {wattcap.io/trainingjob: x}}
+spec:
+  suspend: true
+  template: {spec: {restartPolicy: Never, containers: [{name: c, image: x}]}}
+"""
+
+
+def _wait_policies_gone(kubeconfig: str, timeout_s: float = 60.0) -> None:
+    """The API server drops a deleted ValidatingAdmissionPolicy from what it
+    enforces a while after the delete (seconds on a loaded machine): the next
+    test, making such a Job itself, was refused by the uninstalled release's
+    policy (CI at f608352). Wait until a dry run is let through."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        res = kubectl(
+            kubeconfig, "create", "--dry-run=server", "-f", "-", stdin=_LABELLED_JOB, check=False
+        )
+        if res.returncode == 0:
+            return
+        assert time.monotonic() < deadline, f"policies still enforced after uninstall: {res.stderr}"
+        time.sleep(0.5)
 
 
 def _render(*sets: str) -> list[dict]:
