@@ -305,7 +305,11 @@ def test_chaos(power_stack: str, namespace: str, tmp_path: Path) -> None:  # noq
             p = ledger.phases()
             return len(p) == jobs_total and all(v == "Succeeded" for v in p.values())
 
-        wait_until("every job to succeed", all_succeeded, plan.finish_s, every=2)
+        try:
+            wait_until("every job to succeed", all_succeeded, plan.finish_s, every=2)
+        except AssertionError as err:  # say which did not, and where they stand
+            left = {k: v for k, v in ledger.phases().items() if v != "Succeeded"}
+            raise AssertionError(f"{err}: not succeeded {left}") from None
     finally:
         replicas.stop_all()
         ledger.__exit__()
