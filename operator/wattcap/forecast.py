@@ -73,6 +73,11 @@ WARMUP_S = 30.0  # a job's first half minute of work (ramp-up) says little about
 IDLE_BAND = 0.1
 
 
+def _working_above(idle_watts: float, tdp_watts: float) -> float:
+    """The per-GPU draw above which a reading is work, not a GPU held idle."""
+    return idle_watts + IDLE_BAND * (tdp_watts - idle_watts)
+
+
 def steady_samples(
     samples: Sequence[tuple[float, float]],
     idle_watts: float,
@@ -108,7 +113,7 @@ def steady_samples(
     first tick to its last (sim/meter.py): no wait, ramp or tail to drop,
     so its learner takes the plain mean of all of them (sim/engine.py).
     """
-    band = idle_watts + IDLE_BAND * (tdp_watts - idle_watts)
+    band = _working_above(idle_watts, tdp_watts)
     working = [i for i, (_, v) in enumerate(samples) if v > band]
     if not working:
         return [v for _, v in samples]
@@ -136,7 +141,7 @@ def working_samples(
     how it draws). A job that never leaves idle is never tightened: planned
     at its admission forecast, which costs watts, not safety.
     """
-    band = idle_watts + IDLE_BAND * (tdp_watts - idle_watts)
+    band = _working_above(idle_watts, tdp_watts)
     for t0, v in samples:
         if v > band:
             start = t0 + warmup_s
