@@ -428,7 +428,7 @@ class Cluster:
             else:
                 went.append((ns, name))
         self.status_writes.written(went)  # a refused one keeps its place in line
-        self.status_writes.left((ns, name) for ns, name, _ in changed[len(results) :])
+        self.status_writes.left(len(changed) - len(results))
         self._each([partial(self.event, *e) for e in plan.events], fence)
         if plan.policy_status:
             err = self._attempt(self.patch_policy_status, policy_name, plan.policy_status)

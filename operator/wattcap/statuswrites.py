@@ -142,10 +142,11 @@ class StatusWrites:
         self.firsts_per_cycle = firsts_per_cycle
         self.deferred = 0  # due refreshes the last `pick` left for later cycles
         self.firsts_deferred = 0  # waiting jobs' first answers it left for later cycles
-        # where the last pick's writes that may wait begin (first answers, refreshes),
-        # and which of those are first answers (`left`)
+        # the last pick's writes in order: those before `optional_at` must go out, then
+        # first answers up to `_firsts_end`, then refreshes; `_picked` in all (`left`)
         self.optional_at = 0
-        self._firsts_picked: set[Ref] = set()
+        self._firsts_end = 0
+        self._picked = 0
         self._now = 0.0
         self._written: dict[Ref, float] = {}  # when each job's status was last written
         # per status given a key: the key and its verdict (_MUST, a refresh: True, or
@@ -204,19 +205,19 @@ class StatusWrites:
         self.firsts_deferred = max(0, len(firsts) - answered)
         share = max(0, self.refreshes_per_cycle)
         self.deferred = max(0, len(due) - share)
+        picked = must + firsts[:answered] + due[:share]
         self.optional_at = len(must)
-        self._firsts_picked = set(firsts[:answered])
-        return must + firsts[:answered] + due[:share]
+        self._firsts_end = len(must) + min(len(firsts), answered)
+        self._picked = len(picked)
+        return picked
 
-    def left(self, refs: Iterable[Ref]) -> None:
-        """Of the last pick's optional writes, these were not made: the cycle's time
-        for them ran out (`cluster.Cluster.apply_status`). They are counted as
-        deferred, and being unwritten, are picked again by the next cycle."""
-        for ref in refs:
-            if ref in self._firsts_picked:
-                self.firsts_deferred += 1
-            else:
-                self.deferred += 1
+    def left(self, unmade: int) -> None:
+        """The last `unmade` of the last pick's writes (optional ones) were not made:
+        the cycle's time for them ran out (`cluster.Cluster.apply_status`). They are
+        counted as deferred, and being unwritten, are picked again by the next cycle."""
+        firsts = max(0, self._firsts_end - (self._picked - unmade))
+        self.firsts_deferred += firsts
+        self.deferred += unmade - firsts
 
     def to_write(
         self,
