@@ -37,7 +37,7 @@ from .controller import (
     note_write_failures,
 )
 from .jobs import adoptable, controller_uid
-from .model import API_GROUP, API_VERSION, PowerPolicy
+from .model import API_GROUP, API_VERSION, PowerPolicy, ref_of
 from .priorities import parse_priority_classes
 from .statuswrites import StatusWrites
 
@@ -299,15 +299,11 @@ class Cluster:
                 not_deleted.add((ns, name))
                 failures.append(self._failure(plan, ns, name, "delete Job", err))
         # while the old Job is still there, creating would only conflict
-        creating = [
-            job
-            for job in plan.create_jobs
-            if (job["metadata"]["namespace"], job["metadata"]["name"]) not in not_deleted
-        ]
+        creating = [job for job in plan.create_jobs if ref_of(job) not in not_deleted]
         creates = [partial(self._create_job, job) for job in creating]
         for job, err in zip(creating, self._each(creates, fence), strict=True):
             if err is not None:
-                ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+                ns, name = ref_of(job)
                 failures.append(self._failure(plan, ns, name, "create Job", err))
         resumes = [
             partial(self._attempt, self.batch.patch_namespaced_job, name, ns, patch)
@@ -324,7 +320,7 @@ class Cluster:
 
     def _create_job(self, job: dict[str, Any]) -> tuple[int | None, str, str] | None:
         """Create a Job; after a 409, adopt the one there if it is ours."""
-        ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        ns, name = ref_of(job)
         err = self._attempt(self.batch.create_namespaced_job, ns, job)
         if err is not None and err[0] == 409:
             err = self._adopt(ns, name, job)
@@ -393,14 +389,8 @@ class Cluster:
         waiting jobs' first answers, refreshes) stop at `until` after their
         first chunk; the next cycle picks the rest again."""
         failed = 0
-        current = {}
-        for t in state.trainingjobs:
-            meta = t.get("metadata") or {}
-            current[(meta.get("namespace", "default"), meta.get("name"))] = t.get("status") or {}
-        evented = set()
-        for obj, *_ in plan.events:
-            meta = obj.get("metadata") or {}
-            evented.add((meta.get("namespace", "default"), meta.get("name")))
+        current = {ref_of(t): t.get("status") or {} for t in state.trainingjobs}
+        evented = {ref_of(obj) for obj, *_ in plan.events}
         picked = self.status_writes.to_write(
             current, plan.tj_status, time.time(), plan.status_keys, evented
         )

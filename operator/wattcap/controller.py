@@ -62,13 +62,21 @@ from .jobs import (
 )
 from .jobs import get_path as _get
 from .model import (
+    ADMITTED,
     API,
+    FAILED,
+    PREEMPTED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
     ManifestError,
     PowerPolicy,
     TrainingJobSpec,
     format_time,
     parse_time,
     parse_training_job,
+    ref_of,
 )
 from .outlook import outlook
 from .podtemplate import validate_template
@@ -83,10 +91,6 @@ from .throttling import (
     running_pods,
 )
 from .unmanaged import unmanaged_load
-
-QUEUED, ADMITTED, RUNNING = "Queued", "Admitted", "Running"
-SUCCEEDED, FAILED, PREEMPTED = "Succeeded", "Failed", "Preempted"
-TERMINAL = (SUCCEEDED, FAILED)
 
 
 @dataclass(slots=True)
@@ -550,11 +554,6 @@ def _ref_of(key: str) -> tuple[str, str]:
     return ns, name
 
 
-def _tj_ref(tj: Mapping[str, Any]) -> tuple[str, str]:
-    meta = tj["metadata"]
-    return meta.get("namespace", "default"), meta["name"]
-
-
 def _read_one(
     tj: dict[str, Any],
     state: SiteState,
@@ -566,7 +565,7 @@ def _read_one(
 ) -> None:
     """Add one TrainingJob to the picture; an error stays with it (see `_fallback`)."""
     try:
-        ref = _tj_ref(tj)
+        ref = ref_of(tj)
     except (KeyError, TypeError, AttributeError):
         plan.errors.append(("read", "MalformedObject"))
         return
@@ -1285,7 +1284,7 @@ def _judge_limits(
             lost = seen_at is not None and (asked_at is None or seen_at >= asked_at)
             v = judge(limits, since, failed, now_s, grace, period if lost else 0.0)
             if v.state == CONFIRMED:
-                at = [pod_at.get(_pod_ref(p), now_s) for p in pods]
+                at = [pod_at.get(ref_of(p), now_s) for p in pods]
                 mem.limit_seen[ref] = min(at, default=now_s)
             if v.state == PENDING and v.since_s is not None:
                 mem.limit_pending[ref] = v.since_s
@@ -1312,11 +1311,6 @@ def _latest(*times: float | None) -> float | None:
     """The latest of the times given, None if none is."""
     known = [t for t in times if t is not None]
     return max(known) if known else None
-
-
-def _pod_ref(pod: Mapping[str, Any]) -> tuple[str, str]:
-    meta = pod.get("metadata") or {}
-    return (str(meta.get("namespace", "default")), str(meta.get("name", "")))
 
 
 def _agentless_nodes(state: SiteState, mem: ControllerMemory, now_s: float) -> set[str]:
@@ -1411,7 +1405,7 @@ def _asked(
 ) -> set[tuple[str, str]]:
     """The jobs whose pods this plan asks for a limit (a new or changed one)."""
     asking = {(ns, name) for ns, name, patch in plan.pod_patches if patch.get(ANN_GPU_LIMIT)}
-    return {ref for ref, (_, pods) in verdicts.items() if asking.intersection(map(_pod_ref, pods))}
+    return {ref for ref, (_, pods) in verdicts.items() if asking.intersection(map(ref_of, pods))}
 
 
 def _limits_condition(

@@ -40,6 +40,20 @@ class ManifestError(ValueError):
         self.why = why
 
 
+# A TrainingJob's phases, as its status shows them: the controller writes them,
+# and the status writes judge by them (what waits, what is done).
+QUEUED, ADMITTED, RUNNING = "Queued", "Admitted", "Running"
+SUCCEEDED, FAILED, PREEMPTED = "Succeeded", "Failed", "Preempted"
+TERMINAL = (SUCCEEDED, FAILED)
+
+
+def ref_of(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """An object's (namespace, name), from any object the API returns or the
+    controller builds; one reading, so every map keyed by it agrees."""
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace", "default")), str(meta.get("name", ""))
+
+
 # --------------------------------------------------------------------- parsing helpers
 
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?$")

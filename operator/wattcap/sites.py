@@ -33,17 +33,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .controller import (
-    FAILED,
-    PREEMPTED,
-    QUEUED,
-    SUCCEEDED,
     Plan,
     SiteState,
     _placement,
     condition,
 )
 from .jobs import LABEL_TJ, job_name
-from .model import PowerPolicy
+from .model import FAILED, PREEMPTED, QUEUED, SUCCEEDED, PowerPolicy
 
 SITE_NOT_FOUND = "SiteNotFound"
 NODES_UNGOVERNED = "NodesUngoverned"

@@ -42,6 +42,8 @@ import math
 from collections.abc import Collection, Hashable, Iterable, Mapping
 from typing import Any
 
+from .model import QUEUED
+
 Ref = tuple[str, str]
 
 # at most this many refresh-only status writes a cycle: one chunk of the
@@ -56,7 +58,6 @@ REFRESH_AFTER_S = 30.0
 FIRSTS_PER_CYCLE = 128
 REFRESH_KEYS = frozenset({"message", "estimatedStart"})
 _MUST = "must"  # pick's verdict on a change of substance
-QUEUED = "Queued"  # controller.QUEUED: the phase of a job that waits
 
 
 def _empty(value: Any) -> bool:
