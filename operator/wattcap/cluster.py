@@ -127,6 +127,8 @@ class Cluster:
         self.write_errors = 0
         # which TrainingJob statuses each cycle writes (one Cluster per site loop)
         self.status_writes = StatusWrites()
+        # the last apply_status's TrainingJob statuses sent: (of substance, that could wait)
+        self.status_sent = (0, 0)
         self._pool: ThreadPoolExecutor | None = None  # the writers, started on first need
         # the watch-fed picture read_site reads; the process's shared one unless given
         self.picture = picture
@@ -419,6 +421,7 @@ class Cluster:
                 went.append((ns, name))
         self.status_writes.written(went)  # a refused one keeps its place in line
         self.status_writes.left(len(changed) - len(results))
+        self.status_sent = (min(k, len(results)), max(len(results) - k, 0))
         self._each([partial(self.event, *e) for e in plan.events], fence)
         if plan.policy_status:
             err = self._attempt(self.patch_policy_status, policy_name, plan.policy_status)

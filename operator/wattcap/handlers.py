@@ -78,6 +78,8 @@ WAKE = Wakes()
 # text) stop this long after the cycle started, after their first chunk: in a
 # burst the rest go out in the next cycles, which keeps each one short
 OPTIONAL_WRITES_UNTIL_S = 1.5
+# a cycle longer than this logs where its time went (`_log_slow`)
+SLOW_CYCLE_S = 1.0
 MIN_GAP_S = 1.0  # debounce: a burst of watch events costs one cycle, not hundreds
 METRICS_PORT = 0
 LEASE_DURATION_S = 15
@@ -268,6 +270,7 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         return site.period  # may outlast half a lease and still write (lease.py)
     step[0] = "decide"
     now = time.time()
+    read_s = time.monotonic() - started
     plan = cycle(state, mem, now)
     for where, kind in plan.errors:
         metrics.count_error(where, kind, name)
@@ -294,6 +297,7 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
     def fence() -> bool:  # checked between chunks of writes (lease.py)
         return lease.fresh(read_at)
 
+    decided = time.monotonic()
     try:
         failures = cluster.apply_jobs(plan, fence)
         for f in failures:
@@ -301,6 +305,7 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         note_write_failures(plan, mem, failures, now)
         for _ in range(cluster.apply_pod_limits(plan, fence)):
             metrics.count_error("write", "pod_limit", name)
+        jobs_done = time.monotonic()
         _apply_status(cluster, plan, state, name, fence, started + OPTIONAL_WRITES_UNTIL_S)
     except LeaseLost as err:
         # what went out was written under the Lease; a Job created without its
@@ -310,11 +315,43 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         log.warning("lease lost during this cycle's writes; the rest are dropped: %s", err)
         return 0.0
     mem.cycle_s = time.monotonic() - started
+    if mem.cycle_s > SLOW_CYCLE_S:
+        _log_slow(plan, cluster, mem.cycle_s, read_s, decided - started, jobs_done - decided)
     if plan.decision is not None:
         _record(plan, state, mem, now, mem.cycle_s, name)
     # admissions paced to the next cycle, or new jobs still owed their first answer:
     # the next cycle comes soon, not a period later (its own writes wake nobody)
     return MIN_GAP_S if plan.paced or cluster.status_writes.firsts_deferred else 0.0
+
+
+def _log_slow(
+    plan: Plan,
+    cluster: Cluster,
+    total_s: float,
+    read_s: float,
+    until_decided_s: float,
+    jobs_s: float,
+) -> None:
+    """Where a slow cycle's time went, so an operator can tell a slow API server
+    (reads, writes) from a big site (the decision) without a profiler."""
+    must, could_wait = cluster.status_sent
+    log.info(
+        "cycle took %.2f s: read %.2f s, decide %.2f s, Jobs %.2f s (%d created, %d resumed, "
+        "%d deleted, %d paced), statuses and Events %.2f s (%d of substance, %d that could "
+        "wait, %d Events)",
+        total_s,
+        read_s,
+        until_decided_s - read_s,
+        jobs_s,
+        len(plan.create_jobs),
+        len(plan.resume_jobs),
+        len(plan.delete_jobs),
+        plan.paced,
+        total_s - until_decided_s - jobs_s,
+        must,
+        could_wait,
+        len(plan.events),
+    )
 
 
 def _report_invalid(
