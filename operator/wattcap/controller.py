@@ -108,10 +108,19 @@ class SiteState:
 
 
 MAX_SAMPLES = 720
-# at most this many admissions are written a cycle (`_pace`): three writes each
-# (Job, status, Event), with the first answers of a burst's waiting jobs about
-# 1.5 s of a 2-core control plane's writes (bench/load.py, issue 15)
+# How many admissions a cycle writes (`_pace`) follows how fast the API server
+# took the last cycles' writes (`next_admit_pace`): a site loop starts at
+# ADMITS_PER_CYCLE, then aims a cycle's admissions at ADMIT_WRITES_S of writes,
+# each WRITES_PER_ADMISSION writes (the Job, its status and Event, and its status
+# again once it runs). A fixed 32 kept a 2-core control plane's burst cycles
+# at 1.6 to 2.2 s (bench/load.py, issue 15), where a faster one could take more.
 ADMITS_PER_CYCLE = 32
+ADMIT_PACE_MIN, ADMIT_PACE_MAX = 4, 512
+ADMIT_WRITES_S = 0.8
+WRITES_PER_ADMISSION = 4
+# a cycle with fewer writes says little about the API server's rate (one slow
+# write is its latency, not its throughput): the pace stays
+PACE_MIN_WRITES = 16
 PACED = "AdmissionPaced"  # the wait reason of an admission left for the next cycle
 MAX_FINISHED = 100  # finished jobs' (class, measured, forecast) awaiting the metrics step
 
@@ -161,6 +170,8 @@ class ControllerMemory:
     # it): the next cycle's writes land that much after its start, so a limit's
     # fallback looks that much further ahead (`_fallback_lead`)
     cycle_s: float = 0.0
+    # admissions written a cycle at most (`_pace`), learned from the writes' rate
+    admit_pace: int = ADMITS_PER_CYCLE
     # per TrainingJob: (uid, generation) whose pod template passed validation
     valid_templates: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
     # per TrainingJob: (uid, generation) and the spec parsed from that version (`_parsed`);
@@ -444,7 +455,7 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
         unmanaged_watts=foreign.watts,
     )
     dec = decide(snap)
-    plan.paced = _pace(dec, now_s)
+    plan.paced = _pace(dec, now_s, mem.admit_pace)
     plan.decision = dec
     if any(p.reason == PREEMPT_MEASURED for p in dec.preempts):
         # pods take a while to stop and Prometheus to see it: judge the effect of
@@ -479,24 +490,39 @@ def cycle(state: SiteState, mem: ControllerMemory, now_s: float) -> Plan:
     return plan
 
 
-def _pace(dec: Decision, now_s: float) -> int:
-    """Keep the decision's first ADMITS_PER_CYCLE admissions; the rest wait for
-    the next cycle (how many did). Why: each admission is three writes, and a
-    burst admitted at once made one cycle of thousands of writes, tens of
-    seconds long, with the site undecided meanwhile. Leaving an admission out
-    is safe for the cap (it draws nothing); the core orders admissions by its
-    queue, so the first are the ones it would start first."""
-    late = dec.admits[ADMITS_PER_CYCLE:]
+def _pace(dec: Decision, now_s: float, limit: int) -> int:
+    """Keep the decision's first `limit` admissions; the rest wait for the next
+    cycle (how many did). Why: each admission is several writes, and a burst
+    admitted at once made one cycle of thousands of writes, tens of seconds
+    long, with the site undecided meanwhile. Leaving an admission out is safe
+    for the cap (it draws nothing); the core orders admissions by its queue,
+    so the first are the ones it would start first."""
+    late = dec.admits[limit:]
     if not late:
         return 0
-    del dec.admits[ADMITS_PER_CYCLE:]
+    del dec.admits[limit:]
     dec.projected_site_watts -= sum(a.site_watts for a in late)
     msg = (
         f"admitted by this cycle's plan, written by the next cycle's: at most "
-        f"{ADMITS_PER_CYCLE} admissions go out a cycle"
+        f"{limit} admissions go out a cycle, as many as the API server writes in "
+        f"about {ADMIT_WRITES_S:g} s"
     )
     dec.waits[:0] = [Wait(a.key, PACED, msg, now_s) for a in late]
     return len(late)
+
+
+def next_admit_pace(pace: int, writes: int, seconds: float) -> int:
+    """The next cycle's admission pace, from this cycle's `writes` that took
+    `seconds`: halfway from `pace` to the admissions whose writes take
+    ADMIT_WRITES_S at that rate, within [ADMIT_PACE_MIN, ADMIT_PACE_MAX].
+    Why halfway: one cycle's rate is noisy (a chunk waits on its slowest
+    write), and a pace that swings makes cycles that swing. Why learned: a
+    fixed pace is too much for a small control plane and too little for a big
+    one, and the site loop sees the API server's speed on every cycle."""
+    if writes < PACE_MIN_WRITES or seconds <= 0.0:
+        return pace
+    aim = min(ADMIT_PACE_MAX, writes / seconds * ADMIT_WRITES_S / WRITES_PER_ADMISSION)
+    return max(ADMIT_PACE_MIN, min(ADMIT_PACE_MAX, round((pace + aim) / 2)))
 
 
 def _site_watts(state: SiteState, pic: _Picture, unmeasured: set[str] | None) -> float | None:

@@ -31,6 +31,7 @@ from .controller import (
     SiteState,
     condition,
     cycle,
+    next_admit_pace,
     note_write_failures,
 )
 from .forecast import Forecaster
@@ -315,6 +316,7 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
         log.warning("lease lost during this cycle's writes; the rest are dropped: %s", err)
         return 0.0
     mem.cycle_s = time.monotonic() - started
+    _learn_pace(mem, plan, cluster, started + mem.cycle_s - decided, name)
     if mem.cycle_s > SLOW_CYCLE_S:
         _log_slow(plan, cluster, mem.cycle_s, read_s, decided - started, jobs_done - decided)
     if plan.decision is not None:
@@ -322,6 +324,20 @@ def _run_cycle(cluster: Cluster, name: str, site: _Site, started: float, step: l
     # admissions paced to the next cycle, or new jobs still owed their first answer:
     # the next cycle comes soon, not a period later (its own writes wake nobody)
     return MIN_GAP_S if plan.paced or cluster.status_writes.firsts_deferred else 0.0
+
+
+def _writes(plan: Plan, cluster: Cluster) -> int:
+    """The cycle's writes to the API server: Jobs, statuses and Events."""
+    jobs = len(plan.create_jobs) + len(plan.resume_jobs) + len(plan.delete_jobs)
+    return jobs + sum(cluster.status_sent) + len(plan.events) + (1 if plan.policy_status else 0)
+
+
+def _learn_pace(
+    mem: ControllerMemory, plan: Plan, cluster: Cluster, write_s: float, site: str
+) -> None:
+    """Set the next cycle's admission pace from how fast this cycle's writes went."""
+    mem.admit_pace = next_admit_pace(mem.admit_pace, _writes(plan, cluster), write_s)
+    metrics.ADMIT_PACE.labels(site).set(mem.admit_pace)
 
 
 def _log_slow(

@@ -87,6 +87,11 @@ STATUS_FIRSTS_DEFERRED = Gauge(
     "New waiting TrainingJobs whose first status the last cycle left for later ones.",
     ["site"],
 )
+ADMIT_PACE = Gauge(
+    "wattcap_admission_pace",
+    "Admissions the next cycle writes at most, learned from how fast the API server writes.",
+    ["site"],
+)
 LAST_CYCLE = Gauge(
     "wattcap_last_cycle_timestamp_seconds", "When the site loop last completed a cycle.", ["site"]
 )
@@ -197,7 +202,7 @@ def forget_site(site: str) -> None:
         SITE_POWER, CAP, HEADROOM, QUEUE, UNMANAGED, RUNNING, ADMISSION_LATENCY, CYCLE_SECONDS,
         FORECAST_ERROR, FORECAST_HISTORIES, FORECAST_EVICTED, PREEMPTIONS, PROMETHEUS_UP,
         PROMETHEUS_CONFIGURED, ERRORS, STATUS_DEFERRED, STATUS_FIRSTS_DEFERRED, LAST_CYCLE,
-        PAST_MAX_WAIT, CAP_DROP_AT, CAP_DROP_CAP, CAP_DROP_HEADROOM,
+        ADMIT_PACE, PAST_MAX_WAIT, CAP_DROP_AT, CAP_DROP_CAP, CAP_DROP_HEADROOM,
     ):  # fmt: skip
         metric.remove_by_labels({"site": site})  # every series of the site, whatever else
     _KNOWN_REASONS.pop(site, None)

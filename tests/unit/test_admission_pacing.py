@@ -5,15 +5,28 @@ nodes a burst of 5,000 jobs admitted a thousand at once: one cycle of three
 thousand writes, tens of seconds long (bench/load.py, issue 15), during
 which the site went undecided. Leaving admissions out is always safe for
 the cap (what is not admitted does not draw), so a cycle writes at most
-ADMITS_PER_CYCLE of them, the first in the core's order, and the next cycle
-follows within a second.
+the site loop's pace of them (ADMITS_PER_CYCLE to start), the first in the
+core's order, and the next cycle follows within a second. The pace follows
+how fast the API server wrote the last cycles' writes (`next_admit_pace`).
 """
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from test_controller import NOW, mem, node, site, site_policy, tj
 
-from wattcap.controller import ADMITS_PER_CYCLE, PACED, cycle
+from wattcap.controller import (
+    ADMIT_PACE_MAX,
+    ADMIT_PACE_MIN,
+    ADMIT_WRITES_S,
+    ADMITS_PER_CYCLE,
+    PACE_MIN_WRITES,
+    PACED,
+    WRITES_PER_ADMISSION,
+    cycle,
+    next_admit_pace,
+)
 
 
 def burst(n_jobs: int, cap: float = 1e9) -> tuple[list[dict], object]:
@@ -63,3 +76,40 @@ def test_under_the_pace_every_admission_goes_out() -> None:
     _, state = burst(ADMITS_PER_CYCLE)
     plan = cycle(state, mem(), NOW)
     assert plan.paced == 0 and len(plan.create_jobs) == ADMITS_PER_CYCLE
+
+
+def test_the_pace_the_loop_learned_is_the_pace_the_cycle_keeps() -> None:
+    _, state = burst(12)
+    m = mem()
+    m.admit_pace = 5
+    plan = cycle(state, m, NOW)
+    assert len(plan.create_jobs) == 5 and plan.paced == 7
+    later = [s for s in plan.tj_status.values() if s.get("reason") == PACED]
+    assert len(later) == 7 and all("at most 5 admissions" in s["message"] for s in later)
+
+
+def test_a_fast_api_server_raises_the_pace_and_a_slow_one_lowers_it() -> None:
+    # 400 writes a second: 0.8 s of writes is 320 writes, 80 admissions
+    assert next_admit_pace(32, 200, 0.5) == round((32 + 80) / 2)
+    # 40 writes a second: 8 admissions
+    assert next_admit_pace(32, 40, 1.0) == round((32 + 8) / 2)
+    pace = 32
+    for _ in range(20):  # held at one rate, it settles where the writes take ADMIT_WRITES_S
+        pace = next_admit_pace(pace, 100, 1.0)
+    assert pace == round(100 * ADMIT_WRITES_S / WRITES_PER_ADMISSION)
+
+
+def test_a_cycle_with_few_writes_leaves_the_pace() -> None:
+    assert next_admit_pace(32, PACE_MIN_WRITES - 1, 10.0) == 32
+    assert next_admit_pace(32, 100, 0.0) == 32
+
+
+@given(
+    pace=st.integers(ADMIT_PACE_MIN, ADMIT_PACE_MAX),
+    writes=st.integers(0, 100_000),
+    seconds=st.floats(0.0, 1e4),
+)
+def test_the_pace_stays_within_its_bounds(pace: int, writes: int, seconds: float) -> None:
+    """However fast or stuck the API server: at least ADMIT_PACE_MIN a cycle, so a
+    burst is always admitted, and at most ADMIT_PACE_MAX, so no cycle is huge."""
+    assert ADMIT_PACE_MIN <= next_admit_pace(pace, writes, seconds) <= ADMIT_PACE_MAX

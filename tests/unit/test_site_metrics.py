@@ -160,3 +160,30 @@ def test_a_slow_cycle_says_where_its_time_went(caplog: Any) -> None:
         "0 deleted, 7 paced), statuses and Events 0.50 s (40 of substance, 16 that could "
         "wait, 2 Events)"
     )
+
+
+def test_the_admission_pace_follows_the_cycles_writes() -> None:
+    """Every write of the cycle counts toward the API server's rate: Jobs,
+    statuses (those of substance and those that could wait), Events and the
+    policy's status; the pace is reported per site and gone with it."""
+    from kubernetes import client
+
+    from wattcap import handlers
+    from wattcap.cluster import Cluster
+    from wattcap.controller import ControllerMemory, Plan, next_admit_pace
+    from wattcap.forecast import Forecaster
+
+    cluster = Cluster(client.ApiClient())
+    cluster.status_sent = (40, 16)
+    job = {"metadata": {"namespace": "ns", "name": "a"}}
+    plan = Plan(
+        create_jobs=[job] * 32,
+        events=[(job, "Normal", "Admitted", "go")] * 32,
+        policy_status={"queuedJobs": 1},
+    )
+    mem = ControllerMemory(Forecaster(700, 100))
+    handlers._learn_pace(mem, plan, cluster, 1.0, "north")
+    assert mem.admit_pace == next_admit_pace(32, 32 + 56 + 32 + 1, 1.0) == 28
+    assert value("wattcap_admission_pace", site="north") == 28
+    metrics.forget_site("north")
+    assert value("wattcap_admission_pace", site="north") is None
