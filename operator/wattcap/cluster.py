@@ -388,8 +388,8 @@ class Cluster:
         has is not written, and one whose key (`Plan.status_keys`) is last
         cycle's is not compared again. A condition whose status is unchanged
         keeps its stored `lastTransitionTime`. The writes that can wait (new
-        waiting jobs' first answers, refreshes) stop at `until` after their
-        first chunk; the next cycle picks the rest again."""
+        waiting jobs' first answers, refreshes) go last and stop at `until`
+        after their first chunk; the next cycle picks the rest again."""
         failed = 0
         current = {ref_of(t): t.get("status") or {} for t in state.trainingjobs}
         evented = {ref_of(obj) for obj, *_ in plan.events}
@@ -410,8 +410,17 @@ class Cluster:
             )
             for ns, name, status in changed
         ]
+        # what must go out first (statuses of substance, Events, the policy's
+        # status), then what can wait, until `until`: the budget bounds the cycle
         k = self.status_writes.optional_at
-        results = self._each(patches[:k], fence) + self._each(patches[k:], fence, until)
+        results = self._each(patches[:k], fence)
+        self._each([partial(self.event, *e) for e in plan.events], fence)
+        if plan.policy_status:
+            err = self._attempt(self.patch_policy_status, policy_name, plan.policy_status)
+            if err is not None:
+                failed += 1
+                log.warning("patch status of PowerPolicy %s failed: %s %s", policy_name, *err[:2])
+        results += self._each(patches[k:], fence, until)
         went: list[tuple[str, str]] = []
         for (ns, name, _), err in zip(changed, results, strict=False):
             if err is not None:
@@ -422,12 +431,6 @@ class Cluster:
         self.status_writes.written(went)  # a refused one keeps its place in line
         self.status_writes.left(len(changed) - len(results))
         self.status_sent = (min(k, len(results)), max(len(results) - k, 0))
-        self._each([partial(self.event, *e) for e in plan.events], fence)
-        if plan.policy_status:
-            err = self._attempt(self.patch_policy_status, policy_name, plan.policy_status)
-            if err is not None:
-                failed += 1
-                log.warning("patch status of PowerPolicy %s failed: %s %s", policy_name, *err[:2])
         self.write_errors += failed
         return failed
 

@@ -113,6 +113,13 @@ def test_writes_that_can_wait_stop_at_the_cycles_time_after_one_chunk() -> None:
         def patch_namespaced_custom_object_status(self, *a: Any, **__: Any) -> None:
             made.append(a[4])
 
+        def patch_cluster_custom_object_status(self, *a: Any, **__: Any) -> None:
+            made.append(f"policy {a[3]}")
+
+    class Events:  # FAKE API, as above
+        def create_namespaced_event(self, ns: str, body: Any, **__: Any) -> None:
+            made.append(f"event {body.involved_object.name}")
+
     def waiting(message: str) -> dict[str, Any]:
         return {"phase": "Queued", "reason": "WaitingForPower", "message": message}
 
@@ -121,9 +128,17 @@ def test_writes_that_can_wait_stop_at_the_cycles_time_after_one_chunk() -> None:
     state = SiteState(PowerPolicy(cap_watts=1e5), [], [], [], {})
     cluster = Cluster(client.ApiClient())
     cluster.custom = Statuses()  # type: ignore[assignment]
-    plan = Plan(tj_status={**admitted, **new})
+    cluster.core = Events()  # type: ignore[assignment]
+    adm = {"metadata": {"namespace": "ns", "name": "adm"}}
+    plan = Plan(
+        tj_status={**admitted, **new},
+        events=[(adm, "Normal", "Admitted", "go")],
+        policy_status={"queuedJobs": 40},
+    )
     handlers._apply_status(cluster, plan, state, "west", until=time.monotonic())
-    assert made[0] == "adm"
+    # what must go out goes first, so the budget bounds the cycle's tail
+    assert made[:3] == ["adm", "event adm", "policy west"]
+    del made[1:3]
     assert made[1:] == [f"new-{i:02d}" for i in range(CHUNK)]
     assert value("wattcap_status_first_answers_deferred", site="west") == 40 - CHUNK
     assert cluster.status_sent == (1, CHUNK)  # what a slow cycle's log line reports
