@@ -77,8 +77,9 @@ class Wakes:
 WAKE = Wakes()
 # a cycle's writes that can wait (new waiting jobs' first answers, refreshes of
 # text) stop this long after the cycle started, after their first chunk: in a
-# burst the rest go out in the next cycles, which keeps each one short
-OPTIONAL_WRITES_UNTIL_S = 1.5
+# burst the rest go out in the next cycles, which keeps each one short (at
+# 1.5 s, a 2-core control plane's burst cycles were 1.5 to 1.7 s, a few 2.1 s)
+OPTIONAL_WRITES_UNTIL_S = 1.0
 # a cycle longer than this logs where its time went (`_log_slow`)
 SLOW_CYCLE_S = 1.0
 MIN_GAP_S = 1.0  # debounce: a burst of watch events costs one cycle, not hundreds
