@@ -12,6 +12,10 @@ wait, and seconds over the cap, as `wattcap simulate --json` gives them.
   distribution (one forecast per job, as the oracle's);
 * `margin-0`: the policy's safetyMargin set to 0 (the oracle plans with none);
 * `rho-0`: classCorrelation 0 (jobs of one class independent);
+* `everything`: all of the above at once (true durations and power, no
+  margin): what is left to the oracle is how wattcap plans, not what it knows
+  (it still preempts for windows, and plans a non-preemptible job near a
+  window through it);
 * `oracle`: the reference (`wattcap.sim.oracle`).
 
 Everything else is wattcap's: its forecaster learns from what is measured,
@@ -49,6 +53,7 @@ VARIANTS: dict[str, tuple[str, bool, dict[str, float]]] = {
     "power": ("", True, {}),
     "margin-0": ("", False, {"safety_margin": 0.0}),
     "rho-0": ("", False, {"class_correlation": 0.0}),
+    "everything": ("all", True, {"safety_margin": 0.0, "class_correlation": 0.0}),
 }
 
 

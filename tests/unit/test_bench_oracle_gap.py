@@ -35,7 +35,8 @@ def _view(j) -> JobView:
 def test_a_row_is_told_only_the_truth_it_names(gap) -> None:
     """`dur-pre` plans preemptible jobs for their true run time and the others
     as wattcap does; `power` plans every job at its true power with no
-    spread; `margin-0` and `rho-0` change only the policy decide plans with."""
+    spread; `margin-0` and `rho-0` change only the policy decide plans with;
+    `everything` is told all of it at once."""
     st = stress_trace(StressSpec(name="t", jobs=40, spread=0.25))
     pre = next(j for j in st.jobs if j.preemptible)
     non = next(j for j in st.jobs if not j.preemptible)
@@ -50,6 +51,10 @@ def test_a_row_is_told_only_the_truth_it_names(gap) -> None:
     assert gap.scheduler("margin-0", st.policy, st.jobs).policy.safety_margin == 0.0
     assert gap.scheduler("rho-0", st.policy, st.jobs).policy.class_correlation == 0.0
     assert st.policy.safety_margin > 0.0 and st.policy.class_correlation > 0.0
+    every = gap.scheduler("everything", st.policy, st.jobs)
+    assert [every.duration(_view(j)) for j in (pre, non)] == [pre.duration_s, non.duration_s]
+    assert every.forecast(_view(non)).gpu_watts == non.gpu_watts
+    assert (every.policy.safety_margin, every.policy.class_correlation) == (0.0, 0.0)
 
 
 def test_the_bench_prints_a_row_per_variant() -> None:
