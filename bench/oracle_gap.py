@@ -12,6 +12,10 @@ wait, and seconds over the cap, as `wattcap simulate --json` gives them.
   distribution (one forecast per job, as the oracle's);
 * `margin-0`: the policy's safetyMargin set to 0 (the oracle plans with none);
 * `rho-0`: classCorrelation 0 (jobs of one class independent);
+* `hints-unchecked`, `no-hints` (told less, for the `hints-*` traces): a
+  hint used only as the prior of a class nothing of was measured (never
+  checked against what was drawn: the behaviour before checked hints), and
+  no hint at all;
 * `everything`: all of the above at once (true durations and power, no
   margin): what is left to the oracle is how wattcap plans, not what it knows
   (it still preempts for windows, and plans a non-preemptible job near a
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Sequence
 
 from wattcap.forecast import PowerForecast
@@ -40,7 +45,7 @@ from wattcap.model import PowerPolicy, parse_time
 from wattcap.sim.engine import SimConfig, simulate
 from wattcap.sim.report import summarize
 from wattcap.sim.schedulers import JobView, Scheduler, WattcapScheduler, make_scheduler
-from wattcap.sim.stress import START, StressSpec, family, stress_trace
+from wattcap.sim.stress import START, StressSpec, StressTrace, family, stress_trace
 from wattcap.sim.trace import TraceJob
 
 # variant -> (durations told: "", "preemptible", "non-preemptible" or "all";
@@ -54,6 +59,8 @@ VARIANTS: dict[str, tuple[str, bool, dict[str, float]]] = {
     "margin-0": ("", False, {"safety_margin": 0.0}),
     "rho-0": ("", False, {"class_correlation": 0.0}),
     "everything": ("all", True, {"safety_margin": 0.0, "class_correlation": 0.0}),
+    "hints-unchecked": ("", False, {}),
+    "no-hints": ("", False, {}),
 }
 
 
@@ -91,12 +98,22 @@ def scheduler(variant: str, policy: PowerPolicy, jobs: Sequence[TraceJob]) -> Sc
     if variant == "oracle":
         return make_scheduler("oracle", policy, jobs)
     durations, power, fields = VARIANTS[variant]
-    return Told(dataclasses.replace(policy, **fields), jobs, durations, power)
+    told = Told(dataclasses.replace(policy, **fields), jobs, durations, power)
+    if variant == "hints-unchecked":
+        told.forecaster.hint_min_samples = math.inf
+    return told
+
+
+def trace(spec: StressSpec, variant: str) -> StressTrace:
+    """The trace a row replays: the spec's, its hints left out for `no-hints`
+    (the same jobs: a share of 0 draws the same numbers)."""
+    bare = variant == "no-hints"
+    return stress_trace(dataclasses.replace(spec, hint_share=0.0) if bare else spec)
 
 
 def row(spec: StressSpec, variant: str) -> dict:
     """One replay's summary (`wattcap simulate --json`'s figures)."""
-    st = stress_trace(spec)
+    st = trace(spec, variant)
     sched = scheduler(variant, st.policy, st.jobs)
     t0 = parse_time(START, "start")
     res = simulate(st.jobs, st.policy, sched, SimConfig(spec.nodes, spec.gpus_per_node, t0))

@@ -1634,7 +1634,14 @@ def _learn(
     except (TypeError, ValueError):
         fc = None
     per_gpu = float(measured_job_watts) / spec.gpus
-    mem.forecaster.observe(spec.workload_class, per_gpu, duration_s, fc, namespace=spec.namespace)
+    mem.forecaster.observe(
+        spec.workload_class,
+        per_gpu,
+        duration_s,
+        fc,
+        namespace=spec.namespace,
+        hint_gpu_watts=spec.gpu_watts_hint,
+    )
     if fc:
         mem.finished.append((spec.workload_class, per_gpu, fc))
         del mem.finished[:-MAX_FINISHED]  # drained each cycle; bounded if that step fails
@@ -1662,6 +1669,7 @@ def _learn_overdraws(mem: ControllerMemory, pic: _Picture, dec: Decision, pol: P
             None,
             r.forecast_gpu_watts,
             namespace=spec.namespace,
+            hint_gpu_watts=spec.gpu_watts_hint,
         )
 
 

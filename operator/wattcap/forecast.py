@@ -22,8 +22,20 @@ lower another tenant's `llm-pretrain` forecasts. What other namespaces
 measured for a class is pooled as a site-wide prior that can only raise a
 namespace's forecast (the highest bound among them, weighed against the
 namespace's own samples), never lower it. A namespace new to a class starts
-from that pool; a hint is a claim, floored at a fraction of TDP, and used only
-where nothing of the class has been measured.
+from that pool; an unchecked hint is a claim, floored at a fraction of TDP,
+and used only where nothing of the class has been measured.
+
+A hint becomes data once it has been checked: every finished job that
+carried one adds the ratio of what it drew to what it claimed to its
+namespace's record. From `HINT_MIN_SAMPLES` checked hints on, a hinted job's
+distribution (siteChance) is its class's, updated by its hint read through
+that ratio (`hinted`): a namespace whose hints were close narrows its jobs'
+plans; one whose hints were off by a steady factor is read through the
+factor; one whose hints scatter more than the class does (or whose record a
+lie has spoiled) gets its class's plan, unchanged. A hinted mean stays within
+the class's own band, so one lie after an honest record costs no more than
+the class already allows for. The record is per namespace, the unit a
+tenant controls, and reads only the operator's own measurements.
 
 Since class names are a tenant's choice, the histories kept are bounded
 (`MAX_HISTORIES` (namespace, class) pairs): the least recently used goes
@@ -66,6 +78,9 @@ DURATION_QUANTILE = 0.9
 PREEMPTIBLE_DURATION_QUANTILE = 0.7
 # A hint below this fraction of TDP is raised to it (PowerPolicy.hintFloorFraction).
 HINT_FLOOR_FRACTION = 0.5
+# Checked hints (finished jobs that carried one) a namespace needs before its
+# hints are read as data: fewer, and one lucky guess would narrow a plan.
+HINT_MIN_SAMPLES = 5
 WARMUP_S = 30.0  # a job's first half minute of work (ramp-up) says little about its steady draw
 # A reading within this fraction of the idle-to-TDP span above idle is no work:
 # on a 70 W / 700 W GPU, 133 W. Loaded but not computing (a model in memory,
@@ -155,7 +170,7 @@ class PowerForecast:
 
     gpu_watts: float
     quantile: float
-    source: str  # "prior" (TDP), "hint", "pool", "history", "measured"
+    source: str  # "prior" (TDP), "hint", "pool", "history", "hinted", "measured"
     samples: int
     # A distribution instead of a bound (`Forecaster.distribution`, for
     # siteChance admission): `gpu_watts` is then the mean and this the sd;
@@ -219,6 +234,30 @@ def _bound(stats: tuple[int, float, float], level: float) -> float:
     return mean + t * sd * math.sqrt(1 + 1 / n)
 
 
+def hinted(mean: float, bound: float, hint_mean: float, hint_bound: float) -> tuple[float, float]:
+    """(mean, bound) of a job's draw from its class's (mean, bound) and its
+    checked hint's, both bounds at one level.
+
+    The class is the prior and the hint one reading of the job's own draw, its
+    error independent of where the job sits in its class: the normal update,
+    each weighed by the inverse square of its spread (bound - mean). A hint
+    whose record scatters more than the class adds almost nothing; one
+    twice as tight as the class takes four fifths of the weight.
+    """
+    a, b = bound - mean, hint_bound - hint_mean
+    if a <= 0.0 or b <= 0.0:
+        return (mean, bound) if a <= 0.0 else (hint_mean, hint_bound)
+    wa, wb = 1.0 / (a * a), 1.0 / (b * b)
+    m = (wa * mean + wb * hint_mean) / (wa + wb)
+    return m, m + 1.0 / math.sqrt(wa + wb)
+
+
+def _within(mean: float, bound: float, lo: float, hi: float) -> tuple[float, float]:
+    """(mean, bound) moved together so the mean lies in [lo, hi]."""
+    shift = min(max(mean, lo), hi) - mean
+    return mean + shift, bound + shift
+
+
 class Forecaster:
     """Learns per-class power and duration; calibrates its own miss rate."""
 
@@ -246,6 +285,9 @@ class Forecaster:
         self._unreported = 0  # of them, not yet taken by `take_evicted`
         self.misses = 0
         self.outcomes = 0
+        # namespace -> what its jobs drew over what they hinted, recent last
+        self._hint_ratios: OrderedDict[str, deque[float]] = OrderedDict()
+        self.hint_min_samples: float = HINT_MIN_SAMPLES
 
     # ------------------------------------------------------------------ power
 
@@ -302,6 +344,12 @@ class Forecaster:
             namespace=namespace,
             hint_floor_fraction=hint_floor_fraction,
         )
+        hint = self._hint_estimate(namespace, hint_gpu_watts)
+        if f.source == "hint" and hint is not None:
+            # nothing of the class measured anywhere: the checked hint alone,
+            # its mean no lower than an unchecked hint's floor
+            frac = self.hint_floor_fraction if hint_floor_fraction is None else hint_floor_fraction
+            return self._as_distribution(*_within(*hint, frac * self.tdp, self.tdp), "hinted", 0)
         if f.source != "history":
             return f
         hist = self._classes[workload_class][namespace]
@@ -311,8 +359,44 @@ class Forecaster:
         if f.gpu_watts != self._clamp(self._own_bound(hist)):
             return f  # raised toward the pool: keep the bound
         mean = self._clamp(mean)
+        if hint is not None and 0.0 < hint[1] - hint[0] < f.gpu_watts - mean:
+            # only a record tighter than the class: a scattered one, or one a
+            # lie has spoiled, leaves the class's plan as it was; and the mean
+            # stays within the class's own band (mean -/+ its bound's margin),
+            # so a lie after an honest record moves a plan no further than
+            # the class already allows for
+            margin = f.gpu_watts - mean
+            m, b = hinted(mean, f.gpu_watts, *hint)
+            return self._as_distribution(*_within(m, b, mean - margin, mean + margin), "hinted", n)
         spread = max(0.0, f.gpu_watts - mean) / _z(self.coverage)
         return PowerForecast(mean, f.quantile, "history", n, spread, f.gpu_watts)
+
+    def _as_distribution(self, mean: float, bound: float, source: str, n: int) -> PowerForecast:
+        """A mean and its bound at the calibrated level, as siteChance plans them."""
+        mean, bound = self._clamp(mean), self._clamp(bound)
+        spread = max(0.0, bound - mean) / _z(self.coverage)
+        return PowerForecast(mean, self.level, source, n, spread, max(bound, mean))
+
+    def _hint_estimate(self, namespace: str, hint: float | None) -> tuple[float, float] | None:
+        """(mean, bound at the calibrated level) of a job's draw read from its
+        hint through its namespace's record; None before HINT_MIN_SAMPLES."""
+        if not hint:
+            return None
+        ratios = self._hint_ratios.get(namespace)
+        if ratios is None or len(ratios) < self.hint_min_samples:
+            return None
+        n, r, var = moments(ratios)
+        sd = max(math.sqrt(var), MIN_REL_SPREAD * r)
+        return r * hint, _bound((n, r * hint, sd * hint), self.level)
+
+    def hint_record(self, namespace: str) -> tuple[int, float, float] | None:
+        """(checked hints, mean and sd of drawn / hinted) of a namespace: what
+        its hints have earned so far."""
+        ratios = self._hint_ratios.get(namespace)
+        if not ratios:
+            return None
+        n, r, var = moments(ratios)
+        return n, r, math.sqrt(var)
 
     def measured(self, admitted: PowerForecast, n: int, mean: float, var: float) -> PowerForecast:
         """A running job's draw once n of its own samples were seen (their
@@ -381,13 +465,17 @@ class Forecaster:
         duration_s: float | None,
         forecast_gpu_watts: float | None,
         namespace: str = "",
+        hint_gpu_watts: float | None = None,
     ) -> None:
         """A job of this class finished: learn its measured mean power and duration.
 
         `forecast_gpu_watts` is what it was admitted with; comparing the two
         is what calibrates the quantile level. Prior (TDP) forecasts cannot be
         missed and would only push the level down, so they are not counted.
+        `hint_gpu_watts`, the hint it carried, is checked against what it drew.
         """
+        if hint_gpu_watts and math.isfinite(measured_gpu_watts) and measured_gpu_watts > 0:
+            self._check_hint(namespace, measured_gpu_watts / hint_gpu_watts)
         hist = self._history(workload_class, namespace)
         if forecast_gpu_watts is not None and forecast_gpu_watts < self.tdp:
             miss = 1.0 if measured_gpu_watts > forecast_gpu_watts else 0.0
@@ -400,6 +488,17 @@ class Forecaster:
             hist.stats = None
         if duration_s is not None and duration_s > 0:
             hist.durations.append(duration_s)
+
+    def _check_hint(self, namespace: str, ratio: float) -> None:
+        """Add one checked hint to the namespace's record (records bounded as histories)."""
+        ratios = self._hint_ratios.get(namespace)
+        if ratios is None:
+            ratios = self._hint_ratios[namespace] = deque(maxlen=HISTORY)
+            while len(self._hint_ratios) > MAX_HISTORIES:
+                self._hint_ratios.popitem(last=False)
+        else:
+            self._hint_ratios.move_to_end(namespace)
+        ratios.append(ratio)
 
     def _history(self, workload_class: str, namespace: str) -> _ClassHistory:
         """The (class, namespace) history, made if new, evicting the least

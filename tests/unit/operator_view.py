@@ -103,6 +103,8 @@ def _trainingjob(eng: Any, j: Any) -> dict[str, Any]:
     }
     if tj.est_duration_s:
         spec["expectedDuration"] = tj.est_duration_s
+    if tj.gpu_watts_hint is not None:
+        spec["gpuWattsHint"] = tj.gpu_watts_hint
     return {
         "apiVersion": API,
         "kind": "TrainingJob",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from wattcap.sim.schedulers import JobView
+from wattcap.sim.schedulers import SIM_NAMESPACE, JobView
 from wattcap.sim.stress import StressSpec, stress_trace
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -28,7 +29,7 @@ def gap():
 def _view(j) -> JobView:
     return JobView(
         j.job_id, j.workload_class, j.replicas, j.gpus_per_replica, j.priority,
-        j.preemptible, j.submit_s, j.est_duration_s,
+        j.preemptible, j.submit_s, j.est_duration_s, j.gpu_watts_hint,
     )  # fmt: skip
 
 
@@ -55,6 +56,24 @@ def test_a_row_is_told_only_the_truth_it_names(gap) -> None:
     assert [every.duration(_view(j)) for j in (pre, non)] == [pre.duration_s, non.duration_s]
     assert every.forecast(_view(non)).gpu_watts == non.gpu_watts
     assert (every.policy.safety_margin, every.policy.class_correlation) == (0.0, 0.0)
+
+
+def test_the_hint_rows_are_told_less(gap) -> None:
+    """`no-hints` replays the same jobs with no hint; `hints-unchecked` never
+    reads a hint as data, however many were checked."""
+    spec = StressSpec(name="t", jobs=40, hint_share=1.0)
+    hinted, bare = gap.trace(spec, "wattcap"), gap.trace(spec, "no-hints")
+    assert all(j.gpu_watts_hint is not None for j in hinted.jobs)
+    assert [dataclasses.replace(j, gpu_watts_hint=None) for j in hinted.jobs] == bare.jobs
+    unchecked = gap.scheduler("hints-unchecked", hinted.policy, hinted.jobs)
+    for w in range(300, 500, 10):  # a class spread 300 to 490 W, every hint exact
+        unchecked.forecaster.observe("c", w, 60.0, None, SIM_NAMESPACE, hint_gpu_watts=w)
+    view = dataclasses.replace(_view(hinted.jobs[0]), workload_class="c")
+    assert unchecked.forecast(view).source == "history"
+    checked = gap.scheduler("wattcap", hinted.policy, hinted.jobs)
+    for w in range(300, 500, 10):
+        checked.forecaster.observe("c", w, 60.0, None, SIM_NAMESPACE, hint_gpu_watts=w)
+    assert checked.forecast(view).source == "hinted"
 
 
 def test_the_bench_prints_a_row_per_variant() -> None:

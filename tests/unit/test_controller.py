@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from operator_view import node
 
 from wattcap.controller import (
@@ -335,6 +336,8 @@ def test_an_over_drawer_is_shed_before_a_bystander_and_its_class_learns_the_over
     after = m.forecaster.forecast("liar-class", 300, namespace="ml")
     assert before.source == "hint" and after.source == "history"
     assert after.gpu_watts >= 690.0 > before.gpu_watts
+    # and its namespace's record of hints learns the lie: 690 W drawn on a 300 W claim
+    assert m.forecaster.hint_record("ml") == (1, pytest.approx(2.3), 0.0)
 
 
 def test_a_status_write_keeps_the_parsed_spec_and_a_spec_edit_is_parsed_again(

@@ -75,3 +75,18 @@ def test_idle_dips_while_it_works_are_part_of_its_draw() -> None:
     taught, _ = finished(samples)
     steady = [v for t, v in samples if t >= t0 + 30.0]
     assert taught == [pytest.approx(sum(steady) / len(steady))]
+
+
+def test_a_finished_hinted_job_checks_its_namespaces_hint() -> None:
+    """What it drew over what it claimed goes to its namespace's record (the
+    operator's own samples, never its status), once however many cycles see it."""
+    done = job("ok", ["a"], active=0, conditions=[{"type": "Complete", "status": "True"}])
+    hinted = tj("ok")
+    hinted["spec"]["gpuWattsHint"] = 400
+    m = ControllerMemory(Forecaster(700, IDLE))
+    m.samples[("ml", "ok")] = [(NOW - 600 + 5.0 * k, 600.0) for k in range(60)]
+    state = site(site_policy(20_000), [node("a")], [], [hinted], {("ml", "ok"): done})
+    for t in (0, 2):
+        cycle(state, m, NOW + t)
+    assert m.forecaster.hint_record("ml") == (1, pytest.approx(1.5), 0.0)
+    assert m.forecaster.hint_record("other") is None

@@ -72,6 +72,16 @@ def test_optional_and_unknown_columns(tmp_path):
     p = _trace(tmp_path, ["j0,0,10,2,4,llm,3,400.5,1,900,ann,blue"], header=header)
     (j,) = load_trace(p)
     assert j == TraceJob("j0", 0.0, 10.0, 2, 4, "llm", 3, 400.5, True, 900.0, "ann")
+    p = _trace(tmp_path, ["j0,0,10,1,1,llm,0,400,350", "j1,1,10,1,1,llm,0,400,"],
+               header=HEADER + ",gpu_watts_hint")  # fmt: skip
+    assert [j.gpu_watts_hint for j in load_trace(p)] == [350.0, None]
+
+
+@pytest.mark.parametrize(("hint", "why"), [("0", "must be > 0, got 0"), ("-3", "must be >= 0")])
+def test_a_hint_must_be_a_positive_number(tmp_path, hint, why):
+    p = _trace(tmp_path, [f"j0,0,10,1,1,llm,0,400,{hint}"], header=HEADER + ",gpu_watts_hint")
+    with pytest.raises(TraceError, match=f"row 2, column gpu_watts_hint: {why}"):
+        load_trace(p)
 
 
 job_st = st.builds(
@@ -86,6 +96,7 @@ job_st = st.builds(
     gpu_watts=st.floats(0, 1000),
     preemptible=st.booleans(),
     est_duration_s=st.none() | st.floats(0, 1e6),
+    gpu_watts_hint=st.none() | st.floats(0.1, 2000),
 )
 
 

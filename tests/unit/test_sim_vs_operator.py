@@ -220,6 +220,33 @@ def test_the_test_trace_with_a_forecast_distribution_decides_as_the_operator() -
     assert _first_difference(seen) is None, _first_difference(seen)
 
 
+def test_hinted_jobs_are_planned_from_the_namespaces_hint_record_as_the_operator_plans_them() -> (
+    None
+):
+    """Every other job of the test trace carries a hint (its true power, off
+    by up to 10 %), and the namespace's record of checked hints is honest:
+    the simulator and the operator both plan those jobs from class and hint
+    together (`hinted`), each hint its own forecast, and decide alike."""
+    jobs = [
+        dataclasses.replace(
+            j, workload_class="a", gpu_watts_hint=None if k % 2 else j.gpu_watts * (0.9 + 0.02 * k)
+        )
+        for k, j in enumerate(load_trace(DATA / "sim_trace.csv")[:10])
+    ]
+    policy = dataclasses.replace(load_policy(DATA / "sim_policy.yaml"), max_termination_grace_s=0)
+    sched = seeded(policy)
+    for r in (0.95, 1.0, 1.05, 0.98, 1.02, 1.0):
+        sched.forecaster.observe("c", 400.0 * r, 600.0, None, SIM_NAMESPACE, hint_gpu_watts=400.0)
+    hinted = JobView("j", "a", 1, 8, 0, True, 0.0, None, 300.0)
+    assert sched.forecast(hinted).source == "hinted"
+    higher = dataclasses.replace(hinted, key="k", gpu_watts_hint=400.0)
+    assert sched.forecast(higher).gpu_watts > sched.forecast(hinted).gpu_watts
+    assert sched.shape(hinted) != sched.shape(dataclasses.replace(hinted, gpu_watts_hint=310.0))
+    seen = replay_both(jobs, policy, 4, 8, sched)
+    assert any(sim[0] for _, sim, _ in seen), "nothing admitted: the comparison would be empty"
+    assert _first_difference(seen) is None, _first_difference(seen)
+
+
 def test_a_job_a_window_can_shed_is_planned_shorter_as_the_operator_plans_it() -> None:
     """Simulator and operator plan a preemptible job, under a policy that
     preempts, for its class's 70th percentile of duration, and any other

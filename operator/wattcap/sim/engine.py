@@ -244,6 +244,7 @@ class _Job:
             tj.preemptible,
             tj.submit_s,
             tj.est_duration_s,
+            tj.gpu_watts_hint,
         )
         self.shape = (tj.workload_class, tj.gpus)  # what the forecast depends on (Scheduler.shape)
         self.state = PENDING

@@ -48,6 +48,7 @@ class JobView:
     preemptible: bool
     submit_s: float
     est_duration_s: float | None = None
+    gpu_watts_hint: float | None = None
 
     @property
     def gpus(self) -> int:
@@ -125,12 +126,22 @@ class WattcapScheduler(Scheduler):
         self._running = self.forecaster.measured if chance else self.forecaster.running_moments
 
     def forecast(self, job: JobView) -> PowerForecast:
-        f = self._power.get(job.workload_class)
+        key = (job.workload_class, job.gpu_watts_hint)
+        f = self._power.get(key)
         if f is None:
-            f = self._power[job.workload_class] = self._forecast(
-                job.workload_class, namespace=SIM_NAMESPACE
+            f = self._power[key] = self._forecast(
+                job.workload_class,
+                job.gpu_watts_hint,
+                namespace=SIM_NAMESPACE,
+                hint_floor_fraction=self.policy.hint_floor_fraction,
             )
         return f
+
+    def shape(self, job: JobView) -> tuple[str, int]:
+        # a hinted job's forecast is its class's and its hint's (Forecaster.distribution)
+        if job.gpu_watts_hint is None:
+            return (job.workload_class, job.gpus)
+        return (f"{job.workload_class}\0{job.gpu_watts_hint!r}", job.gpus)
 
     def duration(self, job: JobView) -> float:
         if job.est_duration_s:
@@ -162,13 +173,19 @@ class WattcapScheduler(Scheduler):
         watts = float("nan") if mean_measured_w is None else mean_measured_w
         # Without a sample there is nothing to calibrate against: learn the duration only.
         forecast = admitted.calibrated_gpu_watts if mean_measured_w is not None else None
-        self.forecaster.observe(job.workload_class, watts, run_s, forecast, namespace=SIM_NAMESPACE)
-        self._power.pop(job.workload_class, None)
+        self.forecaster.observe(
+            job.workload_class,
+            watts,
+            run_s,
+            forecast,
+            namespace=SIM_NAMESPACE,
+            hint_gpu_watts=job.gpu_watts_hint,
+        )
         self._duration.pop((job.workload_class, False), None)
         self._duration.pop((job.workload_class, True), None)
-        if forecast is not None:
-            # the calibrated level moved: every class's bound moves with it
-            self._power.clear()
+        # the class learned, and with a sample the calibrated level and the
+        # namespace's hint record moved: every cached bound moves with them
+        self._power.clear()
 
     def overdrew(
         self, job: JobView, measured_w: float | None, admitted: PowerForecast | None
@@ -182,6 +199,7 @@ class WattcapScheduler(Scheduler):
             None,
             None if admitted is None else admitted.calibrated_gpu_watts,
             namespace=SIM_NAMESPACE,
+            hint_gpu_watts=job.gpu_watts_hint,
         )
         self._power.clear()
 

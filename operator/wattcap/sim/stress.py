@@ -9,9 +9,9 @@ a time (`StressSpec`); the same spec always gives the same trace.
   k's relative spread rises evenly from `spread`/5 to `spread` (0 to 0.3),
   each job's true power = class mean x (1 + spread x N(0, 1)), clipped to
   [idle, TDP] (clipping narrows the widest classes a little);
-- hints: exactly `hint_share` of the jobs carry `gpu_watts_hint`, their true
-  power x (1 + `hint_error` x N(0, 1)). Written as an extra trace column;
-  the simulator does not read it yet (its trace format has no hint);
+- hints: exactly `hint_share` of the jobs carry `gpu_watts_hint` (the
+  trace's optional column, a TrainingJob's `spec.gpuWattsHint`), their true
+  power x (1 + `hint_error` x N(0, 1));
 - duration estimates: exactly `est_share` of the jobs carry
   `est_duration_s` = true duration x exp(`est_error` x N(0, 1)), rounded up
   to whole minutes (exact when `est_error` is 0);
@@ -39,7 +39,6 @@ measured.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -52,12 +51,11 @@ import yaml
 
 from ..model import PowerPolicy, format_time, parse_power_policy, parse_time
 from .synth import _make_jobs
-from .trace import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, TraceJob, trace_row
+from .trace import TraceJob, write_trace
 
 START = "2026-07-01T00:00:00Z"
 PUE, NODE_BASE_W, GPU_IDLE_W, GPU_TDP_W = 1.2, 800.0, 70.0, 700.0
 CLASS_WATTS = (150.0, 650.0)
-HINT_COLUMN = "gpu_watts_hint"
 MIN_DURATION_S = 60.0
 
 # GPUs per job -> weight: mostly small jobs, a few that take a fifth of a 32 x 8 site
@@ -114,12 +112,12 @@ class StressTrace:
         return parse_power_policy(self.manifest)
 
     def write(self, directory: str | Path) -> tuple[Path, Path]:
-        """Write NAME.csv (FORMAT.md, plus the hint column) and NAME-policy.yaml."""
+        """Write NAME.csv (FORMAT.md) and NAME-policy.yaml."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         trace_path = d / f"{self.spec.name}.csv"
         policy_path = d / f"{self.spec.name}-policy.yaml"
-        _write_trace(self.jobs, self.hints, trace_path)
+        write_trace(self.jobs, trace_path)
         policy_path.write_text(yaml.safe_dump(self.manifest, sort_keys=False), encoding="utf-8")
         return trace_path, policy_path
 
@@ -216,9 +214,12 @@ def stress_trace(spec: StressSpec) -> StressTrace:
         "est_duration_s": [
             e if h else None for e, h in zip(est.tolist(), has_est.tolist(), strict=True)
         ],
+        "gpu_watts_hint": [
+            v if h else None for v, h in zip(hint.tolist(), has_hint.tolist(), strict=True)
+        ],
     }
-    hints = [v if h else None for v, h in zip(hint.tolist(), has_hint.tolist(), strict=True)]
-    return StressTrace(spec, _make_jobs(columns, n), hints, policy_manifest(spec))
+    jobs = _make_jobs(columns, n)
+    return StressTrace(spec, jobs, [j.gpu_watts_hint for j in jobs], policy_manifest(spec))
 
 
 def policy_manifest(spec: StressSpec) -> dict[str, Any]:
@@ -267,15 +268,6 @@ def policy_manifest(spec: StressSpec) -> dict[str, Any]:
     }
 
 
-def _write_trace(jobs: Sequence[TraceJob], hints: Sequence[float | None], path: Path) -> None:
-    """FORMAT.md columns, then the hint (loaders that do not know it ignore it)."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow([*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, HINT_COLUMN])
-        for j, h in zip(jobs, hints, strict=True):
-            w.writerow([*trace_row(j), "" if h is None else repr(float(h))])
-
-
 def family() -> list[StressSpec]:
     """The benchmark's grid: one knob turned at a time from `base`, which is
     the held-out trace of issue 16 in kind (400 jobs in 24 h, 32 x 8 GPUs, six
@@ -297,10 +289,11 @@ def family() -> list[StressSpec]:
         ("dr-2-deep", {"dr_windows": 2, "dr_depth": 0.5}),
         ("learnable", {"spread": 0.0, "est_share": 1.0, "est_error": 0.0}),
         ("load-0.8", {"load": 0.8}),
+        ("hints-10", {"hint_share": 1.0, "hint_error": 0.1}),
+        ("hints-30-half", {"hint_share": 0.5, "hint_error": 0.3}),
     ]
     # One seed for all: a row differs from `base` by its knob and what the knob
-    # draws, not by a fresh draw of everything. No hint row: the simulator does
-    # not read hints yet, so it would replay `base` again.
+    # draws, not by a fresh draw of everything.
     return [base] + [dataclasses.replace(base, name=n, **knobs) for n, knobs in turns]
 
 

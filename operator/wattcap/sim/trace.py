@@ -24,7 +24,7 @@ REQUIRED_COLUMNS = (
     "priority",
     "gpu_watts",
 )
-OPTIONAL_COLUMNS = ("user", "preemptible", "est_duration_s")
+OPTIONAL_COLUMNS = ("user", "preemptible", "est_duration_s", "gpu_watts_hint")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,7 @@ class TraceJob:
     preemptible: bool = False
     est_duration_s: float | None = None
     user: str = ""
+    gpu_watts_hint: float | None = None  # what the job claims it draws per GPU (spec.gpuWattsHint)
 
     @property
     def gpus(self) -> int:
@@ -175,6 +176,13 @@ def load_trace(
                     est = _float(raw, shown, row, "est_duration_s", minimum=0)
             if "user" in idx and idx["user"] < len(cells):
                 user = cells[idx["user"]].strip()
+            hint = None
+            if "gpu_watts_hint" in idx and idx["gpu_watts_hint"] < len(cells):
+                raw = cells[idx["gpu_watts_hint"]]
+                if raw.strip():
+                    hint = _float(raw, shown, row, "gpu_watts_hint", minimum=0)
+                    if hint <= 0:
+                        raise TraceError(shown, row, "gpu_watts_hint", "must be > 0, got 0")
             if gpus_per_node is not None and gpr > gpus_per_node:
                 raise TraceError(
                     shown,
@@ -203,6 +211,7 @@ def load_trace(
                     preemptible=preemptible,
                     est_duration_s=est,
                     user=user,
+                    gpu_watts_hint=hint,
                 )
             )
     return jobs
@@ -222,6 +231,7 @@ def trace_row(j: TraceJob) -> list[Any]:
         j.user,
         int(bool(j.preemptible)),
         "" if j.est_duration_s is None else repr(float(j.est_duration_s)),
+        "" if j.gpu_watts_hint is None else repr(float(j.gpu_watts_hint)),
     ]
 
 
