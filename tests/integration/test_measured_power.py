@@ -274,3 +274,39 @@ def test_an_idle_wait_before_its_work_does_not_tighten_a_running_jobs_plan(
     )
     # from its working readings alone: its idle ones in the mean would put it near 300 W
     assert status(kc, namespace, "slow-start")["plannedGpuWatts"] >= 0.95 * 450
+
+
+def test_a_namespaces_checked_hints_plan_its_next_hinted_job(
+    power_stack: str, namespace: str, measured_operator: OperatorProcess
+) -> None:
+    """Five 1-GPU jobs, each of a class of its own, hint what they draw
+    (300 to 500 W). Once they have finished, measured through Prometheus, the
+    namespace's hints are checked: a sixth job of a class never seen, hinting
+    500 W, is planned from that record (`hinted`, with a spread) rather than
+    as an unchecked claim (`hint`, a bound). A job with no hint in another new
+    class still starts from TDP."""
+    kc = power_stack
+    set_policy(kc, IDLE_W + 20_000, prometheus={"url": PROM_URL})
+    before = measured_job("before", namespace, 500, 600, "fresh-0", gpus=1, hint=500)
+    apply(kc, before)
+    wait_for("the first forecast", lambda: status(kc, namespace, "before").get("forecast"), 30)
+    assert status(kc, namespace, "before")["forecast"]["source"] == "hint"
+    honest = [
+        measured_job(f"honest-{k}", namespace, w, 25, f"own-{k}", gpus=1, hint=w)
+        for k, w in enumerate((300, 350, 400, 450, 500))
+    ]
+    apply(kc, honest)
+    wait_for(
+        "the five hinted jobs",
+        lambda: all(phases(kc, namespace).get(f"honest-{k}") == "Succeeded" for k in range(5)),
+        180,
+        every=0.5,
+    )
+    apply(kc, [measured_job("after", namespace, 500, 600, "fresh-1", gpus=1, hint=500),
+               measured_job("unhinted", namespace, 500, 600, "fresh-2", gpus=1)])  # fmt: skip
+    for p in ("after", "unhinted"):
+        wait_for(f"{p}'s forecast", lambda p=p: status(kc, namespace, p).get("forecast"), 30)
+    fc = status(kc, namespace, "after")["forecast"]
+    assert fc["source"] == "hinted", fc
+    assert 480 <= fc["gpuWatts"] <= 560, fc  # the record's bound: 500 W read through a ratio of ~1
+    assert status(kc, namespace, "unhinted")["forecast"]["source"] == "prior"

@@ -117,7 +117,7 @@ class WattcapScheduler(Scheduler):
         )
         # Per-class caches, dropped when the class learns: queued jobs of one
         # class share a forecast, and a deep queue asks for it every cycle.
-        self._power: dict[str, PowerForecast] = {}
+        self._power: dict[str | tuple[str, float], PowerForecast] = {}
         self._duration: dict[tuple[str, bool], float] = {}
         self._tdp = PowerForecast(policy.gpu_tdp_watts, 1.0, "prior", 0)
         chance = policy.admission_model == SITE_CHANCE
@@ -126,7 +126,9 @@ class WattcapScheduler(Scheduler):
         self._running = self.forecaster.measured if chance else self.forecaster.running_moments
 
     def forecast(self, job: JobView) -> PowerForecast:
-        key = (job.workload_class, job.gpu_watts_hint)
+        # by class alone when unhinted (a deep queue asks every cycle), else by class and hint
+        hint = job.gpu_watts_hint
+        key = job.workload_class if hint is None else (job.workload_class, hint)
         f = self._power.get(key)
         if f is None:
             f = self._power[key] = self._forecast(
@@ -183,9 +185,11 @@ class WattcapScheduler(Scheduler):
         )
         self._duration.pop((job.workload_class, False), None)
         self._duration.pop((job.workload_class, True), None)
-        # the class learned, and with a sample the calibrated level and the
-        # namespace's hint record moved: every cached bound moves with them
-        self._power.clear()
+        if forecast is not None:
+            # a sample: the class, the calibrated level and the namespace's
+            # hint record moved, and every cached bound with them (without
+            # one, only the class's durations did)
+            self._power.clear()
 
     def overdrew(
         self, job: JobView, measured_w: float | None, admitted: PowerForecast | None
