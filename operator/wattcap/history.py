@@ -66,6 +66,7 @@ class Finished:
     priority: int
     preemptible: bool
     expected_duration_s: float | None
+    gpu_watts_hint: float | None = None  # its spec.gpuWattsHint: the simulator checks it too
 
 
 def finished_jobs(trainingjobs: Iterable[Mapping[str, Any]], since_s: float) -> list[Finished]:
@@ -102,6 +103,7 @@ def finished_jobs(trainingjobs: Iterable[Mapping[str, Any]], since_s: float) -> 
                 reported_priority(status, spec.priority),
                 spec.preemptible,
                 spec.expected_duration_s,
+                spec.gpu_watts_hint,
             )
         )
     out.sort(key=lambda f: (f.submitted_s, f.namespace, f.name))
@@ -135,6 +137,7 @@ def trace_rows(jobs: Iterable[Finished], power: PowerLookup) -> tuple[list[dict[
                 "est_duration_s": ""
                 if f.expected_duration_s is None
                 else round(f.expected_duration_s, 3),
+                "gpu_watts_hint": "" if f.gpu_watts_hint is None else f.gpu_watts_hint,
             }
         )
     return rows, missing

@@ -44,6 +44,7 @@ JOBS = [
         priority=9,  # asks for more than its class gives: the status says what it got
         preemptible=True,
         expectedDuration="40m",
+        gpuWattsHint=350,
     )
     | {
         "status": {
@@ -95,9 +96,9 @@ def test_the_export_is_a_trace_the_simulator_reads(tmp_path: Path) -> None:
     path = tmp_path / "history.csv"
     path.write_text(buf.getvalue())
     jobs = load_trace(path, nodes=2, gpus_per_node=8)
-    assert [(j.job_id, j.submit_s, j.gpu_watts) for j in jobs] == [
-        ("ml/a", 0.0, 300.0),
-        ("ml/b", 600.0, 300.0),
+    assert [(j.job_id, j.submit_s, j.gpu_watts, j.gpu_watts_hint) for j in jobs] == [
+        ("ml/a", 0.0, 300.0, 350.0),  # its hint, which the simulator checks as the operator does
+        ("ml/b", 600.0, 300.0, None),
     ]
 
 
