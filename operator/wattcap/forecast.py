@@ -252,6 +252,12 @@ def hinted(mean: float, bound: float, hint_mean: float, hint_bound: float) -> tu
     return m, m + 1.0 / math.sqrt(wa + wb)
 
 
+def _usable(hint: float | None) -> float | None:
+    """The hint if it is a positive finite number (the API server admits
+    nothing else, but a caller might), else None."""
+    return hint if hint is not None and math.isfinite(hint) and hint > 0.0 else None
+
+
 def _within(mean: float, bound: float, lo: float, hi: float) -> tuple[float, float]:
     """(mean, bound) moved together so the mean lies in [lo, hi]."""
     shift = min(max(mean, lo), hi) - mean
@@ -380,7 +386,8 @@ class Forecaster:
     def _hint_estimate(self, namespace: str, hint: float | None) -> tuple[float, float] | None:
         """(mean, bound at the calibrated level) of a job's draw read from its
         hint through its namespace's record; None before HINT_MIN_SAMPLES."""
-        if not hint:
+        hint = _usable(hint)
+        if hint is None:
             return None
         ratios = self._hint_ratios.get(namespace)
         if ratios is None or len(ratios) < self.hint_min_samples:
@@ -474,8 +481,9 @@ class Forecaster:
         missed and would only push the level down, so they are not counted.
         `hint_gpu_watts`, the hint it carried, is checked against what it drew.
         """
-        if hint_gpu_watts and math.isfinite(measured_gpu_watts) and measured_gpu_watts > 0:
-            self._check_hint(namespace, measured_gpu_watts / hint_gpu_watts)
+        hint = _usable(hint_gpu_watts)
+        if hint is not None and math.isfinite(measured_gpu_watts) and measured_gpu_watts > 0:
+            self._check_hint(namespace, measured_gpu_watts / hint)
         hist = self._history(workload_class, namespace)
         if forecast_gpu_watts is not None and forecast_gpu_watts < self.tdp:
             miss = 1.0 if measured_gpu_watts > forecast_gpu_watts else 0.0

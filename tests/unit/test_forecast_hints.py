@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wattcap.forecast import HINT_MIN_SAMPLES, Forecaster, hinted
+from wattcap.forecast import HINT_MIN_SAMPLES, MAX_HISTORIES, Forecaster, hinted
 
 TDP, IDLE = 700.0, 70.0
 
@@ -146,3 +146,18 @@ def test_the_update_lies_between_and_is_tighter_than_either(
         assert abs(mean - m) <= abs(mean - h) + 1e-9
     else:
         assert abs(mean - h) <= abs(mean - m) + 1e-9
+
+
+def test_records_are_bounded_and_a_broken_hint_is_no_record() -> None:
+    """As many records as histories at most (namespaces are an admin's, but
+    bounded all the same); a hint that is not a positive finite number
+    (nothing the API server admits) neither enters a record nor reads one."""
+    f = Forecaster(TDP, IDLE)
+    for k in range(MAX_HISTORIES + 10):
+        f.observe("c", 400.0, None, None, namespace=f"ns-{k}", hint_gpu_watts=400.0)
+    assert f.hint_record("ns-0") is None and f.hint_record(f"ns-{MAX_HISTORIES + 9}") is not None
+    g = _site(ratios=_honest())
+    for bad in (float("nan"), float("inf"), 0.0, -5.0):
+        g.observe("llm", 400.0, None, None, namespace="a", hint_gpu_watts=bad)
+        assert g.distribution("llm", bad, namespace="a").source == "history"
+    assert g.hint_record("a") is not None and g.hint_record("a")[0] == len(_honest())
