@@ -155,6 +155,15 @@ def test_a_job_drawing_more_than_forecast_is_shed_after_grace(
     cap = IDLE_W + 3 * 8 * (300 - GPU_IDLE) + 1000  # fits three jobs on their 300 W hints
     # hints as low as 300 W (0.43 of TDP) are believed here: the policy's floor is lowered
     set_policy(kc, cap, prometheus={"url": PROM_URL}, gracePeriod="5s", hintFloorFraction=0.4)
+    # The policy's status outlives the operator of an earlier test: wait for this
+    # one's own verdict on an idle site, or a stale MeasuredOverCap passes the wait
+    # below before these jobs even run (it did once, in a fresh-path run).
+    wait_for(
+        "this operator's verdict on the idle site",
+        lambda: policy_condition(kc, "WithinCap").get("status") == "True",
+        60,
+        every=0.5,
+    )
     apply(
         kc,
         [
