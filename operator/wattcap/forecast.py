@@ -374,8 +374,7 @@ class Forecaster:
             margin = f.gpu_watts - mean
             m, b = hinted(mean, f.gpu_watts, *hint)
             return self._as_distribution(*_within(m, b, mean - margin, mean + margin), "hinted", n)
-        spread = max(0.0, f.gpu_watts - mean) / _z(self.coverage)
-        return PowerForecast(mean, f.quantile, "history", n, spread, f.gpu_watts)
+        return self._as_distribution(mean, f.gpu_watts, "history", n)
 
     def _as_distribution(self, mean: float, bound: float, source: str, n: int) -> PowerForecast:
         """A mean and its bound at the calibrated level, as siteChance plans them."""
@@ -387,13 +386,11 @@ class Forecaster:
         """(mean, bound at the calibrated level) of a job's draw read from its
         hint through its namespace's record; None before HINT_MIN_SAMPLES."""
         hint = _usable(hint)
-        if hint is None:
+        record = None if hint is None else self.hint_record(namespace)
+        if hint is None or record is None or record[0] < self.hint_min_samples:
             return None
-        ratios = self._hint_ratios.get(namespace)
-        if ratios is None or len(ratios) < self.hint_min_samples:
-            return None
-        n, r, var = moments(ratios)
-        sd = max(math.sqrt(var), MIN_REL_SPREAD * r)
+        n, r, sd = record
+        sd = max(sd, MIN_REL_SPREAD * r)
         return r * hint, _bound((n, r * hint, sd * hint), self.level)
 
     def hint_record(self, namespace: str) -> tuple[int, float, float] | None:

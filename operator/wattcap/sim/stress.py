@@ -100,12 +100,16 @@ class StressSpec:
 
 @dataclass(frozen=True, slots=True)
 class StressTrace:
-    """A drawn trace: jobs (ground truth), their hints, and the PowerPolicy manifest."""
+    """A drawn trace: jobs (ground truth, hints included) and the PowerPolicy manifest."""
 
     spec: StressSpec
     jobs: list[TraceJob]
-    hints: list[float | None]
     manifest: dict[str, Any]
+
+    @property
+    def hints(self) -> list[float | None]:
+        """Each job's hint (None where it carries none)."""
+        return [j.gpu_watts_hint for j in self.jobs]
 
     @property
     def policy(self) -> PowerPolicy:
@@ -218,8 +222,7 @@ def stress_trace(spec: StressSpec) -> StressTrace:
             v if h else None for v, h in zip(hint.tolist(), has_hint.tolist(), strict=True)
         ],
     }
-    jobs = _make_jobs(columns, n)
-    return StressTrace(spec, jobs, [j.gpu_watts_hint for j in jobs], policy_manifest(spec))
+    return StressTrace(spec, _make_jobs(columns, n), policy_manifest(spec))
 
 
 def policy_manifest(spec: StressSpec) -> dict[str, Any]:
