@@ -155,15 +155,17 @@ def test_a_job_drawing_more_than_forecast_is_shed_after_grace(
     cap = IDLE_W + 3 * 8 * (300 - GPU_IDLE) + 1000  # fits three jobs on their 300 W hints
     # hints as low as 300 W (0.43 of TDP) are believed here: the policy's floor is lowered
     set_policy(kc, cap, prometheus={"url": PROM_URL}, gracePeriod="5s", hintFloorFraction=0.4)
-    # The policy's status outlives the operator of an earlier test: wait for this
-    # one's own verdict on an idle site, or a stale MeasuredOverCap passes the wait
-    # below before these jobs even run (it did once, in a fresh-path run).
-    wait_for(
-        "this operator's verdict on the idle site",
-        lambda: policy_condition(kc, "WithinCap").get("status") == "True",
-        60,
-        every=0.5,
-    )
+    prom = PrometheusConnect(PROM_URL, disable_ssl=True)
+
+    def meter_idle() -> bool:  # no GPU still read at work for an earlier test's pods
+        v = prom.custom_query("max(DCGM_FI_DEV_POWER_USAGE)")
+        return bool(v) and float(v[0]["value"][1]) < GPU_IDLE + 50
+
+    # Until the meter has caught up with the last test's teardown, this operator
+    # reads that test's load as over this lower cap: MeasuredOverCap before these
+    # jobs ran, and the tiny job admitted with them once the reading fell (twice
+    # in fresh-path runs: the operator lived 2 s).
+    wait_for("the meter to read the site idle", meter_idle, 60, every=0.5)
     apply(
         kc,
         [
@@ -200,7 +202,6 @@ def test_a_job_drawing_more_than_forecast_is_shed_after_grace(
     assert p["hot-2"] == "Running", "the highest priority keeps running"
     assert status(kc, namespace, "hot-0")["reason"] in ("MeasuredOverCap", "WaitingForPower")
     assert kget(kc, "job.batch", "hot-0", "-n", namespace)["spec"]["suspend"] is True
-    prom = PrometheusConnect(PROM_URL, disable_ssl=True)
 
     def measured_under() -> bool:
         v = prom.custom_query('wattcap_site_power_watts{source="measured"}')
